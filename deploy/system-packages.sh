@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the bot and its tests need, only when one is missing,
+# so repeated `make` runs cost nothing. libopus0: Opus decode/encode through ctypes.
+# espeak-ng: speech-like test audio for the simulated speakers.
+set -euo pipefail
+packages=(libopus0 espeak-ng)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]} (run as root, or install them yourself)" >&2
+    exit 1
+fi
+echo "installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
