@@ -1,0 +1,73 @@
+"""Receive side of DAVE (Discord's end-to-end voice encryption).
+
+discord.py 2.7.1 runs the MLS handshake and keeps the session on its
+``VoiceConnectionState`` (``dave_session``, ``dave_protocol_version``), both
+replaced as transitions happen; so they are read on every frame, never cached.
+Decrypting needs the *sender's* user id (per-sender keys), hence this runs
+after the SSRC map. Frames that arrive in the clear while DAVE is on (during a
+transition) are davey's call: it lets them through only in passthrough mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import davey
+
+__all__ = ("OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
+
+#: The 3-byte Opus silence frame; senders emit it unencrypted.
+OPUS_SILENCE = b"\xf8\xff\xfe"
+
+_AUDIO = davey.MediaType.audio
+_FAILURE_PREFIX = "Failed to decrypt: "
+_MAX_REASON_LENGTH = 40
+
+
+class DaveState(Protocol):
+    """Where the current DAVE session lives (discord.py's ``VoiceConnectionState`` fits)."""
+
+    dave_session: Any
+    dave_protocol_version: int
+
+
+class DaveError(ValueError):
+    """A frame DAVE could not open; ``reason`` is a counter key such as
+    ``dave:NoDecryptorForUser`` (the sender's key is not known yet) or
+    ``dave:no_session``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reason(exc: ValueError) -> str:
+    """A bounded counter key from davey's error text ("Failed to decrypt: <Kind>")."""
+    text = str(exc)
+    if text.startswith(_FAILURE_PREFIX):
+        kind = text[len(_FAILURE_PREFIX) :]
+        if kind.isidentifier() and len(kind) <= _MAX_REASON_LENGTH:
+            return "dave:" + kind
+    return "dave:failed"
+
+
+class DaveDecryptor:
+    """Turns a transport-decrypted frame into the sender's Opus frame."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: DaveState) -> None:
+        self._state = state
+
+    def decrypt(self, user_id: int, frame: bytes) -> bytes:
+        """Return the Opus frame ``user_id`` sent, or raise :class:`DaveError`."""
+        state = self._state
+        if state.dave_protocol_version == 0 or frame == OPUS_SILENCE:
+            return frame
+        session = state.dave_session
+        if session is None:
+            raise DaveError("dave:no_session")
+        try:
+            return session.decrypt(user_id, _AUDIO, frame)
+        except ValueError as exc:
+            raise DaveError(_reason(exc)) from None

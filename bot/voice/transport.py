@@ -1,0 +1,132 @@
+"""Transport (UDP-layer) decryption of Discord voice packets, rtpsize modes.
+
+Layout of an rtpsize datagram::
+
+    [ header: 12 + 4*CC (+ 4-byte extension preamble) ]  <- AAD
+    [ ciphertext: extension body + frame + padding ]
+    [ 16-byte tag ][ 4-byte big-endian nonce counter ]
+
+The nonce is the counter followed by zeros: 24 bytes for XChaCha20-Poly1305,
+12 for AES-256-GCM. One decryptor is built per session key (the key is fixed
+until the next SESSION_DESCRIPTION), so the per-packet cost is the AEAD call.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
+from nacl.exceptions import CryptoError
+
+from .rtp import RtpHeader
+
+__all__ = (
+    "AesGcmDecryptor",
+    "TransportDecryptor",
+    "TransportError",
+    "UnsupportedModeError",
+    "XChaChaDecryptor",
+    "create_decryptor",
+)
+
+_TAG_SIZE = 16
+_NONCE_COUNTER_SIZE = 4
+_TRAILER_SIZE = _TAG_SIZE + _NONCE_COUNTER_SIZE
+_KEY_SIZE = 32
+_XCHACHA_NONCE_PAD = bytes(20)
+_GCM_NONCE_PAD = bytes(8)
+
+
+class TransportError(ValueError):
+    """A datagram that failed transport decryption.
+
+    ``reason`` is a counter key: ``truncated`` (no room for tag and nonce) or
+    ``auth_failed`` (tag mismatch: wrong key, tampered header or payload).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedModeError(ValueError):
+    """The voice server negotiated an encryption mode this layer cannot open."""
+
+
+class TransportDecryptor(Protocol):
+    """Opens the encrypted part of one rtpsize datagram."""
+
+    mode: str
+
+    def decrypt(self, data: bytes, header: RtpHeader) -> bytes:
+        """Return the plaintext (extension body + frame + padding) or raise :class:`TransportError`."""
+        ...
+
+
+def _split(data: bytes, header: RtpHeader) -> tuple[bytes, bytes, bytes]:
+    """Cut a datagram into (aad, ciphertext with tag, nonce counter)."""
+    end = len(data) - _NONCE_COUNTER_SIZE
+    if end - header.header_length < _TAG_SIZE:
+        raise TransportError("truncated")
+    return data[: header.header_length], data[header.header_length : end], data[end:]
+
+
+class XChaChaDecryptor:
+    """``aead_xchacha20_poly1305_rtpsize`` (the mode every Discord client must support)."""
+
+    __slots__ = ("_key",)
+    mode = "aead_xchacha20_poly1305_rtpsize"
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def decrypt(self, data: bytes, header: RtpHeader) -> bytes:
+        """Return the plaintext or raise :class:`TransportError`."""
+        aad, ciphertext, counter = _split(data, header)
+        try:
+            return crypto_aead_xchacha20poly1305_ietf_decrypt(
+                ciphertext, aad, counter + _XCHACHA_NONCE_PAD, self._key
+            )
+        except CryptoError:
+            raise TransportError("auth_failed") from None
+
+
+class AesGcmDecryptor:
+    """``aead_aes256_gcm_rtpsize`` (optional in Discord; the cipher is built once per key)."""
+
+    __slots__ = ("_cipher",)
+    mode = "aead_aes256_gcm_rtpsize"
+
+    def __init__(self, key: bytes) -> None:
+        self._cipher = AESGCM(key)
+
+    def decrypt(self, data: bytes, header: RtpHeader) -> bytes:
+        """Return the plaintext or raise :class:`TransportError`."""
+        aad, ciphertext, counter = _split(data, header)
+        try:
+            return self._cipher.decrypt(counter + _GCM_NONCE_PAD, ciphertext, aad)
+        except InvalidTag:
+            raise TransportError("auth_failed") from None
+
+
+_DECRYPTORS: dict[str, type[XChaChaDecryptor] | type[AesGcmDecryptor]] = {
+    XChaChaDecryptor.mode: XChaChaDecryptor,
+    AesGcmDecryptor.mode: AesGcmDecryptor,
+}
+
+
+def create_decryptor(mode: str, secret_key: bytes | Sequence[int]) -> TransportDecryptor:
+    """Build the decryptor for a SESSION_DESCRIPTION's ``mode`` and ``secret_key``.
+
+    discord.py keeps the key as the JSON list of ints; bytes are accepted too.
+    Raises :class:`UnsupportedModeError` for any other mode or key size.
+    """
+    factory = _DECRYPTORS.get(mode)
+    if factory is None:
+        raise UnsupportedModeError(f"unsupported voice encryption mode {mode!r}")
+    key = bytes(secret_key)
+    if len(key) != _KEY_SIZE:
+        raise UnsupportedModeError(f"voice secret key is {len(key)} bytes, expected {_KEY_SIZE}")
+    return factory(key)

@@ -1,0 +1,56 @@
+"""DAVE receive: passthrough rules and failures turned into counted reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import davey
+import pytest
+
+from bot.voice.dave import OPUS_SILENCE, DaveDecryptor, DaveError
+
+
+@dataclass
+class _ConnectionState:
+    """The two attributes discord.py's VoiceConnectionState carries for DAVE."""
+
+    dave_session: Any
+    dave_protocol_version: int
+
+
+def test_protocol_zero_passes_frames_as_is() -> None:
+    session = davey.DaveSession(1, 1234, 5678)
+    decryptor = DaveDecryptor(_ConnectionState(session, 0))
+    assert decryptor.decrypt(42, b"plain opus") == b"plain opus"
+
+
+def test_silence_passes_untouched_while_dave_is_on() -> None:
+    session = davey.DaveSession(1, 1234, 5678)
+    decryptor = DaveDecryptor(_ConnectionState(session, 1))
+    assert decryptor.decrypt(42, OPUS_SILENCE) == OPUS_SILENCE
+
+
+def test_session_without_group_raises_counted_reason() -> None:
+    session = davey.DaveSession(1, 1234, 5678)
+    decryptor = DaveDecryptor(_ConnectionState(session, 1))
+    with pytest.raises(DaveError) as info:
+        decryptor.decrypt(42, b"\x01" * 30 + b"\xfa\xfa")
+    assert info.value.reason == "dave:NoDecryptorForUser"
+
+
+def test_missing_session_while_version_set() -> None:
+    decryptor = DaveDecryptor(_ConnectionState(None, 1))
+    with pytest.raises(DaveError) as info:
+        decryptor.decrypt(42, b"frame")
+    assert info.value.reason == "dave:no_session"
+
+
+def test_state_is_read_per_frame() -> None:
+    """discord.py swaps version and session during transitions; nothing is cached."""
+    state = _ConnectionState(davey.DaveSession(1, 1234, 5678), 1)
+    decryptor = DaveDecryptor(state)
+    with pytest.raises(DaveError):
+        decryptor.decrypt(42, b"frame")
+    state.dave_protocol_version = 0
+    assert decryptor.decrypt(42, b"frame") == b"frame"
