@@ -1,0 +1,265 @@
+"""The bot's settings, read from the environment or a ``.env`` file.
+
+Every variable, its default and its meaning (``python -m bot --help`` prints the
+same table through :func:`help_text`):
+
+==================== ================================ =========================================
+Variable             Default                          Meaning
+==================== ================================ =========================================
+DISCORD_TOKEN        (required)                       Bot token from the developer portal.
+RECORDINGS_DIR       ./recordings                     Where recordings are stored.
+DATABASE_PATH        RECORDINGS_DIR/index.sqlite3     SQLite index of recordings and opt-outs.
+HTTP_HOST            0.0.0.0                          Address the download server listens on.
+HTTP_PORT            8080                             Port of the download server (0: any).
+PUBLIC_URL           http://localhost:HTTP_PORT       Base URL users reach, used in links.
+RECORDER_ROLE        (none)                           Role (name or id) that may record.
+MAX_RECORDING_HOURS  6                                A recording stops after this long.
+RETENTION_DAYS       30                               Recordings and links expire after this.
+MIN_FREE_DISK_MB     1024                             Refuse/stop recording below this space.
+SHARD_COUNT          (automatic)                      Total number of shards.
+SHARD_IDS            (all)                            Shards this process runs, e.g. ``0,1``.
+DISCORD_API_BASE     (Discord)                        REST base URL (loopback tests only).
+DISCORD_GATEWAY_URL  (Discord)                        Gateway URL (loopback tests only).
+DISCORD_CA_FILE      (system CAs)                     Extra CA bundle (loopback tests only).
+==================== ================================ =========================================
+
+Values in the process environment win over the ``.env`` file. A missing or bad
+value raises :class:`ConfigError`, whose ``str`` is one line naming the variable
+and the problem; the token never appears in any message or ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["ConfigError", "Settings", "VARIABLES", "Variable", "help_text", "load_dotenv"]
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; ``str(error)`` is one line fit for users."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Variable:
+    """One documented environment variable."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DISCORD_TOKEN", "(required)", "Bot token from the Discord developer portal; keep it secret."),
+    Variable("RECORDINGS_DIR", "./recordings", "Directory holding one folder per recording."),
+    Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index of recordings, download keys and opt-outs."),
+    Variable("HTTP_HOST", "0.0.0.0", "Address the download web server listens on."),
+    Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
+    Variable("PUBLIC_URL", "http://localhost:HTTP_PORT", "Base URL users reach the download server at, used in links."),
+    Variable("RECORDER_ROLE", "(none)", "Role name or id allowed to start and stop recordings, besides Manage Server."),
+    Variable("MAX_RECORDING_HOURS", "6", "A recording stops by itself after this many hours."),
+    Variable("RETENTION_DAYS", "30", "Recordings and their download links are deleted after this many days."),
+    Variable("MIN_FREE_DISK_MB", "1024", "Recording refuses to start, or stops, below this much free disk space."),
+    Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
+    Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
+    Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
+    Variable("DISCORD_GATEWAY_URL", "(Discord)", "Gateway URL; only for the loopback test Discord."),
+    Variable("DISCORD_CA_FILE", "(system CAs)", "Extra CA certificate file to trust; only for the loopback test Discord."),
+)
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def help_text() -> str:
+    """Return a table of every variable with its default and meaning, for ``--help``."""
+    width = max(len(v.name) for v in VARIABLES)
+    dwidth = max(len(v.default) for v in VARIABLES)
+    lines = ["Configuration (environment variables, or a .env file in the working directory):", ""]
+    for v in VARIABLES:
+        lines.append(f"  {v.name:<{width}}  {v.default:<{dwidth}}  {v.meaning}")
+    return "\n".join(lines)
+
+
+def load_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Parse a ``.env`` file: ``NAME=value`` lines, ``#`` comments, optional ``export``
+    and matching quotes. A missing file is an empty mapping.
+
+    Errors name the file and line number but never the line's content (it may be
+    the token).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p.name}: cannot read ({type(exc).__name__})") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not _NAME_RE.match(name):
+            raise ConfigError(f"{p.name} line {number}: expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            # An unquoted value may carry a trailing comment, as in shell.
+            value = value.split(" #", 1)[0].rstrip()
+        values[name] = value
+    return values
+
+
+def _int(name: str, text: str, low: int, high: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name}: must be {bound}, got {value}")
+    return value
+
+
+def _positive(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}: must be a positive number, got {text!r}")
+    return value
+
+
+def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ConfigError(f"{name}: expected a {'/'.join(schemes)} URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _check_token(text: str) -> str:
+    if not text:
+        raise ConfigError("DISCORD_TOKEN: missing (set it in the environment or in .env)")
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ConfigError("DISCORD_TOKEN: contains whitespace or control characters")
+    return text
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated settings. Build with :meth:`from_env`; ``repr`` masks the token."""
+
+    discord_token: str = dataclasses.field(repr=False)
+    recordings_dir: Path = Path("recordings")
+    database_path: Path = Path("recordings") / "index.sqlite3"
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    public_url: str = "http://localhost:8080"
+    recorder_role: str | None = None
+    max_recording_hours: float = 6.0
+    retention_days: float = 30.0
+    min_free_disk_mb: int = 1024
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+    discord_ca_file: Path | None = None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}={'***' if f.name == 'discord_token' else repr(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({fields})"
+
+    __str__ = __repr__
+
+    @property
+    def retention_seconds(self) -> float:
+        """Retention as seconds, for :class:`bot.storage.RecordingStore`."""
+        return self.retention_days * 86400.0
+
+    @property
+    def max_recording_seconds(self) -> float:
+        """Maximum recording length in seconds."""
+        return self.max_recording_hours * 3600.0
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv_path: str | os.PathLike[str] | None = ".env",
+    ) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``) over ``dotenv_path``.
+
+        Pass ``dotenv_path=None`` to ignore any ``.env`` file. Raises
+        :class:`ConfigError` on the first missing or invalid value.
+        """
+        merged: dict[str, str] = dict(load_dotenv(dotenv_path)) if dotenv_path is not None else {}
+        merged.update(os.environ if environ is None else environ)
+
+        def get(name: str) -> str:
+            return merged.get(name, "").strip()
+
+        def opt(name: str, parse: Callable[[str, str], Any]) -> Any:
+            text = get(name)
+            return parse(name, text) if text else None
+
+        token = _check_token(get("DISCORD_TOKEN"))
+        recordings_dir = Path(get("RECORDINGS_DIR") or "recordings")
+        database_path = Path(get("DATABASE_PATH")) if get("DATABASE_PATH") else recordings_dir / "index.sqlite3"
+        if database_path.exists() and database_path.is_dir():
+            raise ConfigError(f"DATABASE_PATH: {str(database_path)!r} is a directory, expected a file")
+        if recordings_dir.exists() and not recordings_dir.is_dir():
+            raise ConfigError(f"RECORDINGS_DIR: {str(recordings_dir)!r} exists and is not a directory")
+        http_host = get("HTTP_HOST") or "0.0.0.0"
+        http_port = _int("HTTP_PORT", get("HTTP_PORT") or "8080", 0, 65535)
+        public_url = opt("PUBLIC_URL", lambda n, t: _url(n, t, ("http", "https")))
+        if public_url is None:
+            public_url = f"http://localhost:{http_port}"
+        shard_count = opt("SHARD_COUNT", lambda n, t: _int(n, t, 1))
+        shard_ids = opt("SHARD_IDS", _shard_ids)
+        if shard_ids is not None:
+            if shard_count is None:
+                raise ConfigError("SHARD_IDS: needs SHARD_COUNT to be set too")
+            bad = [i for i in shard_ids if i >= shard_count]
+            if bad:
+                raise ConfigError(f"SHARD_IDS: shard {bad[0]} does not exist with SHARD_COUNT={shard_count}")
+        ca_file = opt("DISCORD_CA_FILE", lambda n, t: Path(t))
+        if ca_file is not None and not ca_file.is_file():
+            raise ConfigError(f"DISCORD_CA_FILE: no such file {str(ca_file)!r}")
+        return cls(
+            discord_token=token,
+            recordings_dir=recordings_dir,
+            database_path=database_path,
+            http_host=http_host,
+            http_port=http_port,
+            public_url=public_url,
+            recorder_role=get("RECORDER_ROLE") or None,
+            max_recording_hours=_positive("MAX_RECORDING_HOURS", get("MAX_RECORDING_HOURS") or "6"),
+            retention_days=_positive("RETENTION_DAYS", get("RETENTION_DAYS") or "30"),
+            min_free_disk_mb=_int("MIN_FREE_DISK_MB", get("MIN_FREE_DISK_MB") or "1024", 0),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
+            discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),
+            discord_gateway_url=opt("DISCORD_GATEWAY_URL", lambda n, t: _url(n, t, ("ws", "wss"))),
+            discord_ca_file=ca_file,
+        )
+
+
+def _shard_ids(name: str, text: str) -> tuple[int, ...]:
+    ids = tuple(_int(name, part.strip(), 0) for part in text.split(","))
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{name}: lists a shard twice")
+    return ids

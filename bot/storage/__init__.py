@@ -1,0 +1,39 @@
+"""Where recordings live: one folder per recording under ``RECORDINGS_DIR`` with
+a WAV per speaker and ``manifest.json``, indexed in SQLite.
+
+Typical use by the bot::
+
+    store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
+    for rec in store.recover(): ...            # tell those guilds their recording was cut
+    rec = store.create(guild.id, guild.name, channel.id, channel.name)
+    # the recording engine writes rec.directory / f"{user_id}.wav"
+    store.note_speaker(rec.id, member.id, member.display_name)
+    manifest = store.new_manifest(rec)        # then fill talk_seconds/packets/losses
+    store.finish(rec.id, manifest)
+    link = settings.public_url + rec.download_path
+"""
+
+from bot.storage.asyncstore import AsyncRecordingStore
+from bot.storage.disk import free_disk_mb, has_free_space
+from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
+from bot.storage.index import Recording, RecordingStore, StorageError
+from bot.storage.manifest import MANIFEST_NAME, Manifest, ManifestError, Speaker
+from bot.storage.names import speaker_filename
+
+__all__ = [
+    "MANIFEST_NAME",
+    "AsyncRecordingStore",
+    "Manifest",
+    "ManifestError",
+    "Recording",
+    "RecordingStore",
+    "Speaker",
+    "StorageError",
+    "free_disk_mb",
+    "has_free_space",
+    "is_recording_id",
+    "new_recording_id",
+    "new_secret",
+    "normalize_recording_id",
+    "speaker_filename",
+]

@@ -1,0 +1,380 @@
+"""The SQLite index of recordings: per-guild listing, download keys, opt-outs,
+retention and crash recovery.
+
+Every method is synchronous and thread-safe. Index operations take well under a
+millisecond and may run on the event loop; the ones that touch audio files
+(:meth:`RecordingStore.finish`, ``mark_interrupted``, ``delete``, ``expire``,
+``recover``) should run in a thread: :class:`bot.storage.AsyncRecordingStore`
+does that for every method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.storage import wavrepair
+from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
+from bot.storage.manifest import Manifest, Speaker
+from bot.storage.names import user_id_of_raw_track
+
+__all__ = ["Recording", "RecordingStore", "StorageError"]
+
+_log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recordings (
+    id TEXT PRIMARY KEY,
+    guild_id INTEGER NOT NULL,
+    guild_name TEXT NOT NULL,
+    channel_id INTEGER NOT NULL,
+    channel_name TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    status TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recordings_by_guild ON recordings (guild_id, started_at);
+CREATE INDEX IF NOT EXISTS recordings_by_status ON recordings (status);
+CREATE TABLE IF NOT EXISTS speakers (
+    recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL,
+    display_name TEXT NOT NULL,
+    PRIMARY KEY (recording_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS opt_outs (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+);
+"""
+_COLUMNS = (
+    "id, guild_id, guild_name, channel_id, channel_name, started_at, ended_at, status, secret, sample_rate, channels"
+)
+
+
+class StorageError(Exception):
+    """A storage operation that cannot be done (unknown id, wrong state)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recording:
+    """One row of the index. ``secret`` is the download key (hidden from repr)."""
+
+    id: str
+    guild_id: int
+    guild_name: str
+    channel_id: int
+    channel_name: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: str
+    secret: str = dataclasses.field(repr=False)
+    sample_rate: int
+    channels: int
+    directory: Path
+
+    @property
+    def download_path(self) -> str:
+        """``/r/<id>?key=<secret>``; prefix it with the public URL for a link."""
+        return f"/r/{self.id}?key={self.secret}"
+
+
+def _ts(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        raise ValueError("datetimes given to the store must be timezone-aware")
+    return moment.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecordingStore:
+    """Recordings on disk under ``recordings_dir`` plus their SQLite index.
+
+    ``retention_days`` None keeps recordings forever.
+    """
+
+    def __init__(
+        self,
+        recordings_dir: Path,
+        database_path: Path | None = None,
+        retention_days: float | None = 30.0,
+    ) -> None:
+        self.recordings_dir = Path(recordings_dir)
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.database_path = Path(database_path) if database_path else self.recordings_dir / "index.sqlite3"
+        self.database_path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention = None if retention_days is None else timedelta(days=retention_days)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.database_path, check_same_thread=False, timeout=10.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._db:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> RecordingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- recordings -------------------------------------------------------------
+
+    def create(
+        self,
+        guild_id: int,
+        guild_name: str,
+        channel_id: int,
+        channel_name: str,
+        *,
+        sample_rate: int = 48000,
+        channels: int = 1,
+        started_at: datetime | None = None,
+    ) -> Recording:
+        """Register a new recording (status ``recording``) and make its folder;
+        the recording engine then writes ``<folder>/<user_id>.wav``."""
+        started = started_at or _now()
+        secret = new_secret()
+        for _ in range(20):
+            recording_id = new_recording_id()
+            try:
+                with self._lock, self._db:
+                    self._db.execute(
+                        f"INSERT INTO recordings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'recording', ?, ?, ?)",
+                        (recording_id, guild_id, guild_name, channel_id, channel_name, _ts(started),
+                         secret, sample_rate, channels),
+                    )
+                break
+            except sqlite3.IntegrityError:
+                continue
+        else:
+            raise StorageError("could not find a free recording id")
+        directory = self.recordings_dir / recording_id
+        try:
+            directory.mkdir(parents=True, exist_ok=False)
+        except OSError:
+            with self._lock, self._db:
+                self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+            raise
+        Manifest(recording_id, guild_id, guild_name, channel_id, channel_name, started,
+                 sample_rate=sample_rate, channels=channels).write(directory)
+        _log.info("recording %s created for guild %s", recording_id, guild_id)
+        rec = self.get(recording_id)
+        assert rec is not None
+        return rec
+
+    def get(self, recording_id: str) -> Recording | None:
+        """The recording with this id (as a user typed it), or None."""
+        rid = normalize_recording_id(recording_id)
+        if not is_recording_id(rid):
+            return None
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (rid,)).fetchone()
+        return None if row is None else self._row(row)
+
+    def list(self, guild_id: int) -> list[Recording]:
+        """This guild's recordings, newest first. Never another guild's."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM recordings WHERE guild_id = ? ORDER BY started_at DESC, id",
+                (guild_id,),
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def note_speaker(self, recording_id: str, user_id: int, display_name: str) -> None:
+        """Remember a speaker's display name as soon as they are heard, so a
+        recording recovered after a crash still names its files."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO speakers (recording_id, user_id, display_name) VALUES (?, ?, ?) "
+                "ON CONFLICT (recording_id, user_id) DO UPDATE SET display_name = excluded.display_name",
+                (recording_id, user_id, display_name),
+            )
+
+    def new_manifest(self, recording: Recording) -> Manifest:
+        """A manifest for ``recording`` with every speaker noted so far; the caller
+        fills in talk time, packets and losses, then passes it to :meth:`finish`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT user_id, display_name FROM speakers WHERE recording_id = ? ORDER BY rowid",
+                (recording.id,),
+            ).fetchall()
+        return Manifest(
+            recording.id, recording.guild_id, recording.guild_name, recording.channel_id,
+            recording.channel_name, recording.started_at, recording.ended_at, recording.status,
+            recording.sample_rate, recording.channels, [Speaker(uid, name) for uid, name in rows],
+        )
+
+    def read_manifest(self, recording: Recording) -> Manifest:
+        """The recording's ``manifest.json`` (raises ManifestError/FileNotFoundError)."""
+        return Manifest.read(recording.directory)
+
+    def finish(self, recording_id: str, manifest: Manifest, *, ended_at: datetime | None = None) -> Manifest:
+        """Close a recording normally: rename ``<user_id>.wav`` tracks after their
+        speakers, write ``manifest.json`` (status ``finished``) and update the index.
+        Returns the manifest as written (only speakers whose track exists)."""
+        return self._close(recording_id, manifest, "finished", ended_at)
+
+    def mark_interrupted(
+        self, recording_id: str, manifest: Manifest | None = None, *, ended_at: datetime | None = None
+    ) -> Manifest:
+        """Close a recording that ended abnormally (voice lost, crash): like
+        :meth:`finish` with status ``interrupted``; the manifest defaults to what
+        the index knows."""
+        if manifest is None:
+            rec = self._require(recording_id)
+            manifest = self.new_manifest(rec)
+        return self._close(recording_id, manifest, "interrupted", ended_at)
+
+    def delete(self, recording_id: str) -> bool:
+        """Remove a recording's files and rows; False when there was none."""
+        rec = self.get(recording_id)
+        if rec is None:
+            return False
+        self._remove_files(rec)
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM recordings WHERE id = ?", (rec.id,))
+        _log.info("recording %s deleted", rec.id)
+        return True
+
+    def is_expired(self, recording: Recording, now: datetime | None = None) -> bool:
+        """True when ``recording`` is past retention (its link no longer works)."""
+        if self.retention is None:
+            return False
+        return recording.started_at + self.retention <= (now or _now())
+
+    def expire(self, now: datetime | None = None) -> list[str]:
+        """Delete every recording older than the retention period (files and
+        rows); recordings still in progress are kept. Returns the ids removed."""
+        if self.retention is None:
+            return []
+        cutoff = _ts((now or _now()) - self.retention)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM recordings WHERE started_at <= ? AND status != 'recording'", (cutoff,)
+            ).fetchall()
+        removed = []
+        for row in rows:
+            rec = self._row(row)
+            self._remove_files(rec)
+            with self._lock, self._db:
+                self._db.execute("DELETE FROM recordings WHERE id = ?", (rec.id,))
+            removed.append(rec.id)
+        if removed:
+            _log.info("retention removed %d recording(s)", len(removed))
+        return removed
+
+    def recover(self) -> list[Recording]:
+        """Close recordings a crashed process left marked ``recording``: repair
+        their WAV headers, name their tracks as far as known, write their
+        manifest, mark them ``interrupted``. Call once at start-up, before any
+        new recording begins. Returns them so the bot can tell their guilds."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM recordings WHERE status = 'recording' ORDER BY started_at"
+            ).fetchall()
+        recovered = []
+        for row in rows:
+            rec = self._row(row)
+            rec.directory.mkdir(parents=True, exist_ok=True)
+            wavrepair.repair_directory(rec.directory)
+            tracks = list(rec.directory.glob("*.wav"))
+            ended = max((p.stat().st_mtime for p in tracks), default=None)
+            self.mark_interrupted(rec.id, ended_at=_dt(ended) or rec.started_at)
+            recovered.append(self._require(rec.id))
+            _log.warning("recording %s was interrupted by a crash; recovered %d track(s)", rec.id, len(tracks))
+        return recovered
+
+    # -- opt-outs ---------------------------------------------------------------
+
+    def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
+        """Record whether ``user_id`` refuses to be recorded in ``guild_id``."""
+        with self._lock, self._db:
+            if opted_out:
+                self._db.execute("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (guild_id, user_id))
+            else:
+                self._db.execute("DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+
+    def opted_out(self, guild_id: int) -> set[int]:
+        """Users of ``guild_id`` who must not be recorded."""
+        with self._lock:
+            rows = self._db.execute("SELECT user_id FROM opt_outs WHERE guild_id = ?", (guild_id,)).fetchall()
+        return {r[0] for r in rows}
+
+    # -- internals --------------------------------------------------------------
+
+    def _row(self, row: tuple) -> Recording:
+        rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels = row
+        return Recording(rid, gid, gname, cid, cname, _dt(started), _dt(ended), status, secret, rate, channels,
+                         self.recordings_dir / rid)
+
+    def _require(self, recording_id: str) -> Recording:
+        rec = self.get(recording_id)
+        if rec is None:
+            raise StorageError(f"no recording {recording_id!r}")
+        return rec
+
+    def _close(self, recording_id: str, manifest: Manifest, status: str, ended_at: datetime | None) -> Manifest:
+        rec = self._require(recording_id)
+        if manifest.recording_id != rec.id:
+            raise StorageError(f"manifest of {manifest.recording_id!r} given for recording {rec.id!r}")
+        known = self.new_manifest(rec).speakers
+        speakers = _finalize_tracks(rec.directory, manifest.speakers, known)
+        ended = ended_at or manifest.ended_at or _now()
+        final = dataclasses.replace(manifest, status=status, ended_at=ended, speakers=speakers)
+        final.write(rec.directory)
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE recordings SET status = ?, ended_at = ? WHERE id = ?", (status, _ts(ended), rec.id)
+            )
+        _log.info("recording %s %s with %d track(s)", rec.id, status, len(speakers))
+        return final
+
+    def _remove_files(self, rec: Recording) -> None:
+        # The id was validated by get()/the schema, so this stays inside recordings_dir.
+        if rec.directory.parent == self.recordings_dir and rec.directory.is_dir():
+            shutil.rmtree(rec.directory, ignore_errors=True)
+
+
+def _finalize_tracks(directory: Path, speakers: list[Speaker], known: list[Speaker]) -> list[Speaker]:
+    """Rename every ``<user_id>.wav`` after its speaker and return the speakers
+    whose track exists: the given ones first, then any track nobody described
+    (named from ``known`` or ``speaker``)."""
+    by_id: dict[int, Speaker] = {}
+    for s in speakers:
+        if os.path.basename(s.file) != s.file or not s.file.endswith(".wav") or s.file.startswith("."):
+            s = dataclasses.replace(s, file="")
+        by_id.setdefault(s.user_id, s)
+    names = {s.user_id: s.display_name for s in known}
+    for path in sorted(directory.glob("*.wav")):
+        uid = user_id_of_raw_track(path.name)
+        if uid is None:
+            continue
+        speaker = by_id.setdefault(uid, Speaker(uid, names.get(uid, "speaker")))
+        target = directory / speaker.file
+        if target.exists():
+            _log.warning("%s: %s already exists, keeping the raw track name", directory.name, speaker.file)
+            speaker.file = path.name
+            continue
+        os.replace(path, target)
+    return [s for s in by_id.values() if (directory / s.file).is_file()]

@@ -1,0 +1,155 @@
+"""Settings from environment and .env: defaults, precedence, one-line errors, a
+token that never leaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import VARIABLES, ConfigError, Settings, help_text, load_dotenv
+
+TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GxYzAb.secret-part-of-the-token"
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env({"DISCORD_TOKEN": TOKEN, **env}, dotenv_path=None)
+
+
+def error_of(env: dict[str, str], dotenv: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env, dotenv_path=dotenv)
+    message = str(info.value)
+    assert "\n" not in message and message
+    assert TOKEN not in message and "secret-part" not in message
+    # Raised "from None": nothing chained that a traceback printer would show.
+    exc = info.value
+    assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__)
+    return message
+
+
+def test_defaults() -> None:
+    s = settings()
+    assert s.discord_token == TOKEN
+    assert s.recordings_dir == Path("recordings")
+    assert s.database_path == Path("recordings") / "index.sqlite3"
+    assert (s.http_host, s.http_port, s.public_url) == ("0.0.0.0", 8080, "http://localhost:8080")
+    assert s.max_recording_hours == 6 and s.max_recording_seconds == 6 * 3600
+    assert s.retention_days == 30 and s.retention_seconds == 30 * 86400
+    assert s.min_free_disk_mb == 1024
+    assert s.recorder_role is None and s.shard_count is None and s.shard_ids is None
+    assert s.discord_api_base is None and s.discord_gateway_url is None and s.discord_ca_file is None
+
+
+def test_every_value_parsed(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    s = settings(
+        RECORDINGS_DIR=str(tmp_path / "rec"), DATABASE_PATH=str(tmp_path / "db.sqlite3"), HTTP_HOST="127.0.0.1",
+        HTTP_PORT="0", PUBLIC_URL="https://rec.example.org/", RECORDER_ROLE="Recorder", MAX_RECORDING_HOURS="1.5",
+        RETENTION_DAYS="7", MIN_FREE_DISK_MB="0", SHARD_COUNT="4", SHARD_IDS="0, 3",
+        DISCORD_API_BASE="http://127.0.0.1:5000/api/v10", DISCORD_GATEWAY_URL="ws://127.0.0.1:5001",
+        DISCORD_CA_FILE=str(ca),
+    )
+    assert s.recordings_dir == tmp_path / "rec" and s.database_path == tmp_path / "db.sqlite3"
+    assert (s.http_host, s.http_port, s.public_url) == ("127.0.0.1", 0, "https://rec.example.org")
+    assert s.recorder_role == "Recorder" and s.max_recording_hours == 1.5 and s.retention_days == 7
+    assert s.min_free_disk_mb == 0 and s.shard_count == 4 and s.shard_ids == (0, 3)
+    assert s.discord_api_base == "http://127.0.0.1:5000/api/v10"
+    assert s.discord_gateway_url == "ws://127.0.0.1:5001" and s.discord_ca_file == ca
+
+
+def test_database_defaults_inside_recordings_dir() -> None:
+    assert settings(RECORDINGS_DIR="/data/rec").database_path == Path("/data/rec/index.sqlite3")
+
+
+def test_public_url_follows_port() -> None:
+    assert settings(HTTP_PORT="9000").public_url == "http://localhost:9000"
+
+
+def test_dotenv_and_environment_precedence(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n\n"
+        f"export DISCORD_TOKEN='{TOKEN}'\n"
+        'RECORDER_ROLE="Voice Recorder"\n'
+        "HTTP_PORT=8000  # trailing comment\n"
+        "RETENTION_DAYS=10\n"
+    )
+    s = Settings.from_env({"RETENTION_DAYS": "3"}, dotenv_path=dotenv)
+    assert s.discord_token == TOKEN
+    assert s.recorder_role == "Voice Recorder"
+    assert s.http_port == 8000
+    assert s.retention_days == 3  # the environment wins over .env
+
+
+def test_missing_dotenv_is_fine(tmp_path: Path) -> None:
+    s = Settings.from_env({"DISCORD_TOKEN": TOKEN}, dotenv_path=tmp_path / "absent.env")
+    assert s.discord_token == TOKEN
+
+
+def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"HTTP_PORT=1\n{TOKEN}\n")
+    assert error_of({}, dotenv) == ".env line 2: expected NAME=value"
+    assert load_dotenv(tmp_path / "nothing") == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "DISCORD_TOKEN: missing"),
+        ({"DISCORD_TOKEN": "   "}, "DISCORD_TOKEN: missing"),
+        ({"DISCORD_TOKEN": TOKEN + " x"}, "DISCORD_TOKEN: contains whitespace"),
+        ({"HTTP_PORT": "http"}, "HTTP_PORT: expected a whole number, got 'http'"),
+        ({"HTTP_PORT": "70000"}, "HTTP_PORT: must be between 0 and 65535, got 70000"),
+        ({"PUBLIC_URL": "rec.example.org"}, "PUBLIC_URL: expected a http/https URL"),
+        ({"MAX_RECORDING_HOURS": "0"}, "MAX_RECORDING_HOURS: must be a positive number"),
+        ({"MAX_RECORDING_HOURS": "six"}, "MAX_RECORDING_HOURS: expected a number"),
+        ({"RETENTION_DAYS": "-1"}, "RETENTION_DAYS: must be a positive number"),
+        ({"RETENTION_DAYS": "nan"}, "RETENTION_DAYS: must be a positive number"),
+        ({"MIN_FREE_DISK_MB": "-5"}, "MIN_FREE_DISK_MB: must be at least 0"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT: must be at least 1"),
+        ({"SHARD_IDS": "0"}, "SHARD_IDS: needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "1,2"}, "SHARD_IDS: shard 2 does not exist"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "1,1"}, "SHARD_IDS: lists a shard twice"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,"}, "SHARD_IDS: expected a whole number"),
+        ({"DISCORD_API_BASE": "ftp://x"}, "DISCORD_API_BASE: expected a http/https URL"),
+        ({"DISCORD_GATEWAY_URL": "http://x"}, "DISCORD_GATEWAY_URL: expected a ws/wss URL"),
+        ({"DISCORD_CA_FILE": "/nonexistent/ca.pem"}, "DISCORD_CA_FILE: no such file"),
+    ],
+)
+def test_bad_values_are_one_clear_line(env: dict[str, str], expected: str) -> None:
+    full = {"DISCORD_TOKEN": TOKEN, **env} if "DISCORD_TOKEN" not in env and env else dict(env)
+    assert error_of(full).startswith(expected)
+
+
+def test_paths_of_the_wrong_kind(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert error_of({"DISCORD_TOKEN": TOKEN, "RECORDINGS_DIR": str(a_file)}).startswith(
+        "RECORDINGS_DIR: " + repr(str(a_file)) + " exists and is not a directory"
+    )
+    assert error_of({"DISCORD_TOKEN": TOKEN, "DATABASE_PATH": str(tmp_path)}).startswith("DATABASE_PATH:")
+
+
+def test_token_never_in_repr_or_str() -> None:
+    s = settings()
+    for text in (repr(s), str(s), f"{s}", f"{s!r}"):
+        assert TOKEN not in text and "secret-part" not in text
+        assert "discord_token=***" in text
+
+
+def test_help_lists_every_variable_with_default() -> None:
+    text = help_text()
+    names = [
+        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "HTTP_HOST", "HTTP_PORT", "PUBLIC_URL",
+        "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "SHARD_COUNT",
+        "SHARD_IDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
+    ]
+    assert [v.name for v in VARIABLES] == names
+    lines = text.splitlines()
+    for v in VARIABLES:
+        (line,) = [ln for ln in lines if ln.split() and ln.split()[0] == v.name]
+        assert v.default in line and v.meaning in line
+    assert "./recordings" in text and "RECORDINGS_DIR/index.sqlite3" in text
