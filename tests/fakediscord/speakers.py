@@ -1,0 +1,135 @@
+"""Simulated speakers: real Opus encoders (one each), real RTP streams, ground truth.
+
+A speaker is ticked every 20 ms by the scenario runner. While talking it
+encodes the next 20 ms of its synthetic voice; after a burst it sends five
+Opus silence frames, as Discord clients do, then goes quiet. Each frame is
+DAVE-encrypted by the speaker's own davey session when the room runs DAVE, and
+sent to every client in the room. Every frame is recorded, with what the
+impairment did to it, so a test can compare a recording with what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sinks.opus import OpusEncoder
+
+from .audio import FRAME_SAMPLES, SpeechSynth
+from .impair import ImpairedLink, Impairment
+from .room import VoiceRoom
+from .rtp import SILENCE_FRAME, RtpPacket, audio_level_extension
+
+__all__ = ["SentFrame", "SimulatedSpeaker", "SILENCE_FRAMES_AFTER_TALK"]
+
+_log = logging.getLogger(__name__)
+
+SILENCE_FRAMES_AFTER_TALK = 5
+
+#: Fates of a frame: delivered as is, lost, sent twice, sent late, or held
+#: back (never sent, no sequence number used) because DAVE was not ready.
+FATES = ("sent", "dropped", "duplicated", "delayed", "held")
+
+
+@dataclass(slots=True)
+class SentFrame:
+    """Ground truth of one 20 ms frame of one speaker."""
+
+    user_id: int
+    ssrc: int
+    seq: int | None
+    timestamp: int
+    opus: bytes
+    silence: bool
+    mono_time: float
+    wall_time: float
+    fate: str
+    delays: list[float] = field(default_factory=list)
+
+
+class SimulatedSpeaker:
+    """One simulated voice participant: encoder, voice, SSRC stream and ground truth."""
+
+    def __init__(self, name: str, user_id: int, *, pitch_hz: float, seed: int,
+                 impairment: Impairment = Impairment(), ssrc: int) -> None:
+        self.name = name
+        self.user_id = user_id
+        self.synth = SpeechSynth(pitch_hz, seed)
+        self.link = ImpairedLink(impairment)
+        self.frames: list[SentFrame] = []
+        self._rng = random.Random(seed ^ 0x5EED)
+        self._talking = False
+        self._silence_left = 0
+        self._speaking_due: asyncio.TimerHandle | None = None
+        self.new_stream(ssrc)
+
+    def new_stream(self, ssrc: int) -> None:
+        """Start a new RTP stream (a reconnect): new SSRC, random seq and timestamp, fresh encoder."""
+        self.ssrc = ssrc
+        self.encoder = OpusEncoder(2, 64_000)
+        self.seq = self._rng.randrange(1 << 16)
+        self.timestamp = self._rng.randrange(1 << 32)
+        self._talking = False
+        self._silence_left = 0
+
+    def tick(self, room: VoiceRoom | None, talking: bool, speaking_delay: float = 0.0) -> None:
+        """Produce this 20 ms slot's frame (if any) and send it to `room`'s clients."""
+        if talking and not self._talking and room is not None:
+            self._announce(room, speaking_delay)
+        if talking:
+            mono = self.synth.frame()
+            opus = self.encoder.encode(np.repeat(mono[:, None], 2, axis=1))
+            self._silence_left = SILENCE_FRAMES_AFTER_TALK
+        elif self._silence_left:
+            opus = SILENCE_FRAME
+            self._silence_left -= 1
+        else:
+            opus = b""
+        self._talking = talking
+        if opus and room is not None:
+            self._send(room, opus)
+        self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+
+    def _announce(self, room: VoiceRoom, delay: float) -> None:
+        if self._speaking_due is not None:
+            self._speaking_due.cancel()
+        if room.announced.get(self.user_id) == self.ssrc and delay <= 0:
+            return
+        if delay > 0:
+            self._speaking_due = asyncio.get_running_loop().call_later(
+                delay, room.announce, self.user_id, self.ssrc)
+        else:
+            room.announce(self.user_id, self.ssrc)
+
+    def _send(self, room: VoiceRoom, opus: bytes) -> None:
+        wire = room.dave_frame(self.user_id, opus)
+        record = SentFrame(self.user_id, self.ssrc, None, self.timestamp, opus, opus == SILENCE_FRAME,
+                           time.monotonic(), time.time(), "held")
+        self.frames.append(record)
+        if wire is None:
+            return
+        record.seq = self.seq
+        self.seq = (self.seq + 1) & 0xFFFF
+        rng = self._rng
+        # Real senders vary: some packets carry a BEDE extension, a few carry RTP padding.
+        packet = RtpPacket(
+            seq=record.seq, timestamp=self.timestamp, ssrc=self.ssrc, payload=wire,
+            extension=audio_level_extension(rng.randrange(128)) if rng.random() < 0.5 else b"",
+            padding=rng.randrange(1, 16) if rng.random() < 0.1 else 0,
+        )
+        record.delays = delays = self.link.delays()
+        if not delays:
+            record.fate = "dropped"
+            return
+        record.fate = "duplicated" if len(delays) > 1 else ("delayed" if delays[0] > 0 else "sent")
+        loop = asyncio.get_running_loop()
+        for delay in delays:
+            if delay > 0:
+                loop.call_later(delay, room.fan_out, packet)
+            else:
+                room.fan_out(packet)
