@@ -1,0 +1,10 @@
+"""The recording engine: per-user, time-aligned WAV recording of Opus voice packets.
+
+Knows nothing of Discord: the bot hands it ``(user_id, VoicePacket)`` pairs.
+"""
+
+from .packet import VoicePacket
+from .sink import AudioSink
+from .wavfile import RepairReport, repair_directory, repair_wav
+
+__all__ = ["AudioSink", "VoicePacket", "RepairReport", "repair_wav", "repair_directory"]

@@ -1,0 +1,255 @@
+"""One user's recorded track: reorder window, Opus decoding, loss handling, placement.
+
+A :class:`Track` belongs to the sink's worker thread alone. Packets come in
+arrival order; each stream (one SSRC) keeps them in a small reorder window
+keyed by extended sequence number and commits them in sequence order:
+immediately when the next expected one is there, otherwise when the window
+holds more than ``window`` packets or nothing new came for a while. A commit
+decodes the frame and appends it to the WAV at the position the stream's
+:class:`~sinks.timeline.StreamTimeline` gives it, filling any hole before it
+with concealment (lost packets: PLC, then the last lost frame rebuilt from
+the next packet's FEC data) or silence (nobody spoke).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Final, Protocol
+
+import numpy as np
+
+from .metrics import WorkerCounters
+from .opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusError
+from .packet import VoicePacket, seq_delta
+from .timeline import DEFAULT_TOLERANCE, StreamTimeline
+
+__all__ = ["Track", "PcmWriter", "REORDER_WINDOW"]
+
+_log = logging.getLogger(__name__)
+
+#: Packets a stream may hold back waiting for a missing one (100 ms).
+REORDER_WINDOW: Final = 5
+#: Lost frames worth concealing; longer holes become silence (PLC fades out anyway).
+_MAX_PLC_FRAMES: Final = 5
+#: A sequence jump this large is a restarted sender, not loss.
+_MAX_SEQ_JUMP: Final = 3000
+#: An arrival gap this long (samples) may be silence: the burst may be re-anchored.
+_BURST_GAP: Final = 3 * FRAME_SAMPLES
+#: Peak below which a decoded frame counts as silence for talk time (about -50 dBFS).
+_TALK_PEAK: Final = 100
+_SEEN_RING: Final = 128
+_DECODE_FAILURES: Final = (OpusError, TypeError, ctypes.ArgumentError)
+
+
+class PcmWriter(Protocol):
+    """What a track needs from its file (``sinks.wavfile.WavWriter``)."""
+
+    @property
+    def frames(self) -> int: ...
+    def append(self, pcm: np.ndarray) -> None: ...
+    def append_silence(self, frames: int) -> None: ...
+
+
+class _Stream:
+    """State of one SSRC: a reconnect starts a new one on the same track."""
+
+    __slots__ = ("ssrc", "decoder", "timeline", "highest", "next_seq", "pending", "seen", "last_arrival")
+
+    def __init__(self, packet: VoicePacket, arrival: int, channels: int) -> None:
+        self.ssrc = packet.ssrc
+        self.decoder = OpusDecoder(channels)
+        self.timeline = StreamTimeline(packet.timestamp & 0xFFFF_FFFF, arrival)
+        #: Highest extended sequence number seen (sequence numbers unwrapped).
+        self.highest = packet.sequence & 0xFFFF
+        #: Extended sequence number of the next packet to commit; None before the first commit.
+        self.next_seq: int | None = None
+        self.pending: dict[int, VoicePacket] = {}
+        #: ext & mask -> ext for recently received packets: finds duplicates in O(1).
+        self.seen = [-1] * _SEEN_RING
+        self.last_arrival = arrival
+
+
+class Track:
+    """One user's audio on the recording timeline, written to one file."""
+
+    __slots__ = (
+        "user_id", "writer", "talk_samples", "_channels", "_origin", "_counters",
+        "_window", "_stream", "_retired_ssrc",
+    )
+
+    def __init__(
+        self,
+        user_id: int,
+        writer: PcmWriter,
+        *,
+        channels: int,
+        origin: float,
+        counters: WorkerCounters,
+        window: int = REORDER_WINDOW,
+    ) -> None:
+        self.user_id = user_id
+        self.writer = writer
+        #: Samples of decoded audio that were not silence.
+        self.talk_samples = 0
+        self._channels = channels
+        self._origin = origin
+        self._counters = counters
+        self._window = window
+        self._stream: _Stream | None = None
+        self._retired_ssrc: int | None = None
+
+    @property
+    def pending(self) -> int:
+        """Packets held in the reorder window."""
+        return len(self._stream.pending) if self._stream is not None else 0
+
+    @property
+    def last_arrival(self) -> int | None:
+        """Arrival position (samples) of the newest packet of the current stream."""
+        return self._stream.last_arrival if self._stream is not None else None
+
+    def add(self, packet: VoicePacket) -> None:
+        """Take one packet: reorder, then commit whatever is ready."""
+        seq = packet.sequence & 0xFFFF
+        ts = packet.timestamp & 0xFFFF_FFFF
+        arrival = round((packet.received_at - self._origin) * SAMPLE_RATE)
+        counters = self._counters
+        stream = self._stream
+        if stream is None or packet.ssrc != stream.ssrc:
+            if stream is not None and packet.ssrc == self._retired_ssrc:
+                counters.late += 1  # a straggler from before the reconnect
+                return
+            stream = self._new_stream(packet, arrival)
+            ext = stream.highest
+        else:
+            delta = seq_delta(seq, stream.highest & 0xFFFF)
+            if not -_MAX_SEQ_JUMP < delta < _MAX_SEQ_JUMP:
+                _log.debug("user %s: sequence jumped by %d, new stream", self.user_id, delta)
+                stream = self._new_stream(packet, arrival)
+                ext = stream.highest
+            else:
+                ext = stream.highest + delta
+                seen = stream.seen
+                slot = ext % _SEEN_RING
+                if seen[slot] == ext:
+                    counters.duplicates += 1
+                    return
+                if stream.next_seq is not None and ext < stream.next_seq:
+                    counters.late += 1
+                    return
+                seen[slot] = ext
+                if delta > 0:
+                    stream.highest = ext
+                    if arrival - stream.last_arrival > _BURST_GAP:
+                        self._maybe_new_burst(stream, ts, arrival)
+                    else:
+                        stream.timeline.observe(ts, arrival)
+                    stream.last_arrival = arrival
+                else:
+                    stream.timeline.observe(ts, arrival)
+        stream.pending[ext] = packet
+        self._commit_ready(stream)
+
+    def flush(self) -> None:
+        """Commit every held packet (idle stream, or closing)."""
+        stream = self._stream
+        if stream is None:
+            return
+        pending = stream.pending
+        while pending:
+            ext = min(pending)
+            self._commit(stream, ext, pending.pop(ext))
+
+    def pad_to(self, frames: int) -> None:
+        """Append silence so the track is ``frames`` long (no-op if it is already)."""
+        missing = frames - self.writer.frames
+        if missing > 0:
+            self.writer.append_silence(missing)
+
+    def _new_stream(self, packet: VoicePacket, arrival: int) -> _Stream:
+        if self._stream is not None:
+            self.flush()
+            self._retired_ssrc = self._stream.ssrc if self._stream.ssrc != packet.ssrc else None
+        stream = _Stream(packet, arrival, self._channels)
+        stream.seen[stream.highest % _SEEN_RING] = stream.highest
+        self._stream = stream
+        return stream
+
+    def _maybe_new_burst(self, stream: _Stream, ts: int, arrival: int) -> None:
+        # After a silence, RTP time may or may not have advanced with real time:
+        # when it disagrees with the arrival clock, the arrival clock wins.
+        if abs(arrival - stream.timeline.position(ts)) > DEFAULT_TOLERANCE:
+            self.flush()
+            stream.timeline.restart(ts, arrival)
+        else:
+            stream.timeline.observe(ts, arrival)
+
+    def _commit_ready(self, stream: _Stream) -> None:
+        pending = stream.pending
+        while pending:
+            nxt = stream.next_seq
+            if nxt is not None and nxt in pending:
+                self._commit(stream, nxt, pending.pop(nxt))
+            elif len(pending) > self._window:
+                ext = min(pending)
+                self._commit(stream, ext, pending.pop(ext))
+            else:
+                return
+
+    def _commit(self, stream: _Stream, ext: int, packet: VoicePacket) -> None:
+        counters = self._counters
+        writer = self.writer
+        decoder = stream.decoder
+        ts = packet.timestamp & 0xFFFF_FFFF
+        lost = ext - stream.next_seq if stream.next_seq is not None else 0
+        stream.next_seq = ext + 1
+        pos = stream.timeline.position(ts)
+        stream.timeline.rebase(ts)
+        if lost > 0:
+            counters.lost += lost
+        gap = pos - writer.frames
+        if gap > 0:
+            self._fill(decoder, gap, lost, packet.opus)
+        try:
+            pcm = decoder.decode(packet.opus)
+        except _DECODE_FAILURES as exc:
+            counters.decode_errors += 1
+            _log.debug("user %s: undecodable packet seq %d: %s", self.user_id, packet.sequence, exc)
+            return
+        counters.decoded += 1
+        n = len(pcm)
+        if gap < 0:
+            if -gap >= n:
+                return  # entirely before the write head (anchor moved back)
+            pcm = pcm[-gap:]
+            n -= -gap
+        writer.append(pcm)
+        if pcm.max() > _TALK_PEAK or pcm.min() < -_TALK_PEAK:
+            self.talk_samples += n
+
+    def _fill(self, decoder: OpusDecoder, gap: int, lost: int, next_opus: bytes) -> None:
+        """Fill ``gap`` samples before the packet being committed."""
+        writer = self.writer
+        end = writer.frames + gap
+        if lost > 0:
+            # Time order: PLC continues the audio before the hole, silence if the
+            # hole is long, then the last lost frame rebuilt from the FEC data in
+            # the packet being committed (libopus falls back to PLC without it).
+            fec = gap >= FRAME_SAMPLES
+            plc_frames = min(lost - 1, _MAX_PLC_FRAMES, (gap - fec * FRAME_SAMPLES) // FRAME_SAMPLES)
+            concealed = 0
+            try:
+                for _ in range(plc_frames):
+                    writer.append(decoder.conceal(FRAME_SAMPLES))
+                    concealed += 1
+                if fec:
+                    writer.append_silence(end - FRAME_SAMPLES - writer.frames)
+                    writer.append(decoder.conceal(FRAME_SAMPLES, next_opus))
+                    concealed += 1
+            except _DECODE_FAILURES as exc:
+                _log.debug("user %s: concealment failed: %s", self.user_id, exc)
+            self._counters.concealed += concealed
+        rest = end - writer.frames
+        if rest > 0:
+            writer.append_silence(rest)
