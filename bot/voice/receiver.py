@@ -1,0 +1,211 @@
+"""The per-datagram receive pipeline, run on discord.py's socket reader thread.
+
+classify -> parse RTP -> transport decrypt -> strip extension body and padding
+-> SSRC -> user (or hold) -> opt-out filter -> DAVE decrypt -> ``sink.write``.
+
+Nothing here blocks or raises: every datagram ends in exactly one counter,
+either ``accepted`` (the sink took it) or a drop reason, or sits in the
+bounded hold for unmapped SSRCs (``held``) until it reaches one of those.
+Counters are written by the socket thread only (and by :meth:`close` once that
+thread is shut out by the lock); :meth:`stats` copies them from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol, Sequence
+
+from sinks.packet import VoicePacket
+
+from .dave import DaveDecryptor, DaveError, DaveState
+from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload
+from .ssrc_map import SsrcMap
+from .transport import TransportDecryptor, TransportError, create_decryptor
+
+__all__ = ("PacketSink", "VoiceReceiver")
+
+_log = logging.getLogger(__name__)
+
+_KIND_REASONS = {kind: kind.value for kind in DatagramKind if kind is not DatagramKind.RTP}
+
+
+class PacketSink(Protocol):
+    """What the receiver writes to (``sinks.AudioSink`` fits)."""
+
+    def write(self, user_id: int, packet: VoicePacket) -> bool:
+        """Queue one packet; O(1), never blocks; ``False`` means dropped."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The sink's own counters."""
+        ...
+
+
+class _Held:
+    """A transport-decrypted frame waiting for its SSRC's user id."""
+
+    __slots__ = ("sequence", "timestamp", "ssrc", "frame", "received_at")
+
+    def __init__(self, sequence: int, timestamp: int, ssrc: int, frame: bytes, received_at: float) -> None:
+        self.sequence = sequence
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.frame = frame
+        self.received_at = received_at
+
+
+class VoiceReceiver:
+    """Receives one voice connection's datagrams into a sink.
+
+    :param sink: where decrypted Opus packets go, keyed by user id.
+    :param dave_state: holder of ``dave_session`` / ``dave_protocol_version``
+        (discord.py's ``VoiceConnectionState``).
+    :param ssrc_map: SSRC -> user map the voice websocket hook keeps current.
+    :param should_record: called with a user id before DAVE decryption;
+        ``False`` drops the packet (counted as ``excluded``). Runs on the
+        socket thread, so it must be cheap (a set lookup).
+    :param clock: arrival clock stamped on each packet (``received_at``).
+    """
+
+    __slots__ = (
+        "_sink",
+        "_dave",
+        "_ssrc_map",
+        "_should_record",
+        "_clock",
+        "_transport",
+        "_counts",
+        "_lock",
+        "_closed",
+    )
+
+    def __init__(
+        self,
+        sink: PacketSink,
+        dave_state: DaveState,
+        ssrc_map: SsrcMap[Any],
+        *,
+        should_record: Callable[[int], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sink = sink
+        self._dave = DaveDecryptor(dave_state)
+        self._ssrc_map = ssrc_map
+        self._should_record = should_record
+        self._clock = clock
+        self._transport: TransportDecryptor | None = None
+        self._counts: dict[str, int] = {"datagrams": 0, "accepted": 0}
+        # Held only while one datagram runs; lets close() shut the socket
+        # thread out before it flushes the hold.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def sink(self) -> PacketSink:
+        """The sink packets are written to."""
+        return self._sink
+
+    def set_transport(self, mode: str, secret_key: bytes | Sequence[int]) -> None:
+        """Install the key of a SESSION_DESCRIPTION (first connect or voice reconnect).
+
+        Raises ``transport.UnsupportedModeError`` for a mode this layer cannot open.
+        The swap is one reference store: a datagram in flight finishes with
+        the old key (and fails authentication if it was sealed with the new one).
+        """
+        self._transport = create_decryptor(mode, secret_key)
+        _log.debug("voice receive transport set to %s", mode)
+
+    def on_datagram(self, data: bytes) -> None:
+        """Socket-listener callback: run one datagram through the pipeline."""
+        with self._lock:
+            self._counts["datagrams"] += 1
+            if self._closed:
+                self._count("closed")
+                return
+            self._receive(data)
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        counts = self._counts
+        counts[reason] = counts.get(reason, 0) + n
+
+    def _receive(self, data: bytes) -> None:
+        received_at = self._clock()
+        kind = classify(data)
+        if kind is not DatagramKind.RTP:
+            self._count(_KIND_REASONS[kind])
+            return
+        header = RtpHeader.parse(data)
+        if header is None:
+            self._count("bad_header")
+            return
+        if header.payload_type != OPUS_PAYLOAD_TYPE:
+            self._count("not_opus")
+            return
+        transport = self._transport
+        if transport is None:
+            self._count("no_key")
+            return
+        try:
+            frame = strip_payload(header, transport.decrypt(data, header))
+        except (TransportError, PayloadError) as exc:
+            self._count(exc.reason)
+            return
+
+        ssrc_map = self._ssrc_map
+        if ssrc_map.held:
+            for user_id, held in ssrc_map.release():
+                self._deliver(user_id, held)
+        ssrc = header.ssrc
+        user_id = ssrc_map.lookup(ssrc)
+        item = _Held(header.sequence, header.timestamp, ssrc, frame, received_at)
+        if user_id is None:
+            dropped = ssrc_map.dropped
+            ssrc_map.hold(ssrc, item)
+            if ssrc_map.dropped != dropped:
+                self._count("unmapped_overflow", ssrc_map.dropped - dropped)
+            return
+        if ssrc_map.held:
+            for held in ssrc_map.take(ssrc):
+                self._deliver(user_id, held)
+        self._deliver(user_id, item)
+
+    def _deliver(self, user_id: int, item: _Held) -> None:
+        """Filter, DAVE-decrypt and write one frame whose user is known."""
+        should_record = self._should_record
+        if should_record is not None and not should_record(user_id):
+            self._count("excluded")
+            return
+        try:
+            opus = self._dave.decrypt(user_id, item.frame)
+        except DaveError as exc:
+            self._count(exc.reason)
+            return
+        packet = VoicePacket(item.sequence, item.timestamp, opus, item.received_at, item.ssrc)
+        if self._sink.write(user_id, packet):
+            self._counts["accepted"] += 1
+        else:
+            self._count("sink_full")
+
+    def close(self) -> None:
+        """Stop taking datagrams and flush the hold (mapped SSRCs to the sink, the rest counted).
+
+        Call after the socket listener is removed; a datagram still in flight
+        finishes first (the lock), later ones are counted as ``closed``.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for user_id, item in self._ssrc_map.drain():
+                if user_id is None:
+                    self._count("unmapped_at_close")
+                else:
+                    self._deliver(user_id, item)
+
+    def stats(self) -> dict[str, int]:
+        """Snapshot of the counters: ``datagrams`` fed, ``accepted``, ``held`` now, one key per drop reason."""
+        snapshot = dict(self._counts)
+        snapshot["held"] = self._ssrc_map.held
+        return snapshot
