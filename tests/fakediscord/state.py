@@ -153,6 +153,18 @@ class Guild:
     #: Bytes; Discord's default upload limit is 10 MiB.
     upload_limit: int = 10 * 1024 * 1024
 
+    def payload(self) -> dict[str, Any]:
+        """The guild object as the REST API returns it (no channels or members)."""
+        return {
+            "id": str(self.id), "name": self.name, "owner_id": str(self.owner_id),
+            "icon": None, "splash": None, "discovery_splash": None, "banner": None,
+            "description": None, "features": [], "verification_level": 0,
+            "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0,
+            "nsfw_level": 0, "premium_tier": 0, "afk_timeout": 300, "afk_channel_id": None,
+            "system_channel_id": None, "system_channel_flags": 0, "preferred_locale": "en-US",
+            "roles": [r.payload() for r in self.roles.values()], "emojis": [], "stickers": [],
+        }
+
     @property
     def everyone_role(self) -> Role:
         """The @everyone role shares the guild's id."""
