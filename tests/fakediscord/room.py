@@ -105,8 +105,10 @@ class VoiceRoom:
         if self._dave is not None:
             from .dave import SimulatedMember
 
-            self._members[user_id] = SimulatedMember(user_id, self.channel_id)
+            member = self._members[user_id] = SimulatedMember(user_id, self.channel_id, self.dave_version)
             self._route(self._dave.join(user_id))
+            # discord.py sends its key package as soon as op 4 arrives; the member does the same.
+            self._route(self._dave.on_key_package(user_id, member.key_package()))
 
     def remove_speaker(self, user_id: int) -> None:
         """A simulated speaker left the channel."""
@@ -140,7 +142,7 @@ class VoiceRoom:
         if self._dave is None:
             return frame
         member = self._members.get(user_id)
-        if member is None or not member.ready or getattr(member, "transition_pending", False):
+        if member is None or not member.ready or not member.can_send or not self._dave.transition_executed():
             return None
         return member.encrypt_opus(frame)
 
@@ -162,7 +164,10 @@ class VoiceRoom:
         """A DAVE message from a real client: binary payload (without opcode) or JSON `d`."""
         if self._dave is None or user_id not in self.clients:
             return
-        self._route(self._from_member(user_id, op, payload))
+        try:
+            self._route(self._from_member(user_id, op, payload))
+        except ValueError as exc:  # a malformed key package: Discord would drop the client
+            _log.warning("DAVE message from %d refused: %s", user_id, exc)
 
     def dave_member(self, user_id: int) -> Any:
         """The in-process davey session of a simulated speaker (None with DAVE off)."""

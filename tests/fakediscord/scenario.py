@@ -133,15 +133,27 @@ class ScenarioRunner:
         """Create the speakers' users and start playing."""
         guild = self.world.guilds[self.guild_id]
         for index, spec in enumerate(self.scenario.speakers):
-            user = self.world.add_user(spec.name)
-            self.world.add_member(guild, user)
-            self.server.register_speaker(user.id)
-            speaker = SimulatedSpeaker(spec.name, user.id, pitch_hz=spec.pitch_hz,
+            user_id = self._user_for(spec.name)
+            self.server.register_speaker(user_id)
+            speaker = SimulatedSpeaker(spec.name, user_id, pitch_hz=spec.pitch_hz,
                                        seed=self.scenario.seed * 1000 + index,
                                        impairment=spec.impairment, ssrc=self.server.new_ssrc())
             self.speakers[spec.name] = speaker
             self._live.append(_Live(spec, speaker, pending=sorted(spec.reconnects)))
         self._task = asyncio.get_running_loop().create_task(self._run(), name="voice scenario")
+
+    def _user_for(self, name: str) -> int:
+        """The guild member called `name` who is not in voice (the default world has
+        alice, bob and carol), or a new user made a member."""
+        guild = self.world.guilds[self.guild_id]
+        taken = {s.user_id for s in self.speakers.values()}
+        for uid, member in guild.members.items():
+            if (member.user.username == name and not member.user.bot and uid not in taken
+                    and (self.guild_id, uid) not in self.world.voice_states):
+                return uid
+        user = self.world.add_user(name)
+        self.world.add_member(guild, user)
+        return user.id
 
     async def wait_done(self) -> None:
         """Wait until a finite scenario has played out (re-raises its failure)."""
