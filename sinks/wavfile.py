@@ -123,7 +123,7 @@ class WavWriter:
 
     __slots__ = (
         "path", "channels", "sample_rate", "_threshold", "_frame_bytes", "_fd",
-        "_buf", "_fill", "_bytes", "_disk_bytes", "_header_bytes", "_rf64",
+        "_buf", "_view", "_fill", "_bytes", "_disk_bytes", "_header_bytes", "_rf64",
         "_error", "_closed",
     )
 
@@ -147,6 +147,9 @@ class WavWriter:
         self._threshold = rf64_threshold
         self._frame_bytes = channels * _SAMPLE_BYTES
         self._buf = bytearray(_BUFFER_SIZE)
+        # Slice assignment into a bytearray copies a non-bytearray source first;
+        # into a memoryview it does not.
+        self._view = memoryview(self._buf)
         self._fill = 0
         self._bytes = 0          # audio accepted by append*, buffered or not
         self._disk_bytes = 0     # audio handed to the OS
@@ -204,7 +207,7 @@ class WavWriter:
                 self._write_all(data)
                 self._bytes += size
                 return
-        self._buf[self._fill:self._fill + size] = data
+        self._view[self._fill:self._fill + size] = data
         self._fill += size
         self._bytes += size
 
@@ -216,7 +219,7 @@ class WavWriter:
         remaining = frames * self._frame_bytes
         while remaining:
             chunk = min(remaining, _BUFFER_SIZE - self._fill)
-            self._buf[self._fill:self._fill + chunk] = _ZEROS[:chunk]
+            self._view[self._fill:self._fill + chunk] = _ZEROS[:chunk]
             self._fill += chunk
             self._bytes += chunk
             remaining -= chunk
@@ -285,7 +288,7 @@ class WavWriter:
 
     def _drain(self) -> None:
         if self._fill:
-            self._write_all(memoryview(self._buf)[:self._fill])
+            self._write_all(self._view[:self._fill])
             self._fill = 0
 
     def _write_all(self, data: memoryview) -> None:
