@@ -1,0 +1,171 @@
+"""``RecordingVoiceClient``: discord.py's VoiceClient plus the receive layer.
+
+Only hooks discord.py 2.7.1 offers are used: ``create_connection_state()``
+to pass a websocket ``hook`` (JSON messages, after discord.py handled them)
+and ``add_socket_listener``/``remove_socket_listener`` on the connection
+state for the UDP datagrams. Use it as
+``await channel.connect(cls=RecordingVoiceClient)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import discord
+from discord.gateway import DiscordVoiceWebSocket
+from discord.voice_state import VoiceConnectionState
+
+from .receiver import PacketSink, VoiceReceiver
+from .ssrc_map import SsrcMap
+from .transport import UnsupportedModeError
+from .watchdog import PollerWatchdog
+
+__all__ = ("RecordingVoiceClient",)
+
+_log = logging.getLogger(__name__)
+
+_SESSION_DESCRIPTION = DiscordVoiceWebSocket.SESSION_DESCRIPTION
+_SPEAKING = DiscordVoiceWebSocket.SPEAKING
+_CLIENTS_CONNECT = DiscordVoiceWebSocket.CLIENTS_CONNECT
+_CLIENT_DISCONNECT = DiscordVoiceWebSocket.CLIENT_DISCONNECT
+
+
+class RecordingVoiceClient(discord.VoiceClient):
+    """A voice client that can record every speaker to a sink.
+
+    The SSRC map is kept from the moment the connection exists, so speakers
+    announced before :meth:`start_recording` are known when it starts.
+
+    If discord.py's voice websocket poller dies (see :mod:`bot.voice.watchdog`),
+    :attr:`receive_error` is set, :meth:`wait_for_receive_error` returns, and
+    the client event ``voice_receive_error`` is dispatched with
+    ``(voice_client, error)``: the bot should stop the recording cleanly and
+    reconnect, because DAVE key changes are no longer being processed.
+    """
+
+    def __init__(self, client: discord.Client, channel: Any) -> None:
+        self._ssrc_map: SsrcMap[Any] = SsrcMap()
+        self._receiver: VoiceReceiver | None = None
+        self._receive_failed = asyncio.Event()
+        #: Why receiving broke (the poller's exception), or ``None``.
+        self.receive_error: BaseException | None = None
+        super().__init__(client, channel)
+        self._watchdog = PollerWatchdog(self._connection, self._on_poller_death)
+
+    def create_connection_state(self) -> VoiceConnectionState:
+        """discord.py's connection state, with our websocket hook installed."""
+        return VoiceConnectionState(self, hook=self._on_voice_ws_message)
+
+    async def connect(self, *, reconnect: bool, timeout: float, self_deaf: bool = False, self_mute: bool = False) -> None:
+        """Connect as discord.py does, then start watching the websocket poller."""
+        await super().connect(reconnect=reconnect, timeout=timeout, self_deaf=self_deaf, self_mute=self_mute)
+        self._watchdog.start()
+
+    # -- recording ---------------------------------------------------------
+
+    def start_recording(self, sink: PacketSink, *, should_record: Callable[[int], bool] | None = None) -> VoiceReceiver:
+        """Start feeding every speaker's Opus packets to ``sink``.
+
+        :param should_record: called with a user id on the socket thread
+            before DAVE decryption; returning ``False`` skips that user's
+            packet (opt-outs). Must be cheap.
+        :raises discord.ClientException: not connected, already recording, or
+            the negotiated encryption mode cannot be opened.
+        """
+        if not self.is_connected():
+            raise discord.ClientException("Not connected to voice.")
+        if self._receiver is not None:
+            raise discord.ClientException("Already recording in this voice channel.")
+        receiver = VoiceReceiver(sink, self._connection, self._ssrc_map, should_record=should_record)
+        try:
+            receiver.set_transport(self.mode, self.secret_key)
+        except UnsupportedModeError as exc:
+            raise discord.ClientException(f"Cannot record: {exc}.") from None
+        self._receiver = receiver
+        self._connection.add_socket_listener(receiver.on_datagram)
+        _log.info("recording started in channel %s", self.channel.id)
+        return receiver
+
+    def stop_recording(self) -> dict[str, Any]:
+        """Stop feeding the sink and return the final :meth:`recording_stats`.
+
+        Held packets of speakers mapped by now are flushed to the sink. The
+        sink stays open: closing it is the caller's job.
+        """
+        receiver = self._receiver
+        if receiver is None:
+            raise discord.ClientException("Not recording.")
+        self._connection.remove_socket_listener(receiver.on_datagram)
+        receiver.close()
+        stats = self._stats_of(receiver)
+        self._receiver = None
+        _log.info("recording stopped in channel %s: %s", self.channel.id, stats["receive"])
+        return stats
+
+    def is_recording(self) -> bool:
+        """Whether a sink is being fed."""
+        return self._receiver is not None
+
+    def recording_stats(self) -> dict[str, Any]:
+        """``{"receive": receiver counters, "sink": sink.stats()}`` of the current recording."""
+        if self._receiver is None:
+            raise discord.ClientException("Not recording.")
+        return self._stats_of(self._receiver)
+
+    @staticmethod
+    def _stats_of(receiver: VoiceReceiver) -> dict[str, Any]:
+        return {"receive": receiver.stats(), "sink": receiver.sink.stats()}
+
+    async def wait_for_receive_error(self) -> BaseException:
+        """Wait until receiving breaks (the voice websocket poller died) and return why."""
+        await self._receive_failed.wait()
+        assert self.receive_error is not None
+        return self.receive_error
+
+    def cleanup(self) -> None:
+        """Stop the watchdog and any recording, then discord.py's cleanup."""
+        self._watchdog.stop()
+        if self._receiver is not None:
+            self.stop_recording()
+        super().cleanup()
+
+    # -- hooks ---------------------------------------------------------------
+
+    async def _on_voice_ws_message(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
+        """discord.py's websocket hook. Must never raise: an exception here
+        would end discord.py's voice poller."""
+        try:
+            self._handle_voice_message(msg)
+        except Exception as exc:
+            _log.warning("ignoring malformed voice websocket message op=%s: %r", msg.get("op"), exc)
+
+    def _handle_voice_message(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        data = msg.get("d") or {}
+        if op == _SPEAKING:
+            # server->client SPEAKING names the sender; our own echo has no user_id
+            if "user_id" in data:
+                self._ssrc_map.bind(int(data["ssrc"]), int(data["user_id"]))
+        elif op == _CLIENT_DISCONNECT:
+            self._ssrc_map.forget_user(int(data["user_id"]))
+        elif op == _CLIENTS_CONNECT:
+            _log.debug("users in voice: %s", data.get("user_ids"))
+        elif op == _SESSION_DESCRIPTION and self._receiver is not None:
+            # a voice reconnect negotiates a new key; the old one opens nothing now
+            try:
+                self._receiver.set_transport(data["mode"], data["secret_key"])
+            except UnsupportedModeError as exc:
+                _log.error("voice reconnect negotiated something this recorder cannot open: %s", exc)
+
+    def _on_poller_death(self, error: BaseException) -> None:
+        self.receive_error = error
+        _log.error(
+            "voice websocket of channel %s stopped (%s: %s); receiving can no longer follow key changes",
+            self.channel.id,
+            type(error).__name__,
+            error,
+        )
+        self._receive_failed.set()
+        self.client.dispatch("voice_receive_error", self, error)
