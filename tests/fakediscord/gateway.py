@@ -172,8 +172,13 @@ class Gateway:
             self.dispatch_guild(state.guild_id, "VOICE_STATE_UPDATE", payload, INTENT_GUILD_VOICE_STATES)
         elif event == "member_update":
             guild_id = data["guild_id"]
-            payload = {"guild_id": str(guild_id), **data["member"].payload()}
-            self.dispatch_guild(guild_id, "GUILD_MEMBER_UPDATE", payload, INTENT_GUILD_MEMBERS)
+            member = data["member"]
+            payload = {"guild_id": str(guild_id), **member.payload()}
+            # Assumed as on Discord: a client always hears about its own member.
+            for session in self.sessions.values():
+                if session.has_guild(guild_id) and (
+                        session.intents & INTENT_GUILD_MEMBERS or session.user.id == member.user.id):
+                    session.dispatch("GUILD_MEMBER_UPDATE", payload)
 
     def dispatch_guild(self, guild_id: int, event: str, data: Any, intent: int = 0) -> int:
         """Send an event to every session that receives `guild_id` (and has `intent`).

@@ -16,9 +16,15 @@ from .clientthread import ClientThread, trusting_connector, wait_until
 def _client_factory(fake: FakeDiscord, cls: type[discord.Client] = discord.Client,
                     intents: discord.Intents | None = None):
     def make() -> discord.Client:
-        return cls(intents=intents or discord.Intents.default(),
+        # guild_ready_timeout: READY waits this long after the last GUILD_CREATE.
+        return cls(intents=intents or discord.Intents.default(), guild_ready_timeout=0.1,
                    connector=trusting_connector(fake.config["ca_file"]))
     return make
+
+
+class _QuickShards(discord.AutoShardedClient):
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """No 5 s pause between shard IDENTIFYs: the fake has no rate limit."""
 
 
 @pytest.fixture
@@ -106,7 +112,7 @@ def test_resume_after_forced_close_replays_missed_events(aimed: FakeDiscord, cli
 
 def test_autosharded_client_gets_guild_on_its_shard(aimed: FakeDiscord) -> None:
     aimed.rest.recommended_shards = 2
-    runner = ClientThread(_client_factory(aimed, discord.AutoShardedClient), aimed.config["token"])
+    runner = ClientThread(_client_factory(aimed, _QuickShards), aimed.config["token"])
     try:
         bot = runner.start()
         guild_id = aimed.config["guild_id"]
