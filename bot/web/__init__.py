@@ -1,0 +1,16 @@
+"""The download web server: a page per recording with players, a who-spoke-when
+timeline and downloads (WAV with Range, FLAC, streamed ZIP, mixdown).
+
+Typical use by the bot::
+
+    server = WebServer(create_app(store), settings.http_host, settings.http_port)
+    await server.start()
+    link = download_url(settings.public_url, recording)
+    ...
+    await server.stop()
+"""
+
+from bot.web.app import NOT_FOUND_BODY, create_app, download_url
+from bot.web.server import WebServer
+
+__all__ = ["NOT_FOUND_BODY", "WebServer", "create_app", "download_url"]

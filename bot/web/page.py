@@ -1,0 +1,137 @@
+"""The download page: HTML with a player and links per track, and an inline SVG
+timeline of who spoke when. Every user-controlled string is escaped here."""
+
+from __future__ import annotations
+
+import dataclasses
+from html import escape
+from urllib.parse import quote
+
+from bot.storage import Manifest
+from bot.web.activity import WINDOW_SECONDS, TrackActivity
+
+__all__ = ["TrackInfo", "render_page", "render_timeline"]
+
+_WIDTH = 1000
+_LABEL = 180
+_ROW = 28
+_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrackInfo:
+    """What the page shows about one speaker's track."""
+
+    user_id: int
+    display_name: str
+    file: str
+    size: int
+    duration: float
+    talk_seconds: float
+    activity: TrackActivity
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def render_timeline(tracks: list[TrackInfo]) -> str:
+    """An inline SVG: one row per speaker, a bar wherever they made sound."""
+    total = max((t.activity.windows for t in tracks), default=0) or 1
+    height = _ROW * len(tracks) + 24
+    scale = (_WIDTH - _LABEL) / total
+    parts = [
+        f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" '
+        f'role="img" aria-label="Who spoke when" preserveAspectRatio="xMinYMin meet">'
+    ]
+    for row, track in enumerate(tracks):
+        y = row * _ROW
+        color = _COLORS[row % len(_COLORS)]
+        parts.append(
+            f'<text x="4" y="{y + 18}" font-size="14" fill="#222">{escape(track.display_name[:24])}</text>'
+            f'<rect x="{_LABEL}" y="{y + 4}" width="{_WIDTH - _LABEL}" height="{_ROW - 8}" fill="#eee"/>'
+        )
+        for start, end in track.activity.spans:
+            parts.append(
+                f'<rect class="talk" x="{_LABEL + start * scale:.2f}" y="{y + 4}" '
+                f'width="{max((end - start) * scale, 0.5):.2f}" height="{_ROW - 8}" fill="{color}"/>'
+            )
+    axis_y = _ROW * len(tracks) + 16
+    for i in range(5):
+        x = _LABEL + (_WIDTH - _LABEL) * i / 4
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        parts.append(
+            f'<text x="{x:.0f}" y="{axis_y}" font-size="12" fill="#555" text-anchor="{anchor}">'
+            f"{_clock(total * WINDOW_SECONDS * i / 4)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
+    """The whole HTML page for one recording; ``key`` is appended to every link."""
+    rid = quote(manifest.recording_id, safe="")
+    q = "?key=" + quote(key, safe="")
+
+    def link(path: str, extra: str = "") -> str:
+        return escape(f"/r/{rid}/{path}{q}{extra}", quote=True)
+
+    ended = manifest.ended_at.strftime("%Y-%m-%d %H:%M UTC") if manifest.ended_at else "?"
+    status = (
+        '<p class="warn">This recording was interrupted; tracks end where it stopped.</p>'
+        if manifest.status == "interrupted" else ""
+    )
+    rows = []
+    for t in tracks:
+        name = quote(t.file, safe="")
+        rows.append(
+            f'<tr class="speaker" data-user="{t.user_id}"><td class="name">{escape(t.display_name)}</td>'
+            f"<td>{_clock(t.duration)}</td><td>{_clock(t.talk_seconds)}</td><td>{_size(t.size)}</td>"
+            f'<td><audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
+            f'<td><a href="{link("files/" + name, "&download=1")}">WAV</a> '
+            f'<a href="{link("flac/" + name, "&download=1")}">FLAC</a></td></tr>'
+        )
+    title = f"Recording {manifest.recording_id} · #{manifest.channel_name}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ padding: .4em .6em; border-bottom: 1px solid #ddd; text-align: left; }}
+audio {{ width: 18em; }}
+.warn {{ background: #fff3cd; padding: .5em; }}
+.downloads a {{ margin-right: 1.5em; }}
+#timeline {{ width: 100%; height: auto; margin: 1em 0; }}
+</style></head>
+<body>
+<h1>{escape(title)}</h1>
+<p>{escape(manifest.guild_name)} · started {manifest.started_at.strftime("%Y-%m-%d %H:%M UTC")} · ended {ended}</p>
+{status}
+<p class="downloads"><a href="{link("all.zip")}">All tracks (ZIP)</a>
+<a href="{link("mix.wav")}">Mixed down (WAV)</a></p>
+<h2>Who spoke when</h2>
+{render_timeline(tracks)}
+<h2>Speakers</h2>
+<table><thead><tr><th>Speaker</th><th>Duration</th><th>Talk time</th><th>Size</th><th>Listen</th><th>Download</th></tr></thead>
+<tbody>
+{"".join(rows)}
+</tbody></table>
+</body></html>
+"""
