@@ -2,8 +2,9 @@
 # Installs the Debian packages the bot and its tests need, only when one is missing,
 # so repeated `make` runs cost nothing. libopus0: Opus decode/encode through ctypes.
 # espeak-ng: speech-like test audio for the simulated speakers.
+# chromium, chromium-driver: the download page's test in a real headless browser.
 set -euo pipefail
-packages=(libopus0 espeak-ng)
+packages=(libopus0 espeak-ng chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -38,6 +38,11 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _tick(seconds: float, total: float) -> str:
+    # Short recordings need tenths, or the axis repeats the same second.
+    return f"{seconds:.1f} s" if total < 60 else _clock(seconds)
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -76,7 +81,7 @@ def render_timeline(tracks: list[TrackInfo]) -> str:
         anchor = "start" if i == 0 else "end" if i == 4 else "middle"
         parts.append(
             f'<text x="{x:.0f}" y="{axis_y}" font-size="12" fill="#555" text-anchor="{anchor}">'
-            f"{_clock(total * WINDOW_SECONDS * i / 4)}</text>"
+            f"{_tick(total * WINDOW_SECONDS * i / 4, total * WINDOW_SECONDS)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
