@@ -19,10 +19,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.storage import wavrepair
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
 from bot.storage.manifest import Manifest, Speaker
 from bot.storage.names import user_id_of_raw_track
+from sinks import repair_directory
 
 __all__ = ["Recording", "RecordingStore", "StorageError"]
 
@@ -286,9 +286,10 @@ class RecordingStore:
 
     def recover(self) -> list[Recording]:
         """Close recordings a crashed process left marked ``recording``: repair
-        their WAV headers, name their tracks as far as known, write their
-        manifest, mark them ``interrupted``. Call once at start-up, before any
-        new recording begins. Returns them so the bot can tell their guilds."""
+        their WAV headers (``sinks.repair_directory``), name their tracks as far
+        as known, write their manifest, mark them ``interrupted``. Call once at
+        start-up, before any new recording begins. Returns them so the bot can
+        tell their guilds."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM recordings WHERE status = 'recording' ORDER BY started_at"
@@ -297,7 +298,7 @@ class RecordingStore:
         for row in rows:
             rec = self._row(row)
             rec.directory.mkdir(parents=True, exist_ok=True)
-            wavrepair.repair_directory(rec.directory)
+            repair_directory(rec.directory)
             tracks = list(rec.directory.glob("*.wav"))
             ended = max((p.stat().st_mtime for p in tracks), default=None)
             self.mark_interrupted(rec.id, ended_at=_dt(ended) or rec.started_at)
