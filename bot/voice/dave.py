@@ -10,6 +10,7 @@ transition) are davey's call: it lets them through only in passthrough mode.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 import davey
@@ -20,8 +21,7 @@ __all__ = ("OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
 OPUS_SILENCE = b"\xf8\xff\xfe"
 
 _AUDIO = davey.MediaType.audio
-_FAILURE_PREFIX = "Failed to decrypt: "
-_MAX_REASON_LENGTH = 40
+_KIND = re.compile(r"Failed to decrypt: (\w+)(?:\((\w+))?")
 
 
 class DaveState(Protocol):
@@ -42,13 +42,16 @@ class DaveError(ValueError):
 
 
 def _reason(exc: ValueError) -> str:
-    """A bounded counter key from davey's error text ("Failed to decrypt: <Kind>")."""
-    text = str(exc)
-    if text.startswith(_FAILURE_PREFIX):
-        kind = text[len(_FAILURE_PREFIX) :]
-        if kind.isidentifier() and len(kind) <= _MAX_REASON_LENGTH:
-            return "dave:" + kind
-    return "dave:failed"
+    """A bounded counter key from davey's error text.
+
+    davey says ``Failed to decrypt: NoDecryptorForUser`` or
+    ``Failed to decrypt: DecryptionFailed(NoValidCryptorFound { ...sizes... })``;
+    the key keeps the error names and drops the per-frame details.
+    """
+    match = _KIND.match(str(exc))
+    if match is None:
+        return "dave:failed"
+    return "dave:" + ":".join(name for name in match.groups() if name)
 
 
 class DaveDecryptor:

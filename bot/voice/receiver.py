@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol, Sequence
 
-from sinks.packet import VoicePacket
+from sinks import VoicePacket
 
 from .dave import DaveDecryptor, DaveError, DaveState
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload

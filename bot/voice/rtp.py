@@ -63,9 +63,12 @@ def classify(data: bytes) -> DatagramKind:
     return DatagramKind.RTP
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class RtpHeader:
     """The clear-text part of one RTP packet.
+
+    Not frozen: one is built per datagram on the socket thread, and a frozen
+    dataclass's ``__init__`` costs several times more.
 
     ``header_length`` is where the transport-encrypted part starts and so the
     length of the AEAD additional data in the rtpsize modes: the fixed header,

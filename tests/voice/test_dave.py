@@ -10,6 +10,8 @@ import pytest
 
 from bot.voice.dave import OPUS_SILENCE, DaveDecryptor, DaveError
 
+from .dave_group import settled_group
+
 
 @dataclass
 class _ConnectionState:
@@ -54,3 +56,37 @@ def test_state_is_read_per_frame() -> None:
         decryptor.decrypt(42, b"frame")
     state.dave_protocol_version = 0
     assert decryptor.decrypt(42, b"frame") == b"frame"
+
+
+def test_real_group_frames_decrypt_per_sender() -> None:
+    members = settled_group([111, 222, 333])
+    bot = members[333]
+    decryptor = DaveDecryptor(_ConnectionState(bot.session, bot.protocol_version))
+    for sender_id in (111, 222):
+        frame = b"\xfc" + bytes([sender_id % 256]) * 50
+        encrypted = members[sender_id].encrypt_opus(frame)
+        assert encrypted != frame
+        assert decryptor.decrypt(sender_id, encrypted) == frame
+        with pytest.raises(DaveError):  # per-sender keys: the wrong user id cannot open it
+            decryptor.decrypt(333 if sender_id == 111 else 111, encrypted)
+
+
+def test_plain_frames_while_dave_is_on_follow_davey_passthrough() -> None:
+    members = settled_group([111, 222])
+    bot = members[222]
+    decryptor = DaveDecryptor(_ConnectionState(bot.session, 1))
+    plain = b"\xfc" + b"\x11" * 40
+    with pytest.raises(DaveError):
+        decryptor.decrypt(111, plain)
+    bot.session.set_passthrough_mode(True, 10)  # what discord.py does around transitions
+    assert decryptor.decrypt(111, plain) == plain
+
+
+def test_replayed_frame_is_a_counted_failure() -> None:
+    members = settled_group([111, 222])
+    decryptor = DaveDecryptor(_ConnectionState(members[222].session, 1))
+    encrypted = members[111].encrypt_opus(b"\xfc" + b"\x22" * 40)
+    assert decryptor.decrypt(111, encrypted) == b"\xfc" + b"\x22" * 40
+    with pytest.raises(DaveError) as info:
+        decryptor.decrypt(111, encrypted)
+    assert info.value.reason == "dave:DecryptionFailed:NoValidCryptorFound"
