@@ -258,3 +258,21 @@ def test_async_store(tmp_path: Path) -> None:
         store.store.close()
 
     asyncio.run(main())
+
+
+def test_recover_engine_written_track(tmp_path: Path) -> None:
+    """A track in the engine's own layout (80-byte header with a JUNK reserve)
+    whose sizes still say what the last header sync said."""
+    from sinks.wavfile import WavWriter
+
+    audio = tone(523, 0.8).reshape(-1, 1)
+    with RecordingStore(tmp_path / "r") as s:
+        rec = s.create(GUILD_A, "A", 5, "vc")
+        s.note_speaker(rec.id, ALICE, "Alice")
+        with WavWriter(rec.directory / f"{ALICE}.wav", channels=1) as writer:
+            writer.append(audio)
+        _stale_header(rec.directory / f"{ALICE}.wav", "truncated")
+        assert sf.info(str(rec.directory / f"{ALICE}.wav")).frames == 480
+        (recovered,) = s.recover()
+        assert recovered.id == rec.id and recovered.status == "interrupted"
+        np.testing.assert_array_equal(read_wav(rec.directory / f"alice-{ALICE}.wav"), audio[:, 0])
