@@ -274,6 +274,18 @@ class FakeDiscord:
         """Disconnect `user_id` from voice everywhere; returns voice states removed."""
         return self.run(lambda: self.gateway.kick_from_voice(user_id))
 
+    def start_scenario(self, scenario: Any = None) -> Any:
+        """Play a voice scenario (default: scenario.DEFAULT_SCENARIO) in the default
+        voice channel; returns the started `ScenarioRunner` (stop it with
+        `fake.run(runner.stop())`). Needs the voice server."""
+        if self.voice is None:
+            raise RuntimeError("voice scenarios need FakeDiscord(voice=True)")
+        from .scenario import DEFAULT_SCENARIO, ScenarioRunner
+        runner = ScenarioRunner(self.world, self.voice, self.default.guild.id, self.default.voice_channel_id,
+                                scenario if scenario is not None else DEFAULT_SCENARIO)
+        self.run(runner.start())
+        return runner
+
     def force_close_gateway(self, code: int = 4000) -> int:
         """Close every client's gateway websocket (4000: resumable); returns how many."""
         return self.run(lambda: self.gateway.force_close(code))

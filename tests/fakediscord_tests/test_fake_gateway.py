@@ -123,3 +123,18 @@ def test_autosharded_client_gets_guild_on_its_shard(aimed: FakeDiscord) -> None:
         assert bot.get_guild(guild_id).shard_id == (guild_id >> 22) % 2
     finally:
         runner.close()
+
+
+def test_op4_moves_the_bot_in_and_out_of_voice(aimed: FakeDiscord, client) -> None:
+    runner, bot = client
+    cfg = aimed.config
+    guild = bot.get_guild(cfg["guild_id"])
+    channel = guild.get_channel(cfg["voice_channel_id"])
+    runner.call(guild.change_voice_state(channel=channel, self_deaf=True))
+    key = (cfg["guild_id"], cfg["bot_user_id"])
+    state = aimed.wait_for(lambda: aimed.world.voice_states.get(key), what="the bot's voice state")
+    assert state.channel_id == cfg["voice_channel_id"] and state.self_deaf
+    wait_until(lambda: guild.me.voice and guild.me.voice.channel == channel, what="own VOICE_STATE_UPDATE")
+    runner.call(guild.change_voice_state(channel=None))
+    aimed.wait_for(lambda: key not in aimed.world.voice_states, what="the bot out of voice")
+    wait_until(lambda: guild.me.voice is None, what="own VOICE_STATE_UPDATE (left)")
