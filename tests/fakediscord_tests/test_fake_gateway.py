@@ -138,3 +138,36 @@ def test_op4_moves_the_bot_in_and_out_of_voice(aimed: FakeDiscord, client) -> No
     runner.call(guild.change_voice_state(channel=None))
     aimed.wait_for(lambda: key not in aimed.world.voice_states, what="the bot out of voice")
     wait_until(lambda: guild.me.voice is None, what="own VOICE_STATE_UPDATE (left)")
+
+
+def _raw_identify(aimed: FakeDiscord, identify: dict) -> tuple[int | None, list[dict]]:
+    """Connect a bare websocket, IDENTIFY, and return (close code, frames received)."""
+    import aiohttp
+
+    async def go() -> tuple[int | None, list[dict]]:
+        frames = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(aimed.config["gateway_url"] + "?v=10&encoding=json") as ws:
+                frames.append(await ws.receive_json(timeout=10))
+                await ws.send_json({"op": 2, "d": identify})
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        frames.append(msg.json())
+                        if frames[-1].get("t") == "GUILD_CREATE":
+                            await ws.close()
+                return ws.close_code, frames
+    return asyncio.run(go())
+
+
+def test_identify_rejects_bad_token_and_disallowed_intents(aimed: FakeDiscord) -> None:
+    token = aimed.config["token"]
+    code, frames = _raw_identify(aimed, {"token": "wrong", "intents": 0, "properties": {}})
+    assert code == 4004 and frames[0]["op"] == 10 and len(frames) == 1
+    aimed.gateway.allowed_intents = 0
+    code, _ = _raw_identify(aimed, {"token": token, "intents": 1 << 1, "properties": {}})
+    assert code == 4014
+    code, frames = _raw_identify(aimed, {"token": token, "intents": 1, "properties": {}})
+    assert [f.get("t") for f in frames[1:]] == ["READY", "GUILD_CREATE"]
+    guild = frames[2]["d"]
+    assert guild["member_count"] == len(guild["members"]) == len(aimed.config["members"]) + 1
+    assert frames[1]["d"]["resume_gateway_url"] == aimed.config["gateway_url"]
