@@ -7,7 +7,9 @@ import http.client
 import io
 import json
 import logging
+import socket
 import struct
+import time
 import zipfile
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -210,3 +212,28 @@ def test_key_never_logged(site: Site, caplog: pytest.LogCaptureFixture) -> None:
     access = [r for r in caplog.records if r.name.startswith("aiohttp.access")]
     assert access and any(f"/r/{site.rec.id}" in r.getMessage() for r in access)
     assert not any(site.rec.secret in r.getMessage() or "wrong-key" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("export", ["all.zip", "mix.wav"])
+def test_client_leaving_mid_download_stops_the_export(
+    site: Site, export: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.bot.wavgen import tone, write_wav
+
+    rec = site.store.create(9, "G", 9, "vc")
+    for uid in (71, 72):  # 11 MiB each: more than socket buffers hold, so the server must wait on us
+        write_wav(rec.directory / f"{uid}.wav", tone(300 + uid, 120.0))
+    site.store.finish(rec.id, site.store.new_manifest(rec))
+    with caplog.at_level(logging.DEBUG, logger="bot.web"):
+        with socket.create_connection(("127.0.0.1", urlsplit(site.base).port), timeout=30) as sock:
+            sock.sendall(f"GET /r/{rec.id}/{export}?key={rec.secret} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            received = 0
+            while received < 256 * 1024:
+                received += len(sock.recv(65536))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+        deadline = time.monotonic() + 60
+        while not any("download stopped" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the export kept running after the client left"
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert get(site, path_of(site, f"/r/{site.rec.id}"))[0] == 200
