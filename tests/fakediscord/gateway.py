@@ -248,8 +248,6 @@ class Gateway:
             self._connections.discard(conn)
             if conn.session is not None and conn.session.conn is conn:
                 conn.session.conn = None
-            # Let already queued frames (e.g. a close) go out before the writer stops.
-            await asyncio.sleep(0)
             await conn.finish()
             _log.debug("gateway connection closed (code %s)", ws.close_code)
         return ws
