@@ -57,7 +57,7 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("DISCORD_TOKEN", "(required)", "Bot token from the Discord developer portal; keep it secret."),
     Variable("RECORDINGS_DIR", "./recordings", "Directory holding one folder per recording."),
-    Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index of recordings, download keys and opt-outs."),
+    Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index: recordings, download keys, opt-outs."),
     Variable("HTTP_HOST", "0.0.0.0", "Address the download web server listens on."),
     Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
     Variable("PUBLIC_URL", "http://localhost:HTTP_PORT", "Base URL users reach the download server at, used in links."),
@@ -69,7 +69,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
     Variable("DISCORD_GATEWAY_URL", "(Discord)", "Gateway URL; only for the loopback test Discord."),
-    Variable("DISCORD_CA_FILE", "(system CAs)", "Extra CA certificate file to trust; only for the loopback test Discord."),
+    Variable("DISCORD_CA_FILE", "(system CAs)", "Extra CA file to trust; only for the loopback test Discord."),
 )
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -134,7 +134,8 @@ audio {{ width: 18em; }}
 <h2>Who spoke when</h2>
 {render_timeline(tracks)}
 <h2>Speakers</h2>
-<table><thead><tr><th>Speaker</th><th>Duration</th><th>Talk time</th><th>Size</th><th>Listen</th><th>Download</th></tr></thead>
+<table><thead><tr><th>Speaker</th><th>Duration</th><th>Talk time</th><th>Size</th>
+<th>Listen</th><th>Download</th></tr></thead>
 <tbody>
 {"".join(rows)}
 </tbody></table>

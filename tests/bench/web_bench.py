@@ -39,7 +39,7 @@ def _make_tracks(directory: Path, tracks: int, minutes: float) -> None:
     for uid in range(1, tracks + 1):
         with sf.SoundFile(str(directory / f"{uid}.wav"), "w", RATE, 1, subtype="PCM_16", format="WAV") as f:
             t = np.arange(block) / RATE
-            for i in range(int(minutes * 6)):
+            for _ in range(int(minutes * 6)):
                 talking = rng.random() < 0.4
                 tone = np.sin(2 * np.pi * (200 + 100 * uid) * t) * (0.4 if talking else 0.0)
                 f.write((tone * 32767).astype(np.int16))
