@@ -115,6 +115,8 @@ class _Proposal:
     #: For an Add the user id being added; for a Remove the leaf index.
     target: int
     is_add: bool
+    #: For an Add: the key package, to tell whether its session still exists.
+    key_package: bytes = b""
 
 
 @dataclass(eq=False)
@@ -267,7 +269,9 @@ class DaveRoom:
         self.epoch = batch.epoch + 1
         self._batch = None
         commit_to = [user_id] if batch.creation else [u for u in batch.held if u in self._live_leaves()]
-        welcome_to = [p.target for p in adds]
+        # An Add whose session is gone (left, or reset since) fills a leaf no
+        # one can use: that leaf is removed by the next batch.
+        welcome_to = [p.target for p in adds if self._key_packages.get(p.target) == p.key_package]
         tid = self._new_transition_id()
         prefix = struct.pack(">H", tid)
         out = [DaveOut(u, OP_ANNOUNCE_COMMIT, prefix + commit) for u in commit_to]
@@ -321,7 +325,14 @@ class DaveRoom:
         return out
 
     def _revoke(self, user_id: int) -> list[DaveOut]:
-        """Take ``user_id`` out of the batch in flight: as a holder, and as an Add target (op 27 revoke)."""
+        """Take ``user_id`` out of the batch in flight: as a holder, and as an Add target.
+
+        An Add is revoked (op 27 revoke) only where nothing else would be left
+        to add: davey 0.1.7 decides whether its new commit carries a Welcome
+        from the proposals of the *current* op 27 only, so a commit rebuilt
+        after a revoke never has one and could not be used. Elsewhere the Add
+        stays; the commit adds a leaf nobody uses and the next batch removes it.
+        """
         batch = self._batch
         if batch is None:
             return []
@@ -329,10 +340,11 @@ class DaveRoom:
         out = []
         for holder, props in batch.held.items():
             gone = [p for p in props if p.is_add and p.target == user_id]
-            if gone:
-                # Safe: no commit won yet, so every holder still has these pending.
+            kept = [p for p in props if not (p.is_add and p.target == user_id)]
+            if gone and not any(p.is_add for p in kept):
+                # Safe: no commit won yet, so the holder still has these pending.
                 out.append(DaveOut(holder, OP_PROPOSALS, bytes((_REVOKE,)) + refs_vector([p.ref for p in gone])))
-                props[:] = [p for p in props if not (p.is_add and p.target == user_id)]
+                props[:] = kept
         if not any(batch.held.values()):
             self._batch = None
         return out
@@ -358,9 +370,13 @@ class DaveRoom:
         for p in ordered:
             if p.is_add:
                 try:
-                    self._leaves[self._leaves.index(None)] = p.target
+                    leaf = self._leaves.index(None)
+                    self._leaves[leaf] = p.target
                 except ValueError:
+                    leaf = len(self._leaves)
                     self._leaves.append(p.target)
+                if self._key_packages.get(p.target) != p.key_package:
+                    self._stale.add(leaf)
         while self._leaves and self._leaves[-1] is None:
             self._leaves.pop()
 
@@ -394,7 +410,7 @@ class DaveRoom:
         kp = self._key_packages[user_id]
         assert kp is not None
         msg = self.sender.add_proposal(self.channel_id, self.epoch, kp)
-        return _Proposal(proposal_ref(msg), msg, user_id, True)
+        return _Proposal(proposal_ref(msg), msg, user_id, True, kp)
 
     def _remove(self, leaf: int) -> _Proposal:
         msg = self.sender.remove_proposal(self.channel_id, self.epoch, leaf)

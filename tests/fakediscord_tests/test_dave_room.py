@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from sinks.opus import OpusEncoder
+from tests.fakediscord import dave_mls as mls
 from tests.fakediscord.dave import (
     OP_ANNOUNCE_COMMIT,
     OP_COMMIT_WELCOME,
@@ -25,6 +26,8 @@ from tests.fakediscord.dave import (
     OP_EXTERNAL_SENDER,
     OP_INVALID_COMMIT_WELCOME,
     OP_KEY_PACKAGE,
+    OP_PREPARE_EPOCH,
+    OP_PREPARE_TRANSITION,
     OP_PROPOSALS,
     OP_TRANSITION_READY,
     OP_WELCOME,
@@ -74,13 +77,17 @@ class Net:
         links = [("down", u) for u, q in self.down.items() if q] + [("up", u) for u, q in self.up.items() if q]
         if not links:
             return False
-        direction, uid = self.rng.choice(links) if self.rng else links[0]
+        self.deliver(*(self.rng.choice(links) if self.rng else links[0]))
+        return True
+
+    def deliver(self, direction: str, uid: int) -> None:
+        """Deliver the next message on one link ("down": to the member, "up": to the room)."""
         if direction == "down":
             out = self.down[uid].popleft()
             if self.tamper is not None:
                 out = self.tamper(out)
             self.up[uid].extend(self.members[uid].handle(out))
-            return True
+            return
         op, payload = self.up[uid].popleft()
         room = self.room
         if op == OP_KEY_PACKAGE:
@@ -94,7 +101,6 @@ class Net:
         else:
             raise AssertionError(f"unexpected opcode {op} from member {uid}")
         self._to_members(outs)
-        return True
 
     def run(self, limit: int = 10_000) -> None:
         for _ in range(limit):
@@ -350,24 +356,115 @@ def test_key_package_must_name_its_sender() -> None:
         room.on_key_package(30, SimulatedMember(30, CHANNEL).key_package())
 
 
+def _proposal_count(out: DaveOut) -> int:
+    reader = mls.Reader(out.payload[1:])
+    body = mls.Reader(reader.vec())
+    count = 0
+    while not body.done:
+        body.pos += mls.parse_public_message(body.data, body.pos).length
+        count += 1
+    return count
+
+
+def test_leave_while_other_adds_are_in_flight_keeps_the_add() -> None:
+    """davey's commit after a revoke lacks its Welcome, so the room never revokes an Add while other Adds remain."""
+    room = DaveRoom(CHANNEL)
+    net = Net(room)
+    for uid in (10, 20):
+        net.connect(uid)
+    net.run()
+    for uid in (50, 30, 40):
+        net.connect(uid)
+    for uid in (50, 30, 40):  # 50's Add is in flight when 30's and 40's key packages arrive
+        net.deliver("up", uid)
+    while not (net.ops(OP_PROPOSALS) and _proposal_count(net.ops(OP_PROPOSALS)[-1]) == 2):
+        assert net.step()
+    assert room.epoch == 2
+    net.disconnect(40)
+    net.run()
+    assert not [o for o in net.ops(OP_PROPOSALS) if o.payload[0] == 1]
+    # The commit added 30 and the departed 40; the next one removed 40's leaf.
+    assert room.epoch == 4
+    assert set(room.leaves[:2]) == {10, 20} and room.leaves[2:] == (50, 30)
+    assert_converged(net)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_random_interleavings_of_joins_and_leaves(seed: int) -> None:
-    """Joins and leaves land at random points of in-flight handshakes; the group always converges."""
+    """Joins, reconnects, leaves and broken commits/Welcomes land at random points; the group always converges."""
     rng = random.Random(seed)
     room = DaveRoom(CHANNEL)
     net = Net(room, seed=seed)
+
+    def tamper(out: DaveOut) -> DaveOut:
+        if out.opcode in (OP_WELCOME, OP_ANNOUNCE_COMMIT) and rng.random() < 0.1:
+            body = bytearray(out.payload)
+            body[-5] ^= 0xFF
+            return DaveOut(out.user_id, out.opcode, bytes(body))
+        return out
+
+    net.tamper = tamper
     next_uid = 100
     for _ in range(10):
-        if len(net.members) < 2 or (rng.random() < 0.6 and len(net.members) < 6):
+        roll = rng.random()
+        if len(net.members) < 2 or (roll < 0.5 and len(net.members) < 6):
             net.connect(next_uid)
             next_uid += 1
+        elif roll < 0.7:
+            uid = rng.choice(sorted(net.members))
+            net.disconnect(uid)
+            net.connect(uid)  # the same user reconnects with a fresh session
         else:
             net.disconnect(rng.choice(sorted(net.members)))
         for _ in range(rng.randrange(0, 25)):
             if not net.step():
                 break
+    while len(net.members) < 2:
+        net.connect(next_uid)
+        next_uid += 1
+    net.tamper = None
     net.run()
-    if len(net.members) >= 2:
-        assert_converged(net)
-    else:
-        assert room.settled or len(net.members) == 1
+    for m in net.members.values():
+        m.recoveries = 0  # broken messages were injected on purpose
+    assert_converged(net)
+
+
+def test_prepare_epoch_one_makes_a_member_rejoin_with_a_fresh_session() -> None:
+    """Op 24 epoch 1 (discord.py: reinit_dave_session) sends a new key package; the room re-adds the member."""
+    room = DaveRoom(CHANNEL)
+    net = Net(room)
+    for uid in (10, 20, 30):
+        net.connect(uid)
+        net.run()
+    epoch, leaves = room.epoch, room.leaves
+    replies = net.members[20].handle(DaveOut(20, OP_PREPARE_EPOCH, {"epoch": 1, "protocol_version": 1}))
+    assert [op for op, _ in replies] == [OP_KEY_PACKAGE]
+    assert not net.members[20].ready
+    net.up[20].extend(replies)
+    net.run()
+    assert room.epoch == epoch + 1  # one commit: Remove of the old leaf + Add into that same leaf
+    assert room.leaves == leaves
+    assert_converged(net)
+
+
+def test_prepare_and_execute_transition_follow_discord_py() -> None:
+    room = DaveRoom(CHANNEL)
+    net = Net(room)
+    for uid in (10, 20):
+        net.connect(uid)
+    net.run()
+    member = net.members[10]
+    # Transition id 0 executes at once and is not acknowledged.
+    assert member.handle(DaveOut(10, OP_PREPARE_TRANSITION, {"transition_id": 0, "protocol_version": 1})) == []
+    assert member.pending_transitions == {}
+    # A downgrade to version 0: ready answer, then plain Opus once executed.
+    reply = member.handle(DaveOut(10, OP_PREPARE_TRANSITION, {"transition_id": 7, "protocol_version": 0}))
+    assert reply == [(OP_TRANSITION_READY, {"transition_id": 7})]
+    assert not member.can_send and member.ready
+    member.handle(DaveOut(10, OP_EXECUTE_TRANSITION, {"transition_id": 7}))
+    assert member.can_send and not member.ready and member.downgraded
+    frame = opus_frame(3)
+    assert member.encrypt_opus(frame) == frame
+    # Executing an unknown transition changes nothing (discord.py only warns).
+    member.handle(DaveOut(10, OP_EXECUTE_TRANSITION, {"transition_id": 99}))
+    assert member.protocol_version == 0
