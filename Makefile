@@ -1,4 +1,5 @@
-# `make run` runs the recording-engine demo (the bot replaces it once it exists);
+# `make run` runs the bot; with no DISCORD_TOKEN (environment or .env) it runs the
+# loopback demo instead: simulated speakers, the real bot, /record start and stop;
 # `make test` runs the test suite. Both install what they need first.
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +18,12 @@ $(STAMP): pyproject.toml deploy/system-packages.sh
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m sinks.demo
+	@if [ -n "$$DISCORD_TOKEN" ] || grep -qs '^DISCORD_TOKEN=..*' .env; then \
+		$(PY) -m bot; \
+	else \
+		echo "No DISCORD_TOKEN set: running the loopback demo (see README)."; \
+		$(PY) -m tests.demo; \
+	fi
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -65,6 +65,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MAX_RECORDING_HOURS", "6", "A recording stops by itself after this many hours."),
     Variable("RETENTION_DAYS", "30", "Recordings and their download links are deleted after this many days."),
     Variable("MIN_FREE_DISK_MB", "1024", "Recording refuses to start, or stops, below this much free disk space."),
+    Variable("EMPTY_CHANNEL_MINUTES", "3", "A recording stops by itself after its channel has no humans for this long."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
     Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
@@ -170,6 +171,7 @@ class Settings:
     max_recording_hours: float = 6.0
     retention_days: float = 30.0
     min_free_disk_mb: int = 1024
+    empty_channel_minutes: float = 3.0
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     discord_api_base: str | None = None
@@ -250,6 +252,7 @@ class Settings:
             max_recording_hours=_positive("MAX_RECORDING_HOURS", get("MAX_RECORDING_HOURS") or "6"),
             retention_days=_positive("RETENTION_DAYS", get("RETENTION_DAYS") or "30"),
             min_free_disk_mb=_int("MIN_FREE_DISK_MB", get("MIN_FREE_DISK_MB") or "1024", 0),
+            empty_channel_minutes=_positive("EMPTY_CHANNEL_MINUTES", get("EMPTY_CHANNEL_MINUTES") or "3"),
             shard_count=shard_count,
             shard_ids=shard_ids,
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),

@@ -34,6 +34,10 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.get`."""
         return await asyncio.to_thread(self.store.get, recording_id)
 
+    async def read_manifest(self, recording: Recording) -> Manifest:
+        """See :meth:`RecordingStore.read_manifest`."""
+        return await asyncio.to_thread(self.store.read_manifest, recording)
+
     async def list(self, guild_id: int) -> list[Recording]:
         """See :meth:`RecordingStore.list`."""
         return await asyncio.to_thread(self.store.list, guild_id)

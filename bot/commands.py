@@ -1,0 +1,219 @@
+"""The slash commands: /record start|stop|status|optout|optin and /recordings list|get|delete."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from bot.session import StopReason
+from bot.storage import has_free_space
+from bot.summary import recording_line, status_text
+
+if TYPE_CHECKING:
+    from bot.app import RecorderBot
+
+__all__ = ["RecordGroup", "RecordingsGroup", "may_record"]
+
+_log = logging.getLogger(__name__)
+
+
+def may_record(interaction: discord.Interaction, recorder_role: str | None) -> bool:
+    """Members with Manage Server, or with the configured recorder role (name or id)."""
+    if interaction.permissions.manage_guild:
+        return True
+    user = interaction.user
+    if recorder_role is None or not isinstance(user, discord.Member):
+        return False
+    wanted = recorder_role.casefold()
+    return any(role.name.casefold() == wanted or str(role.id) == recorder_role for role in user.roles)
+
+
+def _who_may_record(recorder_role: str | None) -> str:
+    if recorder_role:
+        return f"members with Manage Server or the **{recorder_role}** role"
+    return "members with Manage Server"
+
+
+async def _refuse(interaction: discord.Interaction, text: str) -> None:
+    await interaction.response.send_message(text, ephemeral=True)
+
+
+@app_commands.guild_only()
+class RecordGroup(app_commands.Group):
+    """Start, stop and inspect the recording of a voice channel."""
+
+    def __init__(self, bot: RecorderBot) -> None:
+        super().__init__(name="record", description="Record a voice channel, one WAV file per speaker")
+        self.bot = bot
+
+    async def _check_recorder(self, interaction: discord.Interaction) -> bool:
+        role = self.bot.settings.recorder_role
+        if may_record(interaction, role):
+            return True
+        await _refuse(interaction, f"Only {_who_may_record(role)} may do that.")
+        return False
+
+    @app_commands.command(name="start", description="Start recording a voice channel (default: the one you are in)")
+    @app_commands.describe(channel="The voice channel to record; default is the one you are in")
+    async def start(self, interaction: discord.Interaction,
+                    channel: discord.VoiceChannel | discord.StageChannel | None = None) -> None:
+        """Join the channel and record every speaker to their own file."""
+        assert interaction.guild is not None
+        if not await self._check_recorder(interaction):
+            return
+        if channel is None:
+            voice = getattr(interaction.user, "voice", None)
+            channel = voice.channel if voice is not None else None
+        if channel is None:
+            await _refuse(interaction, "Join a voice channel first, or name one: `/record start channel:#voice`.")
+            return
+        if self.bot.session_for(interaction.guild.id) is not None:
+            await _refuse(interaction, "A recording is already running in this server. Stop it with `/record stop`.")
+            return
+        settings = self.bot.settings
+        if not has_free_space(settings.recordings_dir, settings.min_free_disk_mb):
+            await _refuse(interaction, "The bot's disk is almost full, so it cannot record now. "
+                                       "Tell the bot's operator.")
+            return
+        perms = channel.permissions_for(interaction.guild.me)
+        if not (perms.view_channel and perms.connect):
+            await _refuse(interaction, f"I need the View Channel and Connect permissions in {channel.mention}.")
+            return
+        # Joining voice and the DAVE handshake can take longer than Discord's 3 s.
+        await interaction.response.defer(thinking=True)
+        try:
+            session = await self.bot.start_session(channel, interaction)
+        except Exception as exc:
+            _log.warning("starting a recording in guild %s failed: %s", interaction.guild.id, exc, exc_info=True)
+            await interaction.followup.send(f"Could not start recording {channel.mention}: {_short(exc)}")
+            return
+        assert session.recording is not None
+        await interaction.followup.send(
+            f"\N{LARGE RED CIRCLE} Recording {channel.mention} (recording `{session.recording.id}`): "
+            f"every speaker is saved to their own audio file.\n"
+            f"Stop: `/record stop` ({_who_may_record(settings.recorder_role)}). "
+            f"Don't want to be recorded? `/record optout` (undo with `/record optin`).\n"
+            f"It stops by itself when the channel stays empty, after "
+            f"{settings.max_recording_hours:g} h, or if disk space runs low."
+        )
+
+    @app_commands.command(name="stop", description="Stop the recording and get the files")
+    async def stop(self, interaction: discord.Interaction) -> None:
+        """Finalize the running recording and reply with a summary and the files."""
+        assert interaction.guild is not None
+        if not await self._check_recorder(interaction):
+            return
+        session = self.bot.session_for(interaction.guild.id)
+        if session is None or session.stopping:
+            await _refuse(interaction, "Nothing is being recorded in this server.")
+            return
+        await interaction.response.defer(thinking=True)
+        manifest = await self.bot.stop_session(
+            interaction.guild.id, StopReason(f"stopped by {interaction.user.display_name}", by_user=interaction.user.id),
+        )
+        text, file = await self.bot.summary_and_zip(manifest, interaction.filesize_limit)
+        await self.bot.send_with_optional_file(interaction.followup.send, text, file)
+
+    @app_commands.command(name="status", description="How the running recording is going")
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Elapsed time, speakers and their talk time, loss, disk used, worker lag."""
+        assert interaction.guild is not None
+        session = self.bot.session_for(interaction.guild.id)
+        if session is None or session.recording is None:
+            await _refuse(interaction, "Nothing is being recorded in this server.")
+            return
+        stats = session.stats()
+        names = {uid: session.display_name(uid) for uid in stats["sink"]["talk_seconds"]}
+        await interaction.response.send_message(
+            status_text(session.channel.name, session.recording.id, session.elapsed(), names, stats), ephemeral=True,
+        )
+
+    @app_commands.command(name="optout", description="Never record my voice in this server")
+    async def optout(self, interaction: discord.Interaction) -> None:
+        """Stop recording the invoker, now and in future recordings of this server."""
+        assert interaction.guild is not None
+        await self.bot.set_opt_out(interaction.guild.id, interaction.user.id, True)
+        await interaction.response.send_message(
+            "You are opted out: your voice is not recorded in this server, from now on, until `/record optin`.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="optin", description="Allow recording my voice in this server again")
+    async def optin(self, interaction: discord.Interaction) -> None:
+        """Undo /record optout."""
+        assert interaction.guild is not None
+        await self.bot.set_opt_out(interaction.guild.id, interaction.user.id, False)
+        await interaction.response.send_message("You are opted in again: recordings in this server include you.",
+                                                ephemeral=True)
+
+
+@app_commands.guild_only()
+class RecordingsGroup(app_commands.Group):
+    """This server's past recordings."""
+
+    def __init__(self, bot: RecorderBot) -> None:
+        super().__init__(name="recordings", description="This server's recordings")
+        self.bot = bot
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Every /recordings command needs the recorder permission."""
+        role = self.bot.settings.recorder_role
+        if may_record(interaction, role):
+            return True
+        await _refuse(interaction, f"Only {_who_may_record(role)} may do that.")
+        return False
+
+    @app_commands.command(name="list", description="List this server's recordings")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        """Newest first, at most 20."""
+        assert interaction.guild is not None
+        recordings = await self.bot.astore.list(interaction.guild.id)
+        if not recordings:
+            await interaction.response.send_message("This server has no recordings.", ephemeral=True)
+            return
+        lines = [recording_line(r) for r in recordings[:20]]
+        if len(recordings) > 20:
+            lines.append(f"... and {len(recordings) - 20} older.")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="get", description="Get a recording's files")
+    @app_commands.describe(recording_id="The recording's id, as /recordings list shows it")
+    async def get(self, interaction: discord.Interaction, recording_id: str) -> None:
+        """Summary, the download link, and the ZIP when it fits."""
+        assert interaction.guild is not None
+        recording = await self.bot.astore.get(recording_id)
+        if recording is None or recording.guild_id != interaction.guild.id:
+            await _refuse(interaction, f"This server has no recording `{recording_id}`.")
+            return
+        if recording.status == "recording":
+            await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+            return
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        manifest = await self.bot.astore.read_manifest(recording)
+        text, file = await self.bot.summary_and_zip(manifest, interaction.filesize_limit)
+        await self.bot.send_with_optional_file(interaction.followup.send, text, file, ephemeral=True)
+
+    @app_commands.command(name="delete", description="Delete a recording and its files")
+    @app_commands.describe(recording_id="The recording's id, as /recordings list shows it")
+    async def delete(self, interaction: discord.Interaction, recording_id: str) -> None:
+        """Remove the files and the index entry; the download link stops working."""
+        assert interaction.guild is not None
+        recording = await self.bot.astore.get(recording_id)
+        if recording is None or recording.guild_id != interaction.guild.id:
+            await _refuse(interaction, f"This server has no recording `{recording_id}`.")
+            return
+        if recording.status == "recording":
+            await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+            return
+        await self.bot.astore.delete(recording.id)
+        await interaction.response.send_message(f"Deleted recording `{recording.id}` and its files.", ephemeral=True)
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line reason for users; timeouts have no message of their own."""
+    if isinstance(exc, TimeoutError):
+        return "the voice connection timed out"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

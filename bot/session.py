@@ -1,0 +1,280 @@
+"""One recording in one guild: join, record, watch for reasons to stop, finalize.
+
+The session owns the voice connection, the AudioSink and the storage record
+of one recording. Everything here runs on the bot's event loop; the only
+blocking step (closing the sink: join of its worker and final headers) runs
+in a thread so the loop keeps answering Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
+from bot.voice.client import RecordingVoiceClient
+from sinks import AudioSink
+
+__all__ = ["SessionLimits", "RecordingSession", "StopReason"]
+
+_log = logging.getLogger(__name__)
+
+#: The mark shown at the front of the bot's nickname while it records.
+RECORDING_MARK = "\N{LARGE RED CIRCLE} REC"
+_NICK_MAX = 32
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """When a recording stops by itself."""
+
+    max_seconds: float
+    min_free_disk_mb: int
+    empty_channel_seconds: float
+    check_interval: float = 1.0
+    voice_connect_timeout: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StopReason:
+    """Why a recording ended, in words for the channel, and who ended it."""
+
+    text: str
+    by_user: int | None = None
+    automatic: bool = False
+
+
+#: Called once the session has stopped on its own, with the summary to announce.
+OnAutoStop = Callable[["RecordingSession", StopReason, Manifest], Awaitable[None]]
+
+
+class RecordingSession:
+    """A recording of one voice channel. Use :meth:`start`, then :meth:`stop` once."""
+
+    def __init__(
+        self,
+        store: RecordingStore,
+        channel: discord.VoiceChannel | discord.StageChannel,
+        limits: SessionLimits,
+        *,
+        opted_out: set[int],
+        on_auto_stop: OnAutoStop,
+        started_by: int,
+    ) -> None:
+        self.store = store
+        self.channel = channel
+        self.guild = channel.guild
+        self.limits = limits
+        #: Live set: /record optout during a recording takes effect at once. Read
+        #: by the socket thread (membership test is atomic under the GIL).
+        self.opted_out = opted_out
+        self.started_by = started_by
+        self.recording: Recording | None = None
+        self.voice: RecordingVoiceClient | None = None
+        self.sink: AudioSink | None = None
+        self.started_monotonic = 0.0
+        self._on_auto_stop = on_auto_stop
+        self._watch_task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[Manifest] | None = None
+        self._named: set[int] = set()
+        self._previous_nick: str | None = None
+        self._marked_nick = False
+        self._empty_since: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> Recording:
+        """Join the channel and begin recording.
+
+        Raises:
+            discord.ClientException / asyncio.TimeoutError: joining voice failed
+            (nothing is left behind: no recording row, no connection).
+        """
+        voice = await self.channel.connect(
+            cls=RecordingVoiceClient, timeout=self.limits.voice_connect_timeout, self_deaf=False, self_mute=True,
+        )
+        self.voice = voice
+        try:
+            recording = await asyncio.to_thread(
+                self.store.create, self.guild.id, self.guild.name, self.channel.id, self.channel.name,
+            )
+            self.recording = recording
+            self.sink = AudioSink(recording.directory, channels=recording.channels)
+            self.started_monotonic = time.monotonic()
+            voice.start_recording(self.sink, should_record=self._should_record)
+        except BaseException:
+            await self._abandon_start()
+            raise
+        self._watch_task = asyncio.create_task(self._watch(), name=f"recording-watch-{recording.id}")
+        await self._mark_nick()
+        _log.info("recording %s started in guild %s channel %s", recording.id, self.guild.id, self.channel.id)
+        return recording
+
+    async def _abandon_start(self) -> None:
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.close)
+        if self.recording is not None:
+            await asyncio.to_thread(self.store.delete, self.recording.id)
+            self.recording = None
+        if self.voice is not None:
+            await self.voice.disconnect(force=True)
+
+    def _should_record(self, user_id: int) -> bool:
+        return user_id not in self.opted_out
+
+    async def stop(self, reason: StopReason) -> Manifest:
+        """Finalize the recording (idempotent: a second call waits for the first)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(reason))
+        return await asyncio.shield(self._stopping)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun."""
+        return self._stopping is not None
+
+    async def _stop(self, reason: StopReason) -> Manifest:
+        assert self.recording is not None and self.sink is not None and self.voice is not None
+        if self._watch_task is not None and self._watch_task is not asyncio.current_task():
+            self._watch_task.cancel()
+        stats = self.voice.stop_recording() if self.voice.is_recording() else None
+        await asyncio.to_thread(self.sink.close)
+        sink_stats = self.sink.stats()
+        await self._note_speakers(sink_stats)
+        try:
+            await self.voice.disconnect(force=True)
+        except Exception:  # the connection may already be gone; the recording is what matters
+            _log.warning("voice disconnect after recording %s failed", self.recording.id, exc_info=True)
+        await self._unmark_nick()
+        manifest = await asyncio.to_thread(self.store.new_manifest, self.recording)
+        per_user = sink_stats.get("per_user", {})
+        for speaker in manifest.speakers:
+            speaker.talk_seconds = round(sink_stats["talk_seconds"].get(speaker.user_id, 0.0), 2)
+            user = per_user.get(speaker.user_id, {})
+            speaker.packets = user.get("packets")
+            speaker.losses = user.get("lost")
+        final = await asyncio.to_thread(self.store.finish, self.recording.id, manifest)
+        _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
+                  stats["receive"] if stats else "n/a")
+        return final
+
+    # -- status --------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Seconds since recording began."""
+        return time.monotonic() - self.started_monotonic
+
+    def stats(self) -> dict[str, Any]:
+        """Receive and sink counters of the running recording."""
+        assert self.voice is not None and self.sink is not None
+        if self.voice.is_recording():
+            return self.voice.recording_stats()
+        return {"receive": {}, "sink": self.sink.stats()}
+
+    def display_name(self, user_id: int) -> str:
+        """The member's display name as the guild knows it, else a placeholder."""
+        member = self.guild.get_member(user_id)
+        return member.display_name if member is not None else f"user-{user_id}"
+
+    # -- watching ------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Check once per interval whether the recording must stop by itself."""
+        try:
+            while True:
+                await asyncio.sleep(self.limits.check_interval)
+                reason = await self._auto_stop_reason()
+                if reason is not None:
+                    break
+        except asyncio.CancelledError:
+            return
+        except Exception:  # a broken check must not leave a recording running unwatched
+            _log.exception("recording watch failed; stopping the recording")
+            reason = StopReason("an internal error occurred while recording", automatic=True)
+        manifest = await self.stop(reason)
+        await self._on_auto_stop(self, reason, manifest)
+
+    async def _auto_stop_reason(self) -> StopReason | None:
+        assert self.voice is not None and self.sink is not None and self.recording is not None
+        limits = self.limits
+        sink_stats = self.sink.stats()
+        await self._note_speakers(sink_stats)
+        if sink_stats["error"]:
+            return StopReason(f"writing the recording failed: {sink_stats['error']}", automatic=True)
+        if self.voice.receive_error is not None:
+            return StopReason("the voice connection broke (Discord's encryption handshake failed)",
+                              automatic=True)
+        if self.elapsed() >= limits.max_seconds:
+            return StopReason(f"the maximum recording length ({_hours(limits.max_seconds)}) was reached",
+                              automatic=True)
+        free = await asyncio.to_thread(free_disk_mb, self.recording.directory)
+        if free < limits.min_free_disk_mb:
+            return StopReason(f"free disk space fell below {limits.min_free_disk_mb} MB", automatic=True)
+        me = self.guild.me
+        here = me.voice.channel if me is not None and me.voice is not None else None
+        if here is None and not self.voice.is_connected():
+            return StopReason("the bot was disconnected from the voice channel", automatic=True)
+        if here is not None and here.id != self.channel.id:
+            return StopReason(f"the bot was moved to {here.name}", automatic=True)
+        humans = [m for m in self.channel.members if not m.bot]
+        now = time.monotonic()
+        if humans:
+            self._empty_since = None
+        elif self._empty_since is None:
+            self._empty_since = now
+        elif now - self._empty_since >= limits.empty_channel_seconds:
+            return StopReason(
+                f"nobody was left in the channel for {_duration(limits.empty_channel_seconds)}", automatic=True,
+            )
+        return None
+
+    async def _note_speakers(self, sink_stats: dict[str, Any]) -> None:
+        """Remember each new speaker's name in the index as soon as they are heard,
+        so even a recording cut short by a crash names its files."""
+        assert self.recording is not None
+        for user_id in sink_stats["talk_seconds"]:
+            if user_id not in self._named:
+                self._named.add(user_id)
+                await asyncio.to_thread(self.store.note_speaker, self.recording.id, user_id,
+                                        self.display_name(user_id))
+
+    # -- nickname mark -------------------------------------------------------
+
+    async def _mark_nick(self) -> None:
+        me = self.guild.me
+        if me is None or not me.guild_permissions.change_nickname:
+            return
+        self._previous_nick = me.nick
+        name = f"{RECORDING_MARK} {me.nick or me.name}"[:_NICK_MAX]
+        try:
+            await me.edit(nick=name, reason="recording started")
+            self._marked_nick = True
+        except discord.HTTPException as exc:
+            _log.info("could not mark the nickname in guild %s: %s", self.guild.id, exc)
+
+    async def _unmark_nick(self) -> None:
+        me = self.guild.me
+        if not self._marked_nick or me is None:
+            return
+        try:
+            await me.edit(nick=self._previous_nick, reason="recording stopped")
+        except discord.HTTPException as exc:
+            _log.info("could not restore the nickname in guild %s: %s", self.guild.id, exc)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    return f"{seconds // 60} min"
+
+
+def _hours(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{hours:g} h" if hours >= 1 else _duration(seconds)

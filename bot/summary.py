@@ -1,0 +1,80 @@
+"""Words and numbers for people: durations, sizes, recording summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.storage import Manifest, Recording
+
+__all__ = ["duration", "size", "recording_summary", "status_text", "recording_line"]
+
+
+def duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s``, ``12.3 s``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s"
+
+
+def size(num_bytes: int) -> str:
+    """``512 B``, ``1.5 MB``, ``2.1 GB`` (powers of 1000, as file managers show)."""
+    value = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
+    """The stop message: duration, each speaker's talk time, size, loss, link."""
+    length = (manifest.ended_at - manifest.started_at).total_seconds() if manifest.ended_at else 0.0
+    lines = [
+        f"Recording `{manifest.recording_id}` of **{manifest.channel_name}**: {duration(length)}, "
+        f"{len(manifest.speakers)} speaker(s), {size(total_bytes)}.",
+    ]
+    for speaker in manifest.speakers:
+        detail = f"talked {duration(speaker.talk_seconds or 0.0)}"
+        if speaker.losses:
+            detail += f", {speaker.losses} packet(s) lost and concealed"
+        lines.append(f"- {speaker.display_name}: {detail}")
+    if not manifest.speakers:
+        lines.append("Nobody spoke.")
+    lines.append(f"Download (page, players, ZIP, FLAC): {link}")
+    return "\n".join(lines)
+
+
+def status_text(channel_name: str, recording_id: str, elapsed: float, names: dict[int, str],
+                stats: dict[str, Any]) -> str:
+    """The /record status answer."""
+    sink = stats["sink"]
+    receive = stats.get("receive", {})
+    talk = sink["talk_seconds"]
+    lines = [f"Recording `{recording_id}` of **{channel_name}** for {duration(elapsed)}."]
+    if talk:
+        lines.append("Speakers heard:")
+        for user_id, seconds in sorted(talk.items(), key=lambda item: -item[1]):
+            lines.append(f"- {names.get(user_id, user_id)}: {duration(seconds)}")
+    else:
+        lines.append("Nobody has spoken yet.")
+    undecryptable = sum(v for k, v in receive.items() if k.startswith("dave"))
+    lines.append(
+        f"Packets: {sink['received']} received, {sink['lost']} lost, {sink['dropped']} dropped "
+        f"(queue full), {undecryptable} undecryptable. Disk used: {size(sink['bytes_written'])}. "
+        f"Worker lag: {sink['worker_lag'] * 1000:.0f} ms."
+    )
+    return "\n".join(lines)
+
+
+def recording_line(recording: Recording) -> str:
+    """One line of /recordings list."""
+    started = recording.started_at.strftime("%Y-%m-%d %H:%M UTC")
+    length = ""
+    if recording.ended_at is not None:
+        length = f", {duration((recording.ended_at - recording.started_at).total_seconds())}"
+    return f"`{recording.id}` {started}, **{recording.channel_name}**{length} ({recording.status})"
