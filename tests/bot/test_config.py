@@ -47,7 +47,7 @@ def test_every_value_parsed(tmp_path: Path) -> None:
     s = settings(
         RECORDINGS_DIR=str(tmp_path / "rec"), DATABASE_PATH=str(tmp_path / "db.sqlite3"), HTTP_HOST="127.0.0.1",
         HTTP_PORT="0", PUBLIC_URL="https://rec.example.org/", RECORDER_ROLE="Recorder", MAX_RECORDING_HOURS="1.5",
-        RETENTION_DAYS="7", MIN_FREE_DISK_MB="0", SHARD_COUNT="4", SHARD_IDS="0, 3",
+        RETENTION_DAYS="7", MIN_FREE_DISK_MB="0", EMPTY_CHANNEL_MINUTES="0.5", SHARD_COUNT="4", SHARD_IDS="0, 3",
         DISCORD_API_BASE="http://127.0.0.1:5000/api/v10", DISCORD_GATEWAY_URL="ws://127.0.0.1:5001",
         DISCORD_CA_FILE=str(ca),
     )
@@ -55,6 +55,7 @@ def test_every_value_parsed(tmp_path: Path) -> None:
     assert (s.http_host, s.http_port, s.public_url) == ("127.0.0.1", 0, "https://rec.example.org")
     assert s.recorder_role == "Recorder" and s.max_recording_hours == 1.5 and s.retention_days == 7
     assert s.min_free_disk_mb == 0 and s.shard_count == 4 and s.shard_ids == (0, 3)
+    assert s.empty_channel_minutes == 0.5
     assert s.discord_api_base == "http://127.0.0.1:5000/api/v10"
     assert s.discord_gateway_url == "ws://127.0.0.1:5001" and s.discord_ca_file == ca
 
@@ -109,6 +110,8 @@ def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
         ({"RETENTION_DAYS": "-1"}, "RETENTION_DAYS: must be a positive number"),
         ({"RETENTION_DAYS": "nan"}, "RETENTION_DAYS: must be a positive number"),
         ({"MIN_FREE_DISK_MB": "-5"}, "MIN_FREE_DISK_MB: must be at least 0"),
+        ({"EMPTY_CHANNEL_MINUTES": "0"}, "EMPTY_CHANNEL_MINUTES: must be a positive number"),
+        ({"EMPTY_CHANNEL_MINUTES": "soon"}, "EMPTY_CHANNEL_MINUTES: expected a number"),
         ({"SHARD_COUNT": "0"}, "SHARD_COUNT: must be at least 1"),
         ({"SHARD_IDS": "0"}, "SHARD_IDS: needs SHARD_COUNT"),
         ({"SHARD_COUNT": "2", "SHARD_IDS": "1,2"}, "SHARD_IDS: shard 2 does not exist"),
@@ -144,7 +147,8 @@ def test_help_lists_every_variable_with_default() -> None:
     text = help_text()
     names = [
         "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "HTTP_HOST", "HTTP_PORT", "PUBLIC_URL",
-        "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "SHARD_COUNT",
+        "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
+        "SHARD_COUNT",
         "SHARD_IDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
     ]
     assert [v.name for v in VARIABLES] == names
