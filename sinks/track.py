@@ -4,7 +4,9 @@ A :class:`Track` belongs to the sink's worker thread alone. Packets come in
 arrival order; each stream (one SSRC) keeps them in a small reorder window
 keyed by extended sequence number and commits them in sequence order:
 immediately when the next expected one is there, otherwise when the window
-holds more than ``window`` packets or nothing new came for a while. A commit
+holds more than ``window`` packets or nothing new came for a while. The first
+packets of a stream, and of a burst re-anchored after silence, wait for a full
+window, so a delayed anchor packet is corrected before any audio is placed. A commit
 decodes the frame and appends it to the WAV at the position the stream's
 :class:`~sinks.timeline.StreamTimeline` gives it, filling any hole before it
 with concealment (lost packets: PLC, then the last lost frame rebuilt from
@@ -54,7 +56,9 @@ class PcmWriter(Protocol):
 class _Stream:
     """State of one SSRC: a reconnect starts a new one on the same track."""
 
-    __slots__ = ("ssrc", "decoder", "timeline", "highest", "next_seq", "pending", "seen", "last_arrival")
+    __slots__ = (
+        "ssrc", "decoder", "timeline", "highest", "next_seq", "pending", "seen", "last_arrival", "hold",
+    )
 
     def __init__(self, packet: VoicePacket, arrival: int, channels: int) -> None:
         self.ssrc = packet.ssrc
@@ -68,6 +72,10 @@ class _Stream:
         #: ext & mask -> ext for recently received packets: finds duplicates in O(1).
         self.seen = [-1] * _SEEN_RING
         self.last_arrival = arrival
+        #: While True nothing commits until the window is full: at the start of a stream or
+        #: of a re-anchored burst, the next few arrivals show whether the anchor packet
+        #: itself was delayed (the timeline corrects it) before any audio is placed.
+        self.hold = True
 
 
 class Track:
@@ -157,6 +165,7 @@ class Track:
         if stream is None:
             return
         pending = stream.pending
+        stream.hold = False
         while pending:
             ext = min(pending)
             self._commit(stream, ext, pending.pop(ext))
@@ -182,6 +191,7 @@ class Track:
         if abs(arrival - stream.timeline.position(ts)) > DEFAULT_TOLERANCE:
             self.flush()
             stream.timeline.restart(ts, arrival)
+            stream.hold = True
         else:
             stream.timeline.observe(ts, arrival)
 
@@ -189,9 +199,10 @@ class Track:
         pending = stream.pending
         while pending:
             nxt = stream.next_seq
-            if nxt is not None and nxt in pending:
+            if not stream.hold and nxt in pending:
                 self._commit(stream, nxt, pending.pop(nxt))
             elif len(pending) > self._window:
+                stream.hold = False
                 ext = min(pending)
                 self._commit(stream, ext, pending.pop(ext))
             else:

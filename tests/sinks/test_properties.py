@@ -53,7 +53,7 @@ def network(draw: st.DrawFn) -> dict:
     }
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(net=network())
 def test_length_counters_and_alignment_hold(net: dict) -> None:
@@ -67,6 +67,11 @@ def test_length_counters_and_alignment_hold(net: dict) -> None:
     first = min(k for k in range(n) if k not in net["lost"])
     jitter = list(net["jitter"])
     jitter[first] = 0.0
+    # The last packets arrive on time: a delay spike at the very end of a stream, with
+    # nothing after it, cannot be told from a silence during which the sender's RTP clock
+    # stood still, and the sink then (by design) trusts the arrival clock.
+    for k in range(max(0, n - 7), n):
+        jitter[k] = min(jitter[k], 0.005)
     delays = [net["base_delay"] + j for j in jitter]
     sent = packets(frames[:n], start=start, seq0=net["seq0"], ts0=net["ts0"], ssrc=4242, delays=delays)
     items = [(1, p) for k, p in enumerate(sent) if k not in net["lost"]]
