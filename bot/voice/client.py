@@ -10,7 +10,9 @@ state for the UDP datagrams. Use it as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import Any, Callable
 
 import discord
@@ -30,6 +32,33 @@ _SESSION_DESCRIPTION = DiscordVoiceWebSocket.SESSION_DESCRIPTION
 _SPEAKING = DiscordVoiceWebSocket.SPEAKING
 _CLIENTS_CONNECT = DiscordVoiceWebSocket.CLIENTS_CONNECT
 _CLIENT_DISCONNECT = DiscordVoiceWebSocket.CLIENT_DISCONNECT
+
+
+class _WakingSocket(socket.socket):
+    """A UDP socket whose ``close()`` first wakes threads blocked in ``select()`` on it.
+
+    Closing a descriptor does not wake a ``select()`` another thread sleeps in.
+    discord.py's SocketReader selects with a 30 s timeout and, once a receive
+    listener is registered, is always inside that call; on a voice reconnect it
+    kept waiting on the closed socket, so the new socket's IP-discovery reply
+    went unread and the reconnect stalled. ``shutdown()`` wakes it (Linux does
+    so even for unconnected UDP sockets).
+    """
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.shutdown(socket.SHUT_RDWR)
+        super().close()
+
+
+class _RecordingConnectionState(VoiceConnectionState):
+    """discord.py's connection state with a socket that wakes the reader when closed."""
+
+    def _create_socket(self) -> None:
+        super()._create_socket()
+        plain = self.socket
+        self.socket = _WakingSocket(plain.family, plain.type, plain.proto, plain.detach())
+        self.socket.setblocking(False)
 
 
 class RecordingVoiceClient(discord.VoiceClient):
@@ -56,7 +85,7 @@ class RecordingVoiceClient(discord.VoiceClient):
 
     def create_connection_state(self) -> VoiceConnectionState:
         """discord.py's connection state, with our websocket hook installed."""
-        return VoiceConnectionState(self, hook=self._on_voice_ws_message)
+        return _RecordingConnectionState(self, hook=self._on_voice_ws_message)
 
     async def connect(self, *, reconnect: bool, timeout: float, self_deaf: bool = False, self_mute: bool = False) -> None:
         """Connect as discord.py does, then start watching the websocket poller."""
