@@ -1,0 +1,1 @@
+"""End-to-end tests of the real bot process (``python -m bot``) against the loopback Discord."""

@@ -1,0 +1,127 @@
+"""What the bot's answers and files are checked against: ids, links, ZIPs, WAVs, manifests.
+
+A speaker's WAV is compared with an offline decode of exactly the frames the
+simulated speaker put on the wire (``tests.e2e.truth.match_track``): every
+run of consecutive packets must appear sample for sample, and every run of
+every speaker must sit at the same offset from its send time (within one
+20 ms frame). Swapped or shifted tracks fail both.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import urllib.error
+import urllib.request
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from sinks import VoicePacket
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
+from tests.e2e.truth import match_track, sent_frames
+from tests.fakediscord.messages import Message
+from tests.fakediscord.scenario import ScenarioRunner
+
+#: Runs of all speakers must agree on their offset from send time within one frame.
+ALIGNMENT = FRAME_SAMPLES
+
+_RECORDING_ID = re.compile(r"recording `([^`]+)`", re.IGNORECASE)
+_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/r/[^\s?]+\?key=[^\s)>]+)")
+
+
+def recording_id(message: Message) -> str:
+    """The recording id the bot named in `message`."""
+    found = _RECORDING_ID.search(message.content)
+    assert found, f"no recording id in {message.content!r}"
+    return found.group(1)
+
+
+def download_link(message: Message) -> str:
+    """The download link in `message`."""
+    found = _LINK.search(message.content)
+    assert found, f"no download link in {message.content!r}"
+    return found.group(1)
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """GET `url`; returns (status, body), also for 4xx/5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def zip_members(message: Message) -> dict[str, bytes]:
+    """The members of the one ZIP attached to `message`."""
+    zips = [a for a in message.attachments if a.filename.endswith(".zip")]
+    assert len(zips) == 1, f"expected one ZIP attachment, got {[a.filename for a in message.attachments]}"
+    with zipfile.ZipFile(io.BytesIO(zips[0].data)) as archive:
+        assert archive.testzip() is None
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def manifest(directory: Path) -> dict[str, Any]:
+    """The recording's manifest.json as JSON."""
+    return json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+
+
+def read_wav(data: bytes | Path) -> np.ndarray:
+    """A mono 48 kHz int16 track."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    audio, rate = soundfile.read(source, dtype="int16")
+    assert rate == SAMPLE_RATE
+    assert audio.ndim == 1, f"expected a mono track, got shape {audio.shape}"
+    return audio
+
+
+def wire_packets(runner: ScenarioRunner, name: str) -> list[VoicePacket]:
+    """Every frame `name` put on the wire, as the bot's engine would be handed it."""
+    return [VoicePacket(f.seq, f.timestamp, f.opus, f.mono_time, f.ssrc)
+            for f in runner.truth(name) if f.seq is not None]
+
+
+def origin_guess(runner: ScenarioRunner, started_at: str) -> float:
+    """The recording start on ``time.monotonic`` (shared by all processes on Linux),
+    from the manifest's wall-clock start and the speakers' paired clock readings."""
+    frames = [f for s in runner.speakers.values() for f in s.frames]
+    wall_minus_mono = float(np.median([f.wall_time - f.mono_time for f in frames]))
+    return datetime.fromisoformat(started_at.replace("Z", "+00:00")).timestamp() - wall_minus_mono
+
+
+def check_tracks(tracks: dict[str, np.ndarray], runner: ScenarioRunner, origin: float) -> dict[str, int]:
+    """Assert each named track holds exactly what that speaker sent, all at one offset.
+
+    Returns the samples matched sample-exact per speaker.
+    """
+    offsets: list[tuple[str, int]] = []
+    matched: dict[str, int] = {}
+    for name, wav in tracks.items():
+        packets = wire_packets(runner, name)
+        assert packets, f"{name} sent nothing"
+        runs, problems = match_track(wav, packets, sent_frames(runner.truth(name)), origin)
+        assert not problems, f"{name}: " + "; ".join(problems[:5])
+        placed = [r for r in runs if r.offset is not None]
+        assert placed, f"{name}: no audible run found"
+        offsets += [(name, r.offset) for r in placed]  # type: ignore[misc]
+        matched[name] = sum(len(r.pcm) for r in placed)
+    values = [o for _, o in offsets]
+    spread = max(values) - min(values)
+    assert spread <= ALIGNMENT, f"runs disagree on their offset from send time by {spread} samples: {offsets}"
+    return matched
+
+
+def talk_samples(runner: ScenarioRunner, name: str) -> int:
+    """Samples of real (non-silence) audio `name` put on the wire."""
+    return sum(FRAME_SAMPLES for f in runner.truth(name) if f.seq is not None and not f.silence)
+
+
+def seconds(samples: int) -> float:
+    """Samples at 48 kHz as seconds."""
+    return samples / SAMPLE_RATE
