@@ -117,6 +117,7 @@ class AudioSink:
         duplicates, late, decode_errors, invalid, discarded, queue_depth,
         queue_high_water, worker_lag (seconds; 0 when idle), bytes_written,
         users, talk_seconds ({user_id: seconds of non-silent decoded audio}),
+        per_user ({user_id: {"packets": decoded, "lost": never received}}),
         error (None or a one-line message), closed.
         """
         worker = self._worker
@@ -140,6 +141,7 @@ class AudioSink:
             "bytes_written": sum(t.writer.bytes_written for t in tracks.values()),
             "users": len(tracks),
             "talk_seconds": {uid: t.talk_samples / SAMPLE_RATE for uid, t in tracks.items()},
+            "per_user": {uid: {"packets": t.packets, "lost": t.lost} for uid, t in tracks.items()},
             "error": worker.error,
             "closed": self._closed,
         }

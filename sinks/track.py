@@ -82,7 +82,7 @@ class Track:
     """One user's audio on the recording timeline, written to one file."""
 
     __slots__ = (
-        "user_id", "writer", "talk_samples", "_channels", "_origin", "_counters",
+        "user_id", "writer", "talk_samples", "packets", "lost", "_channels", "_origin", "_counters",
         "_window", "_stream", "_retired_ssrc",
     )
 
@@ -100,6 +100,9 @@ class Track:
         self.writer = writer
         #: Samples of decoded audio that were not silence.
         self.talk_samples = 0
+        #: This user's packets decoded into the track, and sequence numbers never received.
+        self.packets = 0
+        self.lost = 0
         self._channels = channels
         self._origin = origin
         self._counters = counters
@@ -219,6 +222,7 @@ class Track:
         stream.timeline.rebase(ts)
         if lost > 0:
             counters.lost += lost
+            self.lost += lost
         gap = pos - writer.frames
         if gap > 0:
             self._fill(decoder, gap, lost, packet.opus)
@@ -229,6 +233,7 @@ class Track:
             _log.debug("user %s: undecodable packet seq %d: %s", self.user_id, packet.sequence, exc)
             return
         counters.decoded += 1
+        self.packets += 1
         n = len(pcm)
         if gap < 0:
             if -gap >= n:

@@ -136,6 +136,7 @@ def test_loss_is_concealed_and_counted(tmp_path: pathlib.Path) -> None:
     assert stats["lost"] == 11
     assert stats["concealed"] == 1 + 5 + 1  # FEC; 5 PLC frames + FEC for the long hole
     assert stats["decoded"] == 89
+    assert stats["per_user"] == {1: {"packets": 89, "lost": 11}}
     track = tracks[1][:, 0]
     assert len(track) == round(2.5 * SAMPLE_RATE)
     # The single loss is bridged with audio (no hole); the long one is silent in the middle.
