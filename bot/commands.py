@@ -41,6 +41,14 @@ async def _refuse(interaction: discord.Interaction, text: str) -> None:
     await interaction.response.send_message(text, ephemeral=True)
 
 
+async def _require_recorder(interaction: discord.Interaction, recorder_role: str | None) -> bool:
+    """True when the invoker may record; otherwise tell them who may and return False."""
+    if may_record(interaction, recorder_role):
+        return True
+    await _refuse(interaction, f"Only {_who_may_record(recorder_role)} may do that.")
+    return False
+
+
 @app_commands.guild_only()
 class RecordGroup(app_commands.Group):
     """Start, stop and inspect the recording of a voice channel."""
@@ -50,11 +58,7 @@ class RecordGroup(app_commands.Group):
         self.bot = bot
 
     async def _check_recorder(self, interaction: discord.Interaction) -> bool:
-        role = self.bot.settings.recorder_role
-        if may_record(interaction, role):
-            return True
-        await _refuse(interaction, f"Only {_who_may_record(role)} may do that.")
-        return False
+        return await _require_recorder(interaction, self.bot.settings.recorder_role)
 
     @app_commands.command(name="start", description="Start recording a voice channel (default: the one you are in)")
     @app_commands.describe(channel="The voice channel to record; default is the one you are in")
@@ -160,11 +164,7 @@ class RecordingsGroup(app_commands.Group):
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Every /recordings command needs the recorder permission."""
-        role = self.bot.settings.recorder_role
-        if may_record(interaction, role):
-            return True
-        await _refuse(interaction, f"Only {_who_may_record(role)} may do that.")
-        return False
+        return await _require_recorder(interaction, self.bot.settings.recorder_role)
 
     @app_commands.command(name="list", description="List this server's recordings")
     async def list_(self, interaction: discord.Interaction) -> None:
