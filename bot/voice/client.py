@@ -34,6 +34,12 @@ _CLIENTS_CONNECT = DiscordVoiceWebSocket.CLIENTS_CONNECT
 _CLIENT_DISCONNECT = DiscordVoiceWebSocket.CLIENT_DISCONNECT
 
 
+def _retrieve_poller_error(task: asyncio.Task[Any]) -> None:
+    """Consume the error a poller ended with after disconnecting: it no longer matters."""
+    if not task.cancelled() and task.exception() is not None:
+        _log.debug("voice websocket poller ended after disconnect: %r", task.exception())
+
+
 class _WakingSocket(socket.socket):
     """A UDP socket whose ``close()`` first wakes threads blocked in ``select()`` on it.
 
@@ -156,6 +162,12 @@ class RecordingVoiceClient(discord.VoiceClient):
     def cleanup(self) -> None:
         """Stop the watchdog and any recording, then discord.py's cleanup."""
         self._watchdog.stop()
+        runner: asyncio.Task[Any] | None = getattr(self._connection, "_runner", None)
+        if runner is not None:
+            # discord.py's disconnect closes the websocket without cancelling the
+            # poller; a DAVE commit arriving meanwhile (someone left as we stopped)
+            # ends it with a send error nobody retrieves, printed as a traceback.
+            runner.add_done_callback(_retrieve_poller_error)
         if self._receiver is not None:
             self.stop_recording()
         super().cleanup()
