@@ -197,13 +197,20 @@ class DaveRoom:
     # --- events from the voice server ----------------------------------------------
 
     def join(self, user_id: int) -> list[DaveOut]:
-        """The member's voice session is up (its op 4 was sent): send the external sender."""
+        """The member's voice session is up (its op 4 was sent): send the external sender.
+
+        Joining again without leaving means a new voice session replaced the
+        old one (a reconnect): the old session's leaf is removed, the new
+        session is added once its key package arrives.
+        """
+        out: list[DaveOut] = []
         if user_id in self._key_packages:
-            raise ValueError(f"user {user_id} already joined DAVE room {self.channel_id}")
+            self._key_packages[user_id] = None
+            out = self._forget_session(user_id) + self._pump()
         self._key_packages[user_id] = None
         if not self.protocol_version:
             return []
-        return [DaveOut(user_id, OP_EXTERNAL_SENDER, self.sender.package())]
+        return [DaveOut(user_id, OP_EXTERNAL_SENDER, self.sender.package())] + out
 
     def leave(self, user_id: int) -> list[DaveOut]:
         """The member disconnected: the rest remove its leaf in a new epoch."""

@@ -468,3 +468,18 @@ def test_prepare_and_execute_transition_follow_discord_py() -> None:
     # Executing an unknown transition changes nothing (discord.py only warns).
     member.handle(DaveOut(10, OP_EXECUTE_TRANSITION, {"transition_id": 99}))
     assert member.protocol_version == 0
+
+
+def test_join_without_leave_replaces_the_old_session() -> None:
+    """A reconnect may reach the room before the old socket's leave: the new session takes over."""
+    room = DaveRoom(CHANNEL)
+    net = Net(room)
+    for uid in (10, 20, 30):
+        net.connect(uid)
+        net.run()
+    leaves = room.leaves
+    del net.members[20], net.down[20], net.up[20]  # the old socket is gone without a leave
+    net.connect(20)
+    net.run()
+    assert room.leaves == leaves  # removed and re-added into its own leaf
+    assert_converged(net)
