@@ -26,13 +26,29 @@ from sinks import VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.e2e.truth import match_track, sent_frames
 from tests.fakediscord.messages import Message
-from tests.fakediscord.scenario import ScenarioRunner
+from tests.fakediscord.scenario import Scenario, ScenarioRunner
+from tests.fakediscord.server import FakeDiscord
 
 #: Runs of all speakers must agree on their offset from send time within one frame.
 ALIGNMENT = FRAME_SAMPLES
 
 _RECORDING_ID = re.compile(r"recording `([^`]+)`", re.IGNORECASE)
 _LINK = re.compile(r"(http://127\.0\.0\.1:\d+/r/[^\s?]+\?key=[^\s)>]+)")
+
+
+def play(fake: FakeDiscord, scenario: Scenario) -> ScenarioRunner:
+    """Play a finite `scenario` to its end, then take its speakers out of voice;
+    returns the runner with the ground truth."""
+    runner = fake.start_scenario(scenario)
+    fake.run(runner.wait_done(), timeout=scenario.duration + 30)
+    fake.run(runner.stop())
+    return runner
+
+
+def refusal(message: Message) -> str:
+    """The text of an ephemeral refusal (asserting it is one)."""
+    assert message.ephemeral, f"expected an ephemeral reply, got {message.content!r}"
+    return message.content
 
 
 def recording_id(message: Message) -> str:
@@ -81,10 +97,11 @@ def read_wav(data: bytes | Path) -> np.ndarray:
     return audio
 
 
-def wire_packets(runner: ScenarioRunner, name: str) -> list[VoicePacket]:
-    """Every frame `name` put on the wire, as the bot's engine would be handed it."""
+def wire_packets(runner: ScenarioRunner, name: str, before: float | None = None) -> list[VoicePacket]:
+    """Every frame `name` put on the wire (before monotonic time `before`), as the
+    bot's engine would be handed it."""
     return [VoicePacket(f.seq, f.timestamp, f.opus, f.mono_time, f.ssrc)
-            for f in runner.truth(name) if f.seq is not None]
+            for f in runner.truth(name) if f.seq is not None and (before is None or f.mono_time < before)]
 
 
 def origin_guess(runner: ScenarioRunner, started_at: str) -> float:
@@ -95,15 +112,17 @@ def origin_guess(runner: ScenarioRunner, started_at: str) -> float:
     return datetime.fromisoformat(started_at.replace("Z", "+00:00")).timestamp() - wall_minus_mono
 
 
-def check_tracks(tracks: dict[str, np.ndarray], runner: ScenarioRunner, origin: float) -> dict[str, int]:
-    """Assert each named track holds exactly what that speaker sent, all at one offset.
+def check_tracks(tracks: dict[str, np.ndarray], runner: ScenarioRunner, origin: float,
+                 before: float | None = None) -> dict[str, int]:
+    """Assert each named track holds exactly what that speaker sent (before monotonic
+    time `before`, if given), all at one offset from send time.
 
     Returns the samples matched sample-exact per speaker.
     """
     offsets: list[tuple[str, int]] = []
     matched: dict[str, int] = {}
     for name, wav in tracks.items():
-        packets = wire_packets(runner, name)
+        packets = wire_packets(runner, name, before)
         assert packets, f"{name} sent nothing"
         runs, problems = match_track(wav, packets, sent_frames(runner.truth(name)), origin)
         assert not problems, f"{name}: " + "; ".join(problems[:5])

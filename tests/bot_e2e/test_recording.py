@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
+from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import (check_tracks, download_link, http_get, manifest, origin_guess, read_wav, recording_id,
+from .checks import (check_tracks, download_link, http_get, manifest, origin_guess, play, read_wav, recording_id,
                      talk_samples, zip_members)
 from .conftest import BotProcess
 
@@ -20,13 +20,6 @@ TURNS = Scenario(
     ),
     duration=3.6,
 )
-
-
-def play(fake: FakeDiscord, scenario: Scenario) -> ScenarioRunner:
-    """Play `scenario` to its end; returns the runner with the ground truth."""
-    runner = fake.start_scenario(scenario)
-    fake.run(runner.wait_done(), timeout=scenario.duration + 30)
-    return runner
 
 
 def test_three_speakers_zip_wavs_link_manifest(fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:

@@ -1,0 +1,99 @@
+"""Who may use which command, opt-out and opt-in, and /recordings list|get|delete, per guild."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
+from tests.fakediscord.server import FakeDiscord
+
+from .checks import manifest, play, recording_id, refusal, zip_members
+from .conftest import BotProcess, OtherGuild
+
+ALL_TALK = Scenario(
+    speakers=(
+        SpeakerSpec("alice", 210.0, talks=(Talk(0.5, 1.0),)),
+        SpeakerSpec("bob", 110.0, talks=(Talk(1.0, 1.5),)),
+        SpeakerSpec("carol", 160.0, talks=(Talk(1.5, 2.0),)),
+    ),
+    duration=2.3,
+)
+CAROL_TALKS = Scenario(speakers=(SpeakerSpec("carol", 160.0, talks=(Talk(0.5, 1.0),)),), duration=1.3)
+
+
+def _start(bot: BotProcess, user: str = "owner") -> str:
+    started = bot.ask("record", "start", {"channel": bot.fake.config["voice_channel_id"]}, user=user)
+    assert "Recording" in started.content and not started.ephemeral, started.content
+    return recording_id(started)
+
+
+def test_members_without_rights_are_refused_and_the_recorder_role_may_record(
+        start_bot: Callable[..., BotProcess]) -> None:
+    bot = start_bot()
+    rules = "Only members with Manage Server or the **Recorder** role may do that."
+    for name, sub, options in (("record", "start", {"channel": bot.fake.config["voice_channel_id"]}),
+                               ("record", "stop", None), ("recordings", "list", None),
+                               ("recordings", "delete", {"recording_id": "whatever"})):
+        assert refusal(bot.ask(name, sub, options, user="nobody")) == rules, f"/{name} {sub}"
+
+    rid = _start(bot, user="recorder")
+    stopped = bot.ask("record", "stop", user="nobody")
+    assert refusal(stopped) == rules
+    assert manifest(bot.recordings_dir / rid)["status"] == "recording"
+    reply = bot.ask("record", "stop", user="recorder")
+    assert f"Recording `{rid}`" in reply.content and "Nobody spoke." in reply.content, reply.content
+    assert manifest(bot.recordings_dir / rid)["status"] == "finished"
+
+
+def test_opted_out_member_is_not_recorded_until_opt_in(fake: FakeDiscord,
+                                                       start_bot: Callable[..., BotProcess]) -> None:
+    bot = start_bot()
+    carol = fake.config["members"]["carol"]
+    assert "opted out" in refusal(bot.ask("record", "optout", user="carol"))
+    rid = _start(bot)
+    play(fake, ALL_TALK)
+    reply = bot.ask("record", "stop")
+    members = fake.config["members"]
+    assert set(zip_members(reply)) == {f"alice-{members['alice']}.wav", f"bob-{members['bob']}.wav"}
+    assert "carol" not in reply.content
+    folder = bot.recordings_dir / rid
+    assert not [p.name for p in folder.iterdir() if "carol" in p.name or str(carol) in p.name]
+    listed = manifest(folder)["speakers"]
+    assert {s["display_name"] for s in listed} == {"alice", "bob"}
+    assert str(carol) not in {s["user_id"] for s in listed}
+
+    assert "opted in" in refusal(bot.ask("record", "optin", user="carol"))
+    rid = _start(bot)
+    play(fake, CAROL_TALKS)
+    reply = bot.ask("record", "stop")
+    assert set(zip_members(reply)) == {f"carol-{carol}.wav"}
+    assert (bot.recordings_dir / rid / f"carol-{carol}.wav").is_file()
+
+
+def test_recordings_list_get_delete_are_scoped_to_the_guild(
+        fake: FakeDiscord, other_guild: OtherGuild, start_bot: Callable[..., BotProcess]) -> None:
+    bot = start_bot()
+    rid = _start(bot)
+    play(fake, CAROL_TALKS)
+    bot.ask("record", "stop")
+    folder = bot.recordings_dir / rid
+    assert folder.is_dir()
+
+    listed = refusal(bot.ask("recordings", "list"))
+    assert f"`{rid}`" in listed and "(finished)" in listed, listed
+    got = bot.ask("recordings", "get", {"recording_id": rid})
+    assert got.ephemeral and f"Recording `{rid}`" in got.content
+    assert set(zip_members(got)) == {f"carol-{fake.config['members']['carol']}.wav"}
+
+    elsewhere = {"guild_id": other_guild.guild_id, "channel_id": other_guild.text_channel_id}
+    assert refusal(bot.ask("recordings", "list", **elsewhere)) == "This server has no recordings."
+    for sub in ("get", "delete"):
+        answer = refusal(bot.ask("recordings", sub, {"recording_id": rid}, **elsewhere))
+        assert answer == f"This server has no recording `{rid}`.", answer
+    assert folder.is_dir()
+
+    deleted = refusal(bot.ask("recordings", "delete", {"recording_id": rid}))
+    assert deleted == f"Deleted recording `{rid}` and its files."
+    assert not folder.exists()
+    assert refusal(bot.ask("recordings", "list")) == "This server has no recordings."
+    assert refusal(bot.ask("recordings", "get", {"recording_id": rid})) == f"This server has no recording `{rid}`."
