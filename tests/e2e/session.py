@@ -101,7 +101,12 @@ class RecordingSession:
             if self.vc is not None and self.vc.is_recording():
                 self.stop()
             if self.vc is not None and self.vc.is_connected():
-                self.thread.call(self.vc.disconnect())
+                try:
+                    self.thread.call(self.vc.disconnect(), timeout=5)
+                except TimeoutError:
+                    # discord.py waits for the gateway to confirm the leave and can
+                    # miss a confirmation that comes too fast; closing the client ends it.
+                    pass
         finally:
             if self.sink is not None:
                 self.sink.close()

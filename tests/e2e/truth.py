@@ -128,6 +128,38 @@ def _place(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) -> bool:
     return True
 
 
+#: Frames of one run the engine may cut short when its timeline re-anchors (a late first packet).
+_TRIMMED = 2
+
+
+def _place_piecewise(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) -> bool:
+    """Like :func:`_place`, for a run the timeline re-anchored inside: every frame whole
+    where it belongs, except at most ``_TRIMMED`` cut short where the anchor moved back.
+    ``run.offset`` becomes the worst offset of any frame."""
+    frames = pcm.reshape(-1, FRAME_SAMPLES)
+    position: int | None = None
+    worst, trimmed, first = 0, 0, None
+    for k, frame in enumerate(frames):
+        if position is not None and np.array_equal(wav[position:position + FRAME_SAMPLES], frame):
+            position += FRAME_SAMPLES
+            continue
+        hit = _find(wav, frame, expected + k * FRAME_SAMPLES) if frame.any() else None
+        if hit is None:
+            trimmed += 1
+            if trimmed > _TRIMMED or not frame.any():
+                return False
+            position = None
+            continue
+        offset = hit - (expected + k * FRAME_SAMPLES)
+        worst = offset if abs(offset) > abs(worst) else worst
+        first = hit - k * FRAME_SAMPLES if first is None else first
+        position = hit + FRAME_SAMPLES
+    if first is None:
+        return False
+    run.pcm, run.position, run.offset = pcm, first, worst
+    return True
+
+
 def match_track(
     wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int, int], SentFrame], origin: float,
 ) -> tuple[list[Run], list[str]]:
@@ -155,7 +187,7 @@ def match_track(
                 chosen, run.pcm = concealment, pcm  # the likely one, if nothing matches
             if not pcm.any():
                 break
-            if _place(wav, run, pcm, expected):
+            if _place(wav, run, pcm, expected) or _place_piecewise(wav, run, pcm, expected):
                 chosen = concealment
                 break
         else:
