@@ -131,6 +131,11 @@ class RecordingSession:
     async def stop(self, reason: StopReason) -> Manifest:
         """Finalize the recording (idempotent: a second call waits for the first)."""
         if self._stopping is None:
+            # Only here is the caller the current task: the watch task, when it
+            # stops the recording itself, must not cancel its own wait for the
+            # result (it still has to announce the stop).
+            if self._watch_task is not None and self._watch_task is not asyncio.current_task():
+                self._watch_task.cancel()
             self._stopping = asyncio.ensure_future(self._stop(reason))
         return await asyncio.shield(self._stopping)
 
@@ -141,8 +146,6 @@ class RecordingSession:
 
     async def _stop(self, reason: StopReason) -> Manifest:
         assert self.recording is not None and self.sink is not None and self.voice is not None
-        if self._watch_task is not None and self._watch_task is not asyncio.current_task():
-            self._watch_task.cancel()
         stats = self.voice.stop_recording() if self.voice.is_recording() else None
         await asyncio.to_thread(self.sink.close)
         sink_stats = self.sink.stats()
