@@ -216,6 +216,8 @@ class RecorderBot(discord.AutoShardedClient):
             _log.info("could not post in channel %s: %s", getattr(channel, "id", "?"), exc)
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
+            return  # a refused check (RecordingsGroup.interaction_check) has already told the user why
         _log.error("command /%s failed", interaction.command.qualified_name if interaction.command else "?",
                    exc_info=error)
         text = "Something went wrong on the bot's side; the error was logged."
