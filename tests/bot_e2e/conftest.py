@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,9 +172,7 @@ def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest)
             proc = subprocess.Popen(bot_argv(), env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
         bot = BotProcess(fake, proc, log_path, env, f"http://127.0.0.1:{port}")
         started.append(bot)
-        fake.wait_for(lambda: proc.poll() is not None or _ready(fake, bot), timeout=START_TIMEOUT,
-                      what="the bot's slash commands and its gateway READY")
-        assert proc.poll() is None, f"the bot exited with code {proc.returncode} during start-up"
+        _wait_ready(fake, bot)
         _wait_http(bot)
         return bot
 
@@ -187,11 +186,21 @@ def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest)
     assert not failures, "; ".join(failures)
 
 
-def _ready(fake: FakeDiscord, bot: BotProcess) -> bool:
-    """Commands registered and this process's on_ready logged (a restarted bot finds the
-    commands of its predecessor already registered, so the log line is what tells)."""
-    names = {c["name"] for c in fake.registered_commands(None)}
-    return {"record", "recordings"} <= names and _READY_LINE in bot.log()
+def _wait_ready(fake: FakeDiscord, bot: BotProcess) -> None:
+    """Until the commands are registered and this process's on_ready is logged (a restarted
+    bot finds its predecessor's commands registered already, so the log line is what tells).
+
+    Polls rather than using ``fake.wait_for``: asking the fake for its commands
+    hops onto the fake's loop, which must not happen under the fake's lock.
+    """
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        assert bot.proc.poll() is None, f"the bot exited with code {bot.proc.returncode} during start-up"
+        if _READY_LINE in bot.log() and {"record", "recordings"} <= {
+                c["name"] for c in fake.registered_commands(None)}:
+            return
+        assert time.monotonic() < deadline, f"the bot was not ready within {START_TIMEOUT:g} s"
+        time.sleep(0.05)
 
 
 def _wait_http(bot: BotProcess) -> None:

@@ -8,7 +8,7 @@ from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
 from .checks import manifest, play, recording_id, refusal, zip_members
-from .conftest import BotProcess, OtherGuild
+from .conftest import REPLY_TIMEOUT, BotProcess, OtherGuild
 
 ALL_TALK = Scenario(
     speakers=(
@@ -31,10 +31,12 @@ def test_members_without_rights_are_refused_and_the_recorder_role_may_record(
         start_bot: Callable[..., BotProcess]) -> None:
     bot = start_bot()
     rules = "Only members with Manage Server or the **Recorder** role may do that."
+    refused = []
     for name, sub, options in (("record", "start", {"channel": bot.fake.config["voice_channel_id"]}),
                                ("record", "stop", None), ("recordings", "list", None),
                                ("recordings", "delete", {"recording_id": "whatever"})):
-        assert refusal(bot.ask(name, sub, options, user="nobody")) == rules, f"/{name} {sub}"
+        refused.append(bot.command(name, sub, options, user="nobody"))
+        assert refusal(refused[-1].wait_message(timeout=REPLY_TIMEOUT)) == rules, f"/{name} {sub}"
 
     rid = _start(bot, user="recorder")
     stopped = bot.ask("record", "stop", user="nobody")
@@ -43,6 +45,11 @@ def test_members_without_rights_are_refused_and_the_recorder_role_may_record(
     reply = bot.ask("record", "stop", user="recorder")
     assert f"Recording `{rid}`" in reply.content and "Nobody spoke." in reply.content, reply.content
     assert manifest(bot.recordings_dir / rid)["status"] == "finished"
+    # Once the bot has exited nothing more can arrive: a refusal is the only answer, not an error too.
+    assert bot.terminate() == 0
+    for record in refused:
+        assert [r.message.content for r in record.replies if r.message] == [rules], record
+    assert " ERROR " not in bot.log()
 
 
 def test_opted_out_member_is_not_recorded_until_opt_in(fake: FakeDiscord,
