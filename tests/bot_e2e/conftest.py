@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class BotProcess:
     def command(self, name: str, subcommand: str | None = None, options: dict[str, Any] | None = None, *,
                 user: str = "owner", **kwargs: Any) -> InteractionRecord:
         """Invoke ``/name subcommand`` as the default world's member called `user`."""
-        uid = self.fake.config["members"][user] if user in self.fake.config["members"] else int(user)
+        uid = self.fake.config["members"][user]
         return self.fake.invoke_command(name, subcommand, options, user_id=uid, **kwargs)
 
     def ask(self, name: str, subcommand: str | None = None, options: dict[str, Any] | None = None, *,
