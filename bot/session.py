@@ -82,7 +82,10 @@ class RecordingSession:
         self._on_auto_stop = on_auto_stop
         self._watch_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[Manifest] | None = None
-        self._named: set[int] = set()
+        #: Display names of everyone heard, learned while they were in voice: without the
+        #: members intent discord.py forgets a member once they leave the channel.
+        self._names: dict[int, str] = {}
+        self._unnamed: set[int] = set()
         self._previous_nick: str | None = None
         self._marked_nick = False
         self._empty_since: float | None = None
@@ -181,9 +184,12 @@ class RecordingSession:
         return {"receive": {}, "sink": self.sink.stats()}
 
     def display_name(self, user_id: int) -> str:
-        """The member's display name as the guild knows it, else a placeholder."""
+        """The member's display name as the guild knows it (or knew it while they
+        were in the channel), else a placeholder."""
         member = self.guild.get_member(user_id)
-        return member.display_name if member is not None else f"user-{user_id}"
+        if member is not None:
+            return member.display_name
+        return self._names.get(user_id, f"user-{user_id}")
 
     # -- watching ------------------------------------------------------------
 
@@ -242,10 +248,17 @@ class RecordingSession:
         so even a recording cut short by a crash names its files."""
         assert self.recording is not None
         for user_id in sink_stats["talk_seconds"]:
-            if user_id not in self._named:
-                self._named.add(user_id)
-                await asyncio.to_thread(self.store.note_speaker, self.recording.id, user_id,
-                                        self.display_name(user_id))
+            if user_id in self._names:
+                continue
+            member = self.guild.get_member(user_id)
+            if member is not None:
+                self._names[user_id] = member.display_name
+            elif user_id in self._unnamed:
+                continue  # placeholder already noted; a later check may learn the name
+            else:
+                self._unnamed.add(user_id)
+            await asyncio.to_thread(self.store.note_speaker, self.recording.id, user_id,
+                                    self.display_name(user_id))
 
     # -- nickname mark -------------------------------------------------------
 

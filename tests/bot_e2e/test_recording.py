@@ -29,6 +29,11 @@ def test_three_speakers_zip_wavs_link_manifest(fake: FakeDiscord, start_bot: Cal
     assert "Recording" in started.content, started.content
     rid = recording_id(started)
     runner = play(fake, TURNS)
+    status = bot.ask("record", "status", user="nobody").content
+    assert f"Recording `{rid}` of **Voice**" in status, status
+    for name in ("alice", "bob", "carol"):
+        assert f"- {name}: " in status, status
+    assert "0 dropped (queue full)" in status and "Worker lag:" in status, status
     reply = bot.ask("record", "stop")
 
     members = fake.config["members"]
