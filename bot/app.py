@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import discord
@@ -246,7 +245,7 @@ class RecorderBot(discord.AutoShardedClient):
         task.add_done_callback(self._background.discard)
 
 
-def _zip_if_fits(recording: Recording, names: list[str], limit: int) -> io.BufferedRandom | None:
+def _zip_if_fits(recording: Recording, names: list[str], limit: int) -> IO[bytes] | None:
     """Write the ZIP to an anonymous temporary file; None when it exceeds `limit`.
 
     Stored ZIP size is known before writing (tracks plus small headers), so a
@@ -263,4 +262,4 @@ def _zip_if_fits(recording: Recording, names: list[str], limit: int) -> io.Buffe
         out.close()
         return None
     out.seek(0)
-    return out  # type: ignore[return-value]
+    return out

@@ -49,16 +49,23 @@ async def _require_recorder(interaction: discord.Interaction, recorder_role: str
     return False
 
 
-@app_commands.guild_only()
-class RecordGroup(app_commands.Group):
-    """Start, stop and inspect the recording of a voice channel."""
+class _BotGroup(app_commands.Group):
+    """A command group that knows the bot and its recorder-permission rule."""
 
-    def __init__(self, bot: RecorderBot) -> None:
-        super().__init__(name="record", description="Record a voice channel, one WAV file per speaker")
+    def __init__(self, bot: RecorderBot, *, name: str, description: str) -> None:
+        super().__init__(name=name, description=description)
         self.bot = bot
 
     async def _check_recorder(self, interaction: discord.Interaction) -> bool:
         return await _require_recorder(interaction, self.bot.settings.recorder_role)
+
+
+@app_commands.guild_only()
+class RecordGroup(_BotGroup):
+    """Start, stop and inspect the recording of a voice channel."""
+
+    def __init__(self, bot: RecorderBot) -> None:
+        super().__init__(bot, name="record", description="Record a voice channel, one WAV file per speaker")
 
     @app_commands.command(name="start", description="Start recording a voice channel (default: the one you are in)")
     @app_commands.describe(channel="The voice channel to record; default is the one you are in")
@@ -155,16 +162,15 @@ class RecordGroup(app_commands.Group):
 
 
 @app_commands.guild_only()
-class RecordingsGroup(app_commands.Group):
+class RecordingsGroup(_BotGroup):
     """This server's past recordings."""
 
     def __init__(self, bot: RecorderBot) -> None:
-        super().__init__(name="recordings", description="This server's recordings")
-        self.bot = bot
+        super().__init__(bot, name="recordings", description="This server's recordings")
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Every /recordings command needs the recorder permission."""
-        return await _require_recorder(interaction, self.bot.settings.recorder_role)
+        return await self._check_recorder(interaction)
 
     @app_commands.command(name="list", description="List this server's recordings")
     async def list_(self, interaction: discord.Interaction) -> None:
