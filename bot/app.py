@@ -18,6 +18,7 @@ from bot.invite import PERMISSION_REASONS, invite_url
 from bot.session import RecordingSession, SessionLimits, StopReason
 from bot.storage import AsyncRecordingStore, Manifest, Recording, RecordingStore
 from bot.summary import recording_summary
+from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app, download_url
 from bot.web.exports import write_zip
 
@@ -26,6 +27,8 @@ __all__ = ["RecorderBot"]
 _log = logging.getLogger(__name__)
 
 _RETENTION_SWEEP_SECONDS = 3600.0
+#: How long shutdown lets running commands (a /record stop sending its files) finish.
+_COMMAND_DRAIN_SECONDS = 20.0
 #: Attachments are refused above the limit; leave room for the multipart envelope.
 _UPLOAD_MARGIN = 64 * 1024
 
@@ -50,7 +53,7 @@ class RecorderBot(discord.AutoShardedClient):
         self.settings = settings
         self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
         self.astore = AsyncRecordingStore(self.store)
-        self.tree = app_commands.CommandTree(self)
+        self.tree = TrackedCommandTree(self)
         self.tree.on_error = self._on_command_error
         self.web = WebServer(create_app(self.store), settings.http_host, settings.http_port)
         self.limits = SessionLimits(
@@ -89,7 +92,8 @@ class RecorderBot(discord.AutoShardedClient):
             await self._announce_recovered(recording)
 
     async def close(self) -> None:
-        """Finalize every running recording (SIGTERM lands here), then disconnect."""
+        """Let running commands answer, finalize every recording (SIGTERM lands here), then disconnect."""
+        await self.tree.wait_idle(_COMMAND_DRAIN_SECONDS)
         reason = StopReason("the bot is shutting down", automatic=True)
         for guild_id in list(self._sessions):
             channel = self._report_channels.get(guild_id)
@@ -214,7 +218,18 @@ class RecorderBot(discord.AutoShardedClient):
         except discord.HTTPException as exc:
             _log.info("could not post in channel %s: %s", getattr(channel, "id", "?"), exc)
 
+    async def on_app_command_completion(self, interaction: discord.Interaction, _command: object) -> None:
+        """discord.py's event after a command callback returned."""
+        self.tree.finished(interaction)
+
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        try:
+            await self._report_command_error(interaction, error)
+        finally:
+            self.tree.finished(interaction)
+
+    async def _report_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
         if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
             return  # a refused check (RecordingsGroup.interaction_check) has already told the user why
         _log.error("command /%s failed", interaction.command.qualified_name if interaction.command else "?",
