@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from bot.session import StopReason
-from bot.storage import has_free_space
+from bot.storage import Recording, has_free_space
 from bot.summary import recording_line, status_text
 
 if TYPE_CHECKING:
@@ -172,6 +172,18 @@ class RecordingsGroup(_BotGroup):
         """Every /recordings command needs the recorder permission."""
         return await self._check_recorder(interaction)
 
+    async def _finished_recording(self, interaction: discord.Interaction, recording_id: str) -> Recording | None:
+        """This guild's finished recording `recording_id`; otherwise tell the user why not and return None."""
+        assert interaction.guild is not None
+        recording = await self.bot.astore.get(recording_id)
+        if recording is None or recording.guild_id != interaction.guild.id:
+            await _refuse(interaction, f"This server has no recording `{recording_id}`.")
+            return None
+        if recording.status == "recording":
+            await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+            return None
+        return recording
+
     @app_commands.command(name="list", description="List this server's recordings")
     async def list_(self, interaction: discord.Interaction) -> None:
         """Newest first, at most 20."""
@@ -189,13 +201,8 @@ class RecordingsGroup(_BotGroup):
     @app_commands.describe(recording_id="The recording's id, as /recordings list shows it")
     async def get(self, interaction: discord.Interaction, recording_id: str) -> None:
         """Summary, the download link, and the ZIP when it fits."""
-        assert interaction.guild is not None
-        recording = await self.bot.astore.get(recording_id)
-        if recording is None or recording.guild_id != interaction.guild.id:
-            await _refuse(interaction, f"This server has no recording `{recording_id}`.")
-            return
-        if recording.status == "recording":
-            await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+        recording = await self._finished_recording(interaction, recording_id)
+        if recording is None:
             return
         await interaction.response.defer(thinking=True, ephemeral=True)
         manifest = await self.bot.astore.read_manifest(recording)
@@ -206,13 +213,8 @@ class RecordingsGroup(_BotGroup):
     @app_commands.describe(recording_id="The recording's id, as /recordings list shows it")
     async def delete(self, interaction: discord.Interaction, recording_id: str) -> None:
         """Remove the files and the index entry; the download link stops working."""
-        assert interaction.guild is not None
-        recording = await self.bot.astore.get(recording_id)
-        if recording is None or recording.guild_id != interaction.guild.id:
-            await _refuse(interaction, f"This server has no recording `{recording_id}`.")
-            return
-        if recording.status == "recording":
-            await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+        recording = await self._finished_recording(interaction, recording_id)
+        if recording is None:
             return
         await self.bot.astore.delete(recording.id)
         await interaction.response.send_message(f"Deleted recording `{recording.id}` and its files.", ephemeral=True)
