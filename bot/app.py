@@ -163,11 +163,11 @@ class RecorderBot(discord.AutoShardedClient):
         recording = await self.astore.get(manifest.recording_id)
         assert recording is not None
         names = [s.file for s in manifest.speakers]
-        sizes = [(recording.directory / n).stat().st_size for n in names]
-        text = recording_summary(manifest, sum(sizes), download_url(self.settings.public_url, recording))
+        total = sum((recording.directory / n).stat().st_size for n in names)
+        text = recording_summary(manifest, total, download_url(self.settings.public_url, recording))
         if not names:
             return text, None
-        zipped = await asyncio.to_thread(_zip_if_fits, recording, names, upload_limit - _UPLOAD_MARGIN)
+        zipped = await asyncio.to_thread(_zip_if_fits, recording, names, total, upload_limit - _UPLOAD_MARGIN)
         if zipped is None:
             return text + "\n(The ZIP is larger than this server's upload limit: use the link.)", None
         return text, discord.File(zipped, filename=f"recording-{recording.id}.zip")
@@ -260,7 +260,7 @@ class RecorderBot(discord.AutoShardedClient):
         task.add_done_callback(self._background.discard)
 
 
-def _zip_if_fits(recording: Recording, names: list[str], limit: int) -> IO[bytes] | None:
+def _zip_if_fits(recording: Recording, names: list[str], tracks_bytes: int, limit: int) -> IO[bytes] | None:
     """Write the ZIP to an anonymous temporary file; None when it exceeds `limit`.
 
     Stored ZIP size is known before writing (tracks plus small headers), so a
@@ -268,8 +268,7 @@ def _zip_if_fits(recording: Recording, names: list[str], limit: int) -> IO[bytes
     """
     if limit <= 0:
         return None
-    estimate = sum((recording.directory / n).stat().st_size for n in names)
-    if estimate > limit:
+    if tracks_bytes > limit:
         return None
     out = tempfile.TemporaryFile()
     write_zip(recording.directory, names, out.write)
