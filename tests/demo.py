@@ -75,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 def _drive(fake: FakeDiscord, bot: subprocess.Popen[bytes], args: argparse.Namespace) -> int:
     config = fake.config
     try:
-        fake.wait_for(lambda: bot.poll() is not None or any(
-            c["name"] == "record" for c in fake.registered_commands(None)), timeout=60, what="the bot's commands")
+        # The bot registers its commands before its gateway session is up; a command
+        # reaches it only once both are done.
+        fake.wait_for(lambda: bot.poll() is not None or (
+            any(c["name"] == "record" for c in fake.registered_commands(None)) and fake.gateway_connected()),
+            timeout=60, what="the bot's commands and gateway session")
     except TimeoutError:
-        _say("The bot did not register its commands within 60 s; see its log.")
+        _say("The bot did not register its commands and connect within 60 s; see its log.")
         return 1
     if bot.poll() is not None:
         _say(f"The bot exited with code {bot.returncode}; see its log.")

@@ -252,6 +252,12 @@ class FakeDiscord:
         _log.info("invoked /%s as user %d", label, user_id)
         return record
 
+    def gateway_connected(self, guild_id: int | None = None) -> bool:
+        """Whether some client's gateway session receives `guild_id` (default guild),
+        i.e. whether a command invoked now would reach a bot."""
+        gid = guild_id or self.default.guild.id
+        return self.run(lambda: any(s.has_guild(gid) for s in self.gateway.sessions.values()))
+
     def messages(self, channel_id: int | None = None) -> list[Message]:
         """Messages posted in `channel_id` (default: the text channel), oldest first."""
         return self.store.in_channel(channel_id or self.default.text_channel_id)
