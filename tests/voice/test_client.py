@@ -21,7 +21,7 @@ import discord
 import pytest
 from discord.voice_state import ConnectionFlowState
 
-from bot.voice.client import RecordingVoiceClient
+from bot.voice.client import RECEIVE_BUFFER_BYTES, RecordingVoiceClient, enlarge_receive_buffer
 
 from .packets import AES_GCM, XCHACHA, voice_datagram
 from .sink import ListSink
@@ -201,3 +201,15 @@ async def _cancelled_poller_is_skipped_and_a_replaced_one_still_watched() -> Non
         vc._connection._runner = loop.create_task(poller())
         error = await asyncio.wait_for(vc.wait_for_receive_error(), timeout=10)
         assert str(error) == "second poller died"
+
+
+def test_receive_buffer_is_as_large_as_the_kernel_allows() -> None:
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        default = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        granted = enlarge_receive_buffer(sock)
+        assert granted == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    # Without privilege the kernel caps the request at rmem_max; with it, it grants it all.
+    assert granted >= min(RECEIVE_BUFFER_BYTES, rmem_max)
+    assert granted >= default
