@@ -21,6 +21,7 @@ from aiohttp import web
 from bot.storage import Manifest, ManifestError, Recording, RecordingStore, is_recording_id
 from bot.web.activity import load_activity
 from bot.web.exports import flac_copy, mixdown_size, write_mixdown, write_zip
+from bot.web.files import servable
 from bot.web.page import TrackInfo, render_page
 from bot.web.streaming import stream_from_thread
 
@@ -98,6 +99,9 @@ class _Routes:
             raise _Denied
         if rec.status == "recording" or self.store.is_expired(rec):
             raise _Denied
+        if servable(rec.directory, "manifest.json") is None:
+            _log.warning("recording %s: manifest.json is not a regular file; refused", rec.id)
+            raise _Denied
         try:
             manifest = await asyncio.to_thread(Manifest.read, rec.directory)
         except (OSError, ManifestError) as exc:
@@ -111,10 +115,15 @@ class _Routes:
         # Only names the manifest lists, so "..", slashes or absolute paths never reach the disk.
         if manifest.speaker_by_file(name) is None:
             raise _Denied
-        path = rec.directory / name
-        if not path.is_file():
+        path = servable(rec.directory, name)
+        if path is None:
             raise _Denied
         return rec, manifest, path
+
+    @staticmethod
+    def _tracks(rec: Recording, manifest: Manifest) -> list[str]:
+        """The manifest's track files that exist as regular files (never symlinks)."""
+        return [s.file for s in manifest.speakers if servable(rec.directory, s.file) is not None]
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         """The HTML page."""
@@ -122,7 +131,7 @@ class _Routes:
             rec, manifest = await self._authorize(request)
         except _Denied:
             return _not_found()
-        files = [s.file for s in manifest.speakers if (rec.directory / s.file).is_file()]
+        files = self._tracks(rec, manifest)
         loop = asyncio.get_running_loop()
         async with self._lock(rec.id, "activity"):
             activity = await loop.run_in_executor(self.executor, load_activity, rec.directory, files)
@@ -168,6 +177,8 @@ class _Routes:
         loop = asyncio.get_running_loop()
         async with self._lock(rec.id, path.name):
             await loop.run_in_executor(self.executor, flac_copy, path, target)
+        if servable(rec.directory, target.name) is None:
+            return _not_found()
         headers = {"Content-Type": "audio/flac", "Cache-Control": "private, max-age=3600"}
         if "download" in request.query:
             headers["Content-Disposition"] = _attachment(target.name)
@@ -179,7 +190,7 @@ class _Routes:
             rec, manifest = await self._authorize(request)
         except _Denied:
             return _not_found()
-        names = [s.file for s in manifest.speakers if (rec.directory / s.file).is_file()]
+        names = self._tracks(rec, manifest)
         names.append("manifest.json")
         response = web.StreamResponse(headers={
             "Content-Type": "application/zip",
@@ -196,7 +207,7 @@ class _Routes:
             rec, manifest = await self._authorize(request)
         except _Denied:
             return _not_found()
-        names = [s.file for s in manifest.speakers if (rec.directory / s.file).is_file()]
+        names = self._tracks(rec, manifest)
         rate, channels = manifest.sample_rate, manifest.channels
         size = await asyncio.to_thread(mixdown_size, rec.directory, names, rate, channels)
         response = web.StreamResponse(headers={

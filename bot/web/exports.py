@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 import time
 import zipfile
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from bot.web.files import open_servable
 
 __all__ = ["CHUNK_BYTES", "MIX_FRAMES", "flac_copy", "mixdown_size", "write_mixdown", "write_zip"]
 
@@ -57,12 +60,11 @@ def write_zip(directory: Path, names: list[str], write: Write) -> None:
     sink = _Sink(write)
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
-            path = directory / name
-            st = path.stat()
+            src, st = open_servable(directory / name)
             info = zipfile.ZipInfo(name, time.localtime(st.st_mtime)[:6])
             info.compress_type = zipfile.ZIP_STORED
             info.file_size = st.st_size
-            with open(path, "rb") as src, zf.open(info, "w") as dst:
+            with src, zf.open(info, "w") as dst:
                 while chunk := src.read(CHUNK_BYTES):
                     dst.write(chunk)
     sink.flush()
@@ -124,7 +126,9 @@ def flac_copy(wav: Path, flac: Path) -> Path:
     """Make ``flac`` from ``wav`` (lossless 16-bit) unless it is already newer;
     written under a temporary name and renamed so readers never see half."""
     try:
-        if flac.stat().st_mtime_ns >= wav.stat().st_mtime_ns:
+        # lstat: a symlink planted under the FLAC's name is replaced, never served.
+        cached = os.lstat(flac)
+        if stat.S_ISREG(cached.st_mode) and cached.st_mtime_ns >= wav.stat().st_mtime_ns:
             return flac
     except FileNotFoundError:
         pass
