@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -25,7 +26,7 @@ from .packet import VoicePacket
 from .track import Track
 from .wavfile import WavWriter
 
-__all__ = ["Worker", "STOP", "SYNC_INTERVAL"]
+__all__ = ["Worker", "FinishLine", "STOP", "SYNC_INTERVAL", "LAG_SAMPLE_EVERY"]
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +38,27 @@ _IDLE_CHECK: Final = 0.05
 _HOLD: Final = 6 * 960
 #: Item on the queue that tells the worker to finish.
 STOP: Final = object()
+#: One packet in this many has its lag (clock minus arrival) measured for ``lag_max``.
+LAG_SAMPLE_EVERY: Final = 64
+
+
+class FinishLine:
+    """Where the workers of one sink agree on the recording's length at close.
+
+    Each worker, having committed everything it holds, offers the length it
+    needs; all wait until every worker has offered; each then pads its own
+    tracks to the longest, so every file of the recording ends at the same sample.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._barrier = threading.Barrier(workers)
+        self._lengths: list[int] = []
+
+    def agree(self, length: int) -> int:
+        """Offer ``length`` (frames); return the longest offered by any worker."""
+        self._lengths.append(length)  # one atomic append per worker, read after the barrier
+        self._barrier.wait()
+        return max(self._lengths)
 
 
 class Worker:
@@ -50,8 +72,10 @@ class Worker:
         channels: int,
         origin: float,
         clock: Callable[[], float],
+        finish: FinishLine | None = None,
     ) -> None:
         self._items = items
+        self._finish = finish if finish is not None else FinishLine(1)
         self._directory = directory
         self._channels = channels
         self._origin = origin
@@ -62,6 +86,9 @@ class Worker:
         self.high_water = 0
         #: received_at of the packet being processed; None when the queue is empty.
         self.lag_ref: float | None = None
+        #: Largest sampled lag (seconds from a packet's arrival to its processing).
+        self.lag_max = 0.0
+        self._lag_countdown = LAG_SAMPLE_EVERY
         #: First fatal error, as a one-line message; None while healthy.
         self.error: str | None = None
         #: Set by the sink before it sends STOP: the recording's end on ``clock``.
@@ -129,7 +156,13 @@ class Worker:
             if track is None:
                 track = self._open_track(user_id)
             if packet is not None:
-                self.lag_ref = packet.received_at
+                received_at = self.lag_ref = packet.received_at
+                self._lag_countdown -= 1
+                if not self._lag_countdown:
+                    self._lag_countdown = LAG_SAMPLE_EVERY
+                    lag = self._clock() - received_at
+                    if lag > self.lag_max:
+                        self.lag_max = lag
                 track.add(packet)
         except OSError as exc:
             self._fail(f"writing the recording failed: {exc}")
@@ -208,6 +241,12 @@ class Worker:
                 for track in self.tracks.values():
                     track.flush()
                 length = max([length, *(t.writer.frames for t in self.tracks.values())])
+            except OSError as exc:
+                self._fail(f"writing the recording failed: {exc}")
+        # Every worker reaches this, failed or not, or the others would wait forever.
+        length = self._finish.agree(length)
+        if self.error is None:
+            try:
                 for track in self.tracks.values():
                     track.pad_to(length)
             except OSError as exc:

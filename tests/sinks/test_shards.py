@@ -1,0 +1,109 @@
+"""Users sharded over several workers; sampled write() latency; worker lag high-water; the close log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sinks import AudioSink, VoicePacket
+from sinks.sink import WRITE_SAMPLE_EVERY
+from sinks.worker import LAG_SAMPLE_EVERY
+from tests.sinks.streams import FakeClock, arrival_order, encode, packets, tone
+
+USERS = (11, 12, 13, 14, 15, 16, 17)
+
+
+def _items(origin: float) -> list[tuple[int, VoicePacket]]:
+    """Seven users with their own tones, start times, sequence and timestamp origins."""
+    items = []
+    for n, user in enumerate(USERS):
+        frames = encode(tone(200 + 90 * n, 40 + 7 * n))
+        items += [(user, p) for p in packets(frames, start=origin + 0.1 * n, seq0=65_530 - n,
+                                             ts0=1_000_000 * n, ssrc=100 + n, delays=[0.004 * n] * len(frames))]
+    return arrival_order(items)
+
+
+def _record(directory: pathlib.Path, workers: int) -> tuple[dict[int, np.ndarray], dict]:
+    clock = FakeClock(50.0)
+    sink = AudioSink(directory, clock=clock, workers=workers)
+    for user, packet in _items(clock.now + 0.2):
+        clock.now = max(clock.now, packet.received_at)
+        assert sink.write(user, packet)
+    # The last speaker's RTP time runs past the close: every track is padded to its end.
+    clock.now = 50.0 + 1.0
+    sink.close()
+    tracks = {int(p.stem): sf.read(p, dtype="int16")[0] for p in directory.glob("*.wav")}
+    return tracks, sink.stats()
+
+
+def test_sharded_workers_write_the_same_files_as_one(tmp_path: pathlib.Path) -> None:
+    one, one_stats = _record(tmp_path / "one", 1)
+    three, three_stats = _record(tmp_path / "three", 3)
+    assert sorted(three) == sorted(USERS)
+    assert len({len(t) for t in three.values()}) == 1, "all tracks end at the same sample"
+    for user in USERS:
+        assert np.array_equal(one[user], three[user]), user
+    assert three_stats["workers"] == 3 and three_stats["users"] == len(USERS)
+    for key in ("received", "decoded", "lost", "late", "duplicates", "dropped", "bytes_written"):
+        assert three_stats[key] == one_stats[key], key
+    assert three_stats["per_user"] == one_stats["per_user"]
+
+
+def test_every_worker_gets_users(tmp_path: pathlib.Path) -> None:
+    """user_id % workers spreads consecutive ids over every worker."""
+    sink = AudioSink(tmp_path, workers=3)
+    for user in USERS:
+        assert sink.add_user(user)
+    sink.close()
+    owned = [sorted(worker.tracks) for worker in sink._workers]  # noqa: SLF001 - which worker owns whom
+    assert owned == [[12, 15], [13, 16], [11, 14, 17]]
+
+
+def test_write_latency_is_sampled(tmp_path: pathlib.Path) -> None:
+    sink = AudioSink(tmp_path, queue_size=10_000)
+    frame = encode(tone(300, 1))[0]
+    assert sink.stats()["write_p99_us"] is None
+    for i in range(5 * WRITE_SAMPLE_EVERY):
+        sink.write(7, VoicePacket(i, i * 960, frame, 0.0, 1))
+    stats = sink.stats()
+    sink.close()
+    assert stats["write_samples"] == 5
+    assert 0 < stats["write_p50_us"] <= stats["write_p99_us"]
+
+
+def test_worker_lag_high_water(tmp_path: pathlib.Path) -> None:
+    """Packets that waited 2 s before the worker took them show as a 2 s lag, after they are done."""
+    clock = FakeClock(100.0)
+    sink = AudioSink(tmp_path, clock=clock)
+    frames = encode(tone(300, LAG_SAMPLE_EVERY))
+    for p in packets(frames, start=98.0, seq0=0, ts0=0, ssrc=3):
+        sink.write(3, VoicePacket(p.sequence, p.timestamp, p.opus, 98.0, p.ssrc))
+    sink.close()
+    assert sink.stats()["worker_lag_max"] == pytest.approx(2.0)
+
+
+def test_close_logs_the_counters(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(0.0)
+    sink = AudioSink(tmp_path / "rec-1", clock=clock, workers=2)
+    for user, packet in _items(0.1):
+        clock.now = max(clock.now, packet.received_at)
+        sink.write(user, packet)
+    clock.now = 1.0
+    with caplog.at_level(logging.INFO, logger="sinks.sink"):
+        sink.close()
+        sink.close()
+    lines = [r.getMessage() for r in caplog.records if "recording engine rec-1 closed" in r.getMessage()]
+    assert len(lines) == 1
+    logged = json.loads(lines[0].split("closed: ", 1)[1])
+    assert logged["received"] == sink.stats()["received"] > 0
+    assert logged["dropped"] == 0 and logged["workers"] == 2 and logged["users"] == len(USERS)
+
+
+def test_workers_must_be_positive(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        AudioSink(tmp_path, workers=0)
