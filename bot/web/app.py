@@ -23,6 +23,7 @@ from bot.web.activity import load_activity
 from bot.web.exports import flac_copy, mixdown_size, write_mixdown, write_zip
 from bot.web.files import servable
 from bot.web.page import TrackInfo, render_page
+from bot.web.ranges import RangedFileResponse
 from bot.web.streaming import stream_from_thread
 
 __all__ = ["NOT_FOUND_BODY", "create_app", "download_url"]
@@ -165,7 +166,7 @@ class _Routes:
         headers = {"Content-Type": "audio/wav", "Cache-Control": "private, max-age=3600"}
         if "download" in request.query:
             headers["Content-Disposition"] = _attachment(path.name)
-        return web.FileResponse(path, headers=headers)
+        return RangedFileResponse(path, headers=headers)
 
     async def flac(self, request: web.Request) -> web.StreamResponse:
         """One track as FLAC, made once and kept next to the WAV."""
@@ -182,7 +183,7 @@ class _Routes:
         headers = {"Content-Type": "audio/flac", "Cache-Control": "private, max-age=3600"}
         if "download" in request.query:
             headers["Content-Disposition"] = _attachment(target.name)
-        return web.FileResponse(target, headers=headers)
+        return RangedFileResponse(target, headers=headers)
 
     async def zip(self, request: web.Request) -> web.StreamResponse:
         """Every track plus the manifest as one stored ZIP, streamed."""
