@@ -1,7 +1,8 @@
 """The per-datagram receive pipeline, run on discord.py's socket reader thread.
 
 classify -> parse RTP -> transport decrypt -> strip extension body and padding
--> SSRC -> user (or hold) -> opt-out filter -> DAVE decrypt -> ``sink.write``.
+-> SSRC -> user (or hold) -> opt-out filter -> duplicate filter -> DAVE decrypt
+-> ``sink.write``.
 
 Nothing here blocks or raises: every datagram ends in exactly one counter,
 either ``accepted`` (the sink took it) or a drop reason, or sits in the
@@ -20,6 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 from sinks import VoicePacket
 
 from .dave import DaveDecryptor, DaveError, DaveState
+from .replay import DuplicateFilter
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap
 from .transport import TransportDecryptor, TransportError, create_decryptor
@@ -76,6 +78,7 @@ class VoiceReceiver:
         "_should_record",
         "_clock",
         "_transport",
+        "_duplicates",
         "_counts",
         "_lock",
         "_closed",
@@ -96,6 +99,7 @@ class VoiceReceiver:
         self._should_record = should_record
         self._clock = clock
         self._transport: TransportDecryptor | None = None
+        self._duplicates = DuplicateFilter()
         self._counts: dict[str, int] = {"datagrams": 0, "accepted": 0}
         # Held only while one datagram runs; lets close() shut the socket
         # thread out before it flushes the hold.
@@ -172,10 +176,16 @@ class VoiceReceiver:
         self._deliver(user_id, item)
 
     def _deliver(self, user_id: int, item: _Held) -> None:
-        """Filter, DAVE-decrypt and write one frame whose user is known."""
+        """Filter, drop copies, DAVE-decrypt and write one frame whose user is known."""
         should_record = self._should_record
         if should_record is not None and not should_record(user_id):
             self._count("excluded")
+            return
+        # Before DAVE: davey refuses a nonce twice, so a network copy would
+        # otherwise be counted as a DAVE failure (see replay.py).
+        refused = self._duplicates.check(item.ssrc, item.sequence)
+        if refused is not None:
+            self._count(refused)
             return
         try:
             opus = self._dave.decrypt(user_id, item.frame)
