@@ -296,6 +296,36 @@ class FakeDiscord:
         """Close every client's gateway websocket (4000: resumable); returns how many."""
         return self.run(lambda: self.gateway.force_close(code))
 
+    # -- voice faults ---------------------------------------------------------
+
+    def force_close_voice(self, user_id: int, code: int = 4006) -> int:
+        """Close `user_id`'s voice websocket with `code` (1006: abort the TCP connection,
+        a network drop); returns how many were closed."""
+        return self.run(self.voice.force_close(user_id, code))
+
+    def silence_udp(self, seconds: float) -> None:
+        """No UDP media reaches any client for `seconds` (websockets stay up)."""
+        self.run(lambda: self.voice.silence(seconds))
+
+    def move_voice_server(self, guild_id: int | None = None) -> str:
+        """Move `guild_id`'s voice (default guild) to a new voice server endpoint: every
+        real client in voice there gets VOICE_SERVER_UPDATE with a new token and the new
+        endpoint (its own websocket port and UDP socket). Returns the endpoint."""
+        return self.run(self._move_voice_server(guild_id or self.default.guild.id))
+
+    async def _move_voice_server(self, guild_id: int) -> str:
+        endpoint = await self.voice.add_endpoint()
+        for session in self.gateway.sessions.values():
+            state = self.world.voice_states.get((guild_id, session.user.id))
+            if state is None or state.channel_id is None or not session.has_guild(guild_id):
+                continue
+            token = secrets.token_hex(16)
+            self.voice.authorize(guild_id=guild_id, channel_id=state.channel_id, user_id=session.user.id,
+                                 session_id=state.session_id, token=token)
+            session.dispatch("VOICE_SERVER_UPDATE", {"token": token, "guild_id": str(guild_id), "endpoint": endpoint})
+            _log.info("voice server of guild %d moved to %s for user %d", guild_id, endpoint, session.user.id)
+        return endpoint
+
 
 def _make_voice_server(world: World, ca: TestCA, dave: bool) -> Any:
     """Import the voice half only when wanted, so the HTTP half works without it."""

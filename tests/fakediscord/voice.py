@@ -5,6 +5,11 @@ channel and then sends VOICE_SERVER_UPDATE with `endpoint`; discord.py
 connects to `wss://endpoint/?v=8` and runs: HELLO, IDENTIFY, READY, IP
 discovery over UDP, SELECT_PROTOCOL, SESSION_DESCRIPTION, then DAVE. Simulated
 speakers (speakers.py) enter rooms through World "voice_state" events.
+
+For fault tests the server can open further endpoints (`add_endpoint`: one
+more TLS websocket port and UDP socket sharing the rooms, as when Discord
+moves a guild to another voice server), close or abort a client's websocket
+(`force_close`) and go quiet on UDP (`silence`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ CLOSE_UNKNOWN_OPCODE: Final = 4001
 CLOSE_NOT_AUTHENTICATED: Final = 4003
 CLOSE_AUTHENTICATION_FAILED: Final = 4004
 CLOSE_SESSION_INVALID: Final = 4006
+#: Not a close frame: `force_close` with this code aborts the TCP connection,
+#: which the client sees as an abnormal closure (a network drop).
+CLOSE_ABNORMAL: Final = 1006
 CLOSE_DISCONNECTED: Final = 4014
 CLOSE_UNKNOWN_MODE: Final = 4016
 CLOSE_DAVE_REQUIRED: Final = 4017
@@ -69,10 +77,13 @@ class ClientConnection:
 
     __slots__ = ("server", "user_id", "guild_id", "channel_id", "session_id", "token", "ssrc",
                  "ws", "address", "cipher", "mode", "client_ssrc", "_seq", "_outbox", "_writer",
-                 "joined")
+                 "joined", "media")
 
-    def __init__(self, server: VoiceServer, user_id: int, guild_id: int, grant: _Grant, ssrc: int) -> None:
+    def __init__(self, server: VoiceServer, user_id: int, guild_id: int, grant: _Grant, ssrc: int,
+                 media: MediaServer) -> None:
         self.server = server
+        #: The UDP socket of the endpoint this client connected to.
+        self.media = media
         self.user_id = user_id
         self.guild_id = guild_id
         self.channel_id = grant.channel_id
@@ -114,20 +125,27 @@ class ClientConnection:
         """Seal `packet` with this client's key and send it to its UDP address."""
         if self.cipher is None or self.address is None:
             return False
-        return self.server.media.send(self.cipher.seal_rtp(packet), self.address)
+        return self.media.send(self.cipher.seal_rtp(packet), self.address)
 
     def send_datagram(self, clear: bytes, secret: bytes | None) -> bool:
         """Send `clear` (+ `secret` sealed with this client's cipher, if given) over UDP."""
         if self.address is None or (secret is not None and self.cipher is None):
             return False
         data = clear if secret is None else self.cipher.seal(clear, secret)  # type: ignore[union-attr]
-        return self.server.media.send(data, self.address)
+        return self.media.send(data, self.address)
 
     async def close(self, code: int) -> None:
-        """Close the websocket with `code` (the session stays resumable)."""
+        """Close the websocket with `code` (the session stays resumable);
+        `CLOSE_ABNORMAL` aborts the connection without a close frame."""
         ws = self.ws
-        if ws is not None and not ws.closed:
-            await ws.close(code=code)
+        if ws is None or ws.closed:
+            return
+        if code == CLOSE_ABNORMAL:
+            transport = self.server.transport_of(ws)
+            if transport is not None:
+                transport.abort()
+                return
+        await ws.close(code=code)
 
     def stop_writer(self) -> None:
         """End the writer task once the queue is drained."""
@@ -147,8 +165,18 @@ class ClientConnection:
                 _log.debug("voice ws write to %d failed: %s", self.user_id, exc)
 
 
+@dataclass(slots=True)
+class _Endpoint:
+    """One address of the voice server: a TLS websocket port and its UDP socket."""
+
+    address: str
+    media: MediaServer
+    runner: web.AppRunner
+
+
 class VoiceServer:
-    """The loopback Discord's voice server (one endpoint, one UDP socket, many rooms).
+    """The loopback Discord's voice server (one endpoint, one UDP socket, many rooms;
+    `add_endpoint` opens more, sharing the rooms).
 
     `dave`: run DAVE (protocol version 1) in every room; clients that cannot
     are closed with 4017 as Discord does. `modes`: the transport modes offered
@@ -161,43 +189,63 @@ class VoiceServer:
         self.ssl_context = ssl_context
         self.dave_version = 1 if dave else 0
         self.modes = modes
+        #: The first endpoint's UDP socket.
         self.media = MediaServer(self._on_discovery)
         self.rooms: dict[int, VoiceRoom] = {}
         self.connections: dict[tuple[int, int], ClientConnection] = {}
+        #: Where VOICE_SERVER_UPDATE sends clients now: the newest endpoint.
         self.endpoint = ""
+        self.endpoints: list[_Endpoint] = []
+        self._transports: dict[int, asyncio.BaseTransport] = {}
         self._grants: dict[tuple[int, int], _Grant] = {}
         self._by_ssrc: dict[int, ClientConnection] = {}
         self._ssrcs: set[int] = set()
         self._speakers: set[int] = set()
-        self._runner: web.AppRunner | None = None
         world.subscribe(self._on_world)
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
         """Bind the TLS websocket and the UDP socket on 127.0.0.1."""
-        await self.media.start()
-        app = web.Application()
-        app.router.add_get("/", self._handle_ws)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock, ssl_context=self.ssl_context).start()
-        self.endpoint = f"127.0.0.1:{sock.getsockname()[1]}"
+        await self._open_endpoint(self.media)
         _log.info("voice server at wss://%s, UDP %d, DAVE v%d", self.endpoint, self.media.port,
                   self.dave_version)
 
+    async def add_endpoint(self) -> str:
+        """Open another websocket port and UDP socket on the same rooms and make it
+        the endpoint new VOICE_SERVER_UPDATEs name; returns it (``host:port``)."""
+        media = MediaServer(self._on_discovery)
+        endpoint = await self._open_endpoint(media)
+        _log.info("voice server endpoint added at wss://%s, UDP %d", endpoint, media.port)
+        return endpoint
+
+    async def _open_endpoint(self, media: MediaServer) -> str:
+        await media.start()
+        app = web.Application()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._handle_ws(request, media)
+
+        app.router.add_get("/", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
+        self.endpoint = f"127.0.0.1:{sock.getsockname()[1]}"
+        self.endpoints.append(_Endpoint(self.endpoint, media, runner))
+        return self.endpoint
+
     async def stop(self) -> None:
-        """Close every voice connection and both sockets."""
+        """Close every voice connection and every endpoint's sockets."""
         for conn in list(self.connections.values()):
             await conn.close(1001)
             conn.stop_writer()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        self.media.stop()
+        for endpoint in self.endpoints:
+            await endpoint.runner.cleanup()
+            endpoint.media.stop()
+        self.endpoints.clear()
 
     # -- the gateway's side -------------------------------------------------
 
@@ -216,14 +264,22 @@ class VoiceServer:
 
     # -- controls for fault tests ------------------------------------------
 
-    async def force_close(self, user_id: int, code: int = CLOSE_SESSION_INVALID) -> None:
-        """Close `user_id`'s voice websocket(s) with `code`; discord.py reconnects (4015: resumes)."""
-        for conn in [c for c in self.connections.values() if c.user_id == user_id]:
+    async def force_close(self, user_id: int, code: int = CLOSE_SESSION_INVALID) -> int:
+        """Close `user_id`'s voice websocket(s) with `code` (`CLOSE_ABNORMAL`: abort the
+        connection); discord.py reconnects (4015: resumes). Returns how many were closed."""
+        closing = [c for c in self.connections.values() if c.user_id == user_id and c.ws is not None]
+        for conn in closing:
             await conn.close(code)
+        return len(closing)
 
     def silence(self, seconds: float) -> None:
-        """UDP goes quiet for `seconds`: no media reaches any client."""
-        self.media.silence(seconds)
+        """UDP goes quiet for `seconds`: no media reaches any client on any endpoint."""
+        for endpoint in self.endpoints:
+            endpoint.media.silence(seconds)
+
+    def transport_of(self, ws: web.WebSocketResponse) -> asyncio.BaseTransport | None:
+        """The TCP transport under a client's websocket (to abort it)."""
+        return self._transports.get(id(ws))
 
     # -- what speakers use --------------------------------------------------
 
@@ -260,9 +316,11 @@ class VoiceServer:
 
     # -- the websocket ------------------------------------------------------
 
-    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+    async def _handle_ws(self, request: web.Request, media: MediaServer) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=None, compress=True)
         await ws.prepare(request)
+        if request.transport is not None:
+            self._transports[id(ws)] = request.transport
         if request.query.get("v") != "8":
             _log.warning("voice client asked for gateway v%s; this fake speaks v8", request.query.get("v"))
         await ws.send_str(json.dumps({"op": OP_HELLO, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}))
@@ -270,19 +328,20 @@ class VoiceServer:
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
-                    conn = await self._on_text(ws, conn, json.loads(msg.data))
+                    conn = await self._on_text(ws, media, conn, json.loads(msg.data))
                 elif msg.type is WSMsgType.BINARY:
                     if conn is None or len(msg.data) < 1:
                         await ws.close(code=CLOSE_NOT_AUTHENTICATED)
                         break
                     self._on_binary(conn, msg.data)
         finally:
+            self._transports.pop(id(ws), None)
             if conn is not None and conn.ws is ws:
                 conn.ws = None
                 self._drop(conn)
         return ws
 
-    async def _on_text(self, ws: web.WebSocketResponse, conn: ClientConnection | None,
+    async def _on_text(self, ws: web.WebSocketResponse, media: MediaServer, conn: ClientConnection | None,
                        msg: dict[str, Any]) -> ClientConnection | None:
         op, d = msg.get("op"), msg.get("d") or {}
         if op == OP_HEARTBEAT:
@@ -290,7 +349,7 @@ class VoiceServer:
             await ws.send_str(json.dumps({"op": OP_HEARTBEAT_ACK, "d": payload}))
             return conn
         if op == OP_IDENTIFY:
-            return await self._identify(ws, d)
+            return await self._identify(ws, media, d)
         if op == OP_RESUME:
             return await self._resume(ws, d)
         if conn is None:
@@ -313,7 +372,8 @@ class VoiceServer:
         else:
             _log.debug("binary voice op %d from %d ignored", op, conn.user_id)
 
-    async def _identify(self, ws: web.WebSocketResponse, d: dict[str, Any]) -> ClientConnection | None:
+    async def _identify(self, ws: web.WebSocketResponse, media: MediaServer,
+                        d: dict[str, Any]) -> ClientConnection | None:
         try:
             guild_id, user_id = int(d["server_id"]), int(d["user_id"])
         except (KeyError, TypeError, ValueError):
@@ -331,12 +391,12 @@ class VoiceServer:
         if old is not None:  # a fresh IDENTIFY replaces the old session
             self._drop(old)
             await self._close_and_stop(old, CLOSE_SESSION_INVALID)
-        conn = ClientConnection(self, user_id, guild_id, grant, self.new_ssrc())
+        conn = ClientConnection(self, user_id, guild_id, grant, self.new_ssrc(), media)
         conn.attach(ws)
         self.connections[(guild_id, user_id)] = conn
         self._by_ssrc[conn.ssrc] = conn
         conn.send_json(OP_READY, {
-            "ssrc": conn.ssrc, "ip": "127.0.0.1", "port": self.media.port,
+            "ssrc": conn.ssrc, "ip": "127.0.0.1", "port": media.port,
             "modes": list(self.modes), "experiments": [],
         })
         return conn
