@@ -15,6 +15,7 @@ import re
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import numpy as np
 import soundfile
 
 from sinks import VoicePacket
-from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder
+from sinks.packet import ts_delta
 from tests.e2e.truth import match_track, sent_frames
 from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
@@ -144,3 +146,54 @@ def talk_samples(runner: ScenarioRunner, name: str) -> int:
 def seconds(samples: int) -> float:
     """Samples at 48 kHz as seconds."""
     return samples / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class TailLoss:
+    """How much of what a speaker sent before some moment a cut-short track holds."""
+
+    #: Seconds of the speaker's last continuous run found sample-exact in the WAV.
+    kept: float
+    #: Seconds of that run, sent before the moment, that the WAV does not hold.
+    missing: float
+
+
+def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float, end: float,
+              settled: float = 2.0) -> TailLoss:
+    """Measure what `wav` lost at its end of the audio `name` sent before monotonic time `end`.
+
+    For a speaker who talked without pause (one SSRC, no sequence gap): every
+    run sent before ``end - settled`` must be in the WAV sample-exact (as in
+    :func:`check_tracks`); the last run is then decoded as the engine decodes
+    it (one decoder, every packet in order) and compared frame by frame from
+    where it starts in the WAV. Frames after the first mismatch count as missing,
+    and the WAV must end there (no foreign audio after the kept part).
+    """
+    packets = wire_packets(runner, name, end)
+    sequences = [p.sequence for p in packets]
+    assert len({p.ssrc for p in packets}) == 1, f"{name}: expected one stream"
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(sequences, sequences[1:])), f"{name}: sequence gap"
+    sent = sent_frames(runner.truth(name))
+    early = [p for p in packets if sent[(p.ssrc, p.sequence)].mono_time < end - settled]
+    runs, problems = match_track(wav, early, sent, origin)
+    assert not problems, f"{name}: " + "; ".join(problems[:5])
+    last = runs[-1]
+    assert last.position is not None, f"{name}: the last settled run was not placed"
+    first = next(i for i, p in enumerate(packets) if p.sequence == last.packets[0].sequence)
+    decoder = OpusDecoder(1)
+    pcm = [decoder.decode(p.opus)[:, 0].copy() for p in packets]
+    # The engine starts a run anew wherever RTP time jumps (a DAVE transition's held frames).
+    tail = first
+    while tail + 1 < len(packets) and ts_delta(packets[tail + 1].timestamp, packets[tail].timestamp) == FRAME_SAMPLES:
+        tail += 1
+    frames = pcm[first:tail + 1]
+    kept = 0
+    at = last.position
+    for frame in frames:
+        if not np.array_equal(wav[at:at + FRAME_SAMPLES], frame):
+            break
+        kept += 1
+        at += FRAME_SAMPLES
+    assert len(wav) - at < FRAME_SAMPLES, (
+        f"{name}: {len(wav) - at} samples after the last exact frame (of {len(frames)}, {kept} kept)")
+    return TailLoss(kept=seconds(kept * FRAME_SAMPLES), missing=seconds((len(frames) - kept) * FRAME_SAMPLES))
