@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import discord
 from discord.gateway import DiscordVoiceWebSocket
-from discord.voice_state import VoiceConnectionState
+from discord.voice_state import ConnectionFlowState, VoiceConnectionState
 
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
@@ -64,7 +64,8 @@ class _WakingSocket(socket.socket):
 
 
 class _RecordingConnectionState(VoiceConnectionState):
-    """discord.py's connection state with a socket that wakes the reader when closed."""
+    """discord.py's connection state with a socket that wakes the reader when closed,
+    and two repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
 
     def _create_socket(self) -> None:
         super()._create_socket()
@@ -72,6 +73,34 @@ class _RecordingConnectionState(VoiceConnectionState):
         self.socket = _WakingSocket(plain.family, plain.type, plain.proto, plain.detach())
         self.socket.setblocking(False)
         enlarge_receive_buffer(self.socket)
+
+    async def voice_state_update(self, data: Any) -> None:
+        """discord.py's handling, then forget a stale "left the channel" mark.
+
+        A reconnect after a dropped voice websocket (any close code but 1000,
+        4014, 4015, 4021, 4022) leaves the channel and rejoins it; the leave
+        sets ``_disconnected`` and nothing clears it on the rejoin. A later
+        close with 4014 (Discord moving the call to another voice server) then
+        looked like a kick and ended the connection for good.
+        """
+        await super().voice_state_update(data)
+        if data.get("channel_id") is not None:
+            self._disconnected.clear()
+
+    async def _voice_connect(self, *, self_deaf: bool = False, self_mute: bool = False) -> None:
+        """Ask the main gateway to join, except when resuming a live session.
+
+        After close code 4015 discord.py resumes through its connect flow, which
+        sends op 4 again and waits for a VOICE_SERVER_UPDATE. Op 4 for the
+        channel the bot is already in brings none, so the resume sat out the
+        whole connect timeout and then gave up. A resume needs nothing new from
+        the main gateway: token, endpoint and session id are still valid.
+        """
+        if self.state is ConnectionFlowState.connected and self.token and self.endpoint and self.session_id:
+            _log.info("resuming the voice session on %s", self.endpoint)
+            self.state = ConnectionFlowState.got_both_voice_updates
+            return
+        await super()._voice_connect(self_deaf=self_deaf, self_mute=self_mute)
 
 
 def enlarge_receive_buffer(sock: socket.socket) -> int:
