@@ -191,6 +191,12 @@ class AudioSink:
         """The fatal error that stopped the recording, or None."""
         return next((w.error for w in self._workers if w.error is not None), None)
 
+    @property
+    def error_errno(self) -> int | None:
+        """The errno of :attr:`error` when the OS gave one (``errno.ENOSPC``: the disk
+        is full), so a caller can say why in words without the file's path."""
+        return next((w.error_errno for w in self._workers if w.error is not None), None)
+
     def _tracks(self) -> dict[int, Any]:
         tracks: dict[int, Any] = {}
         for worker in self._workers:

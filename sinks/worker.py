@@ -91,6 +91,8 @@ class Worker:
         self._lag_countdown = LAG_SAMPLE_EVERY
         #: First fatal error, as a one-line message; None while healthy.
         self.error: str | None = None
+        #: The errno of that error when the OS gave one (ENOSPC: the disk is full).
+        self.error_errno: int | None = None
         #: Set by the sink before it sends STOP: the recording's end on ``clock``.
         self.end_time: float | None = None
         self._synced: dict[int, int] = {}
@@ -165,7 +167,7 @@ class Worker:
                         self.lag_max = lag
                 track.add(packet)
         except OSError as exc:
-            self._fail(f"writing the recording failed: {exc}")
+            self._fail(f"writing the recording failed: {exc}", exc.errno)
         except Exception as exc:  # a malformed item must not stop the recording
             counters.invalid += 1
             if counters.invalid <= 10:
@@ -198,7 +200,7 @@ class Worker:
                 else:
                     holding = True
         except OSError as exc:
-            self._fail(f"writing the recording failed: {exc}")
+            self._fail(f"writing the recording failed: {exc}", exc.errno)
         return holding
 
     def _sync(self) -> None:
@@ -212,11 +214,12 @@ class Worker:
                     track.writer.sync_header()
                     synced[user_id] = frames
         except OSError as exc:
-            self._fail(f"writing the recording failed: {exc}")
+            self._fail(f"writing the recording failed: {exc}", exc.errno)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, errno: int | None = None) -> None:
         if self.error is None:
             self.error = message
+            self.error_errno = errno
             _log.error("%s; recording stopped, packets are dropped until close", message)
 
     def _drain_until_stop(self) -> None:
@@ -242,7 +245,7 @@ class Worker:
                     track.flush()
                 length = max([length, *(t.writer.frames for t in self.tracks.values())])
             except OSError as exc:
-                self._fail(f"writing the recording failed: {exc}")
+                self._fail(f"writing the recording failed: {exc}", exc.errno)
         # Every worker reaches this, failed or not, or the others would wait forever.
         length = self._finish.agree(length)
         if self.error is None:
@@ -250,9 +253,9 @@ class Worker:
                 for track in self.tracks.values():
                     track.pad_to(length)
             except OSError as exc:
-                self._fail(f"writing the recording failed: {exc}")
+                self._fail(f"writing the recording failed: {exc}", exc.errno)
         for track in self.tracks.values():
             try:
                 track.writer.close()
             except OSError as exc:
-                self._fail(f"finishing {track.writer.path.name} failed: {exc}")
+                self._fail(f"finishing {track.writer.path.name} failed: {exc}", exc.errno)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import threading
@@ -235,7 +236,7 @@ def test_close_without_audio_makes_no_files(tmp_path: pathlib.Path) -> None:
     sink = AudioSink(tmp_path / "new" / "dir")
     sink.close()
     assert list((tmp_path / "new" / "dir").iterdir()) == []
-    assert sink.stats()["received"] == 0 and sink.error is None
+    assert sink.stats()["received"] == 0 and sink.error is None and sink.error_errno is None
 
 
 def test_headers_are_synced_while_idle(tmp_path: pathlib.Path) -> None:
@@ -268,7 +269,7 @@ def test_disk_full_stops_writing_but_not_the_sink(tmp_path: pathlib.Path) -> Non
     while sink.stats()["error"] is None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert "No space left" in sink.stats()["error"]
+    assert "No space left" in sink.stats()["error"] and sink.error_errno == errno.ENOSPC
     # The worker keeps draining: far more packets than the queue holds are all accepted in time.
     accepted = 0
     for k in range(2000):
