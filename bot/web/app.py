@@ -20,11 +20,11 @@ from aiohttp import web
 
 from bot.storage import Manifest, ManifestError, Recording, RecordingStore, is_recording_id
 from bot.web.activity import load_activity
-from bot.web.exports import flac_copy, mixdown_size, write_mixdown, write_zip
+from bot.web.exports import flac_copy, mixdown_chunks, mixdown_size, zip_chunks
 from bot.web.files import servable
 from bot.web.page import TrackInfo, render_page
 from bot.web.ranges import RangedFileResponse
-from bot.web.streaming import stream_from_thread
+from bot.web.streaming import SEND_TIMEOUT, stream_chunks
 
 __all__ = ["NOT_FOUND_BODY", "create_app", "download_url"]
 
@@ -73,17 +73,19 @@ def _attachment(name: str) -> str:
 
 
 class _Routes:
-    """Handlers sharing the store, the export executor and per-file locks."""
+    """Handlers sharing the store, the export executor, per-file locks and the
+    send timeout of streamed exports."""
 
-    __slots__ = ("store", "executor", "locks")
+    __slots__ = ("store", "executor", "locks", "send_timeout")
 
     # One lock per derived file (and per recording's timeline) so two visitors
     # never compute the same thing twice at once; a few bytes per track served.
 
-    def __init__(self, store: RecordingStore, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, store: RecordingStore, executor: ThreadPoolExecutor, send_timeout: float) -> None:
         self.store = store
         self.executor = executor
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.send_timeout = send_timeout
 
     def _lock(self, *key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -199,7 +201,8 @@ class _Routes:
             "Cache-Control": "private, no-store",
         })
         await response.prepare(request)
-        await stream_from_thread(response, lambda write: write_zip(rec.directory, names, write), self.executor)
+        await stream_chunks(request, response, zip_chunks(rec.directory, names), self.executor,
+                            send_timeout=self.send_timeout)
         return response
 
     async def mix(self, request: web.Request) -> web.StreamResponse:
@@ -218,20 +221,22 @@ class _Routes:
         })
         response.content_length = size
         await response.prepare(request)
-        await stream_from_thread(
-            response, lambda write: write_mixdown(rec.directory, names, rate, channels, write), self.executor
-        )
+        await stream_chunks(request, response, mixdown_chunks(rec.directory, names, rate, channels), self.executor,
+                            send_timeout=self.send_timeout)
         return response
 
 
-def create_app(store: RecordingStore, *, export_threads: int = 4) -> web.Application:
+def create_app(
+    store: RecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT
+) -> web.Application:
     """The download server as an aiohttp application. Exports (ZIP, mixdown,
     FLAC, timeline) run on a pool of ``export_threads`` threads, shut down with
-    the application."""
+    the application; a streamed export whose client takes nothing for
+    ``send_timeout`` seconds is cut off."""
     app = web.Application(middlewares=[_uniform_not_found])
     app.on_response_prepare.append(_security_headers)
     executor = ThreadPoolExecutor(max_workers=export_threads, thread_name_prefix="web-export")
-    routes = _Routes(store, executor)
+    routes = _Routes(store, executor, send_timeout)
     app.router.add_get("/r/{rid}", routes.page)
     app.router.add_get("/r/{rid}/files/{name}", routes.wav)
     app.router.add_get("/r/{rid}/flac/{name}", routes.flac)

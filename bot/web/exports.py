@@ -1,8 +1,10 @@
 """Derived downloads, produced chunk by chunk so no track is ever held in memory:
 a stored ZIP of every track, a mixed-down WAV and FLAC copies.
 
-These functions block; the web server runs them in a thread executor. Streams
-go to a ``write(bytes)`` callable (see :mod:`bot.web.streaming`).
+The streams are generators of byte chunks: each ``next()`` does a little
+blocking disk work, so the web server runs it in a thread executor and sends
+the chunk from the event loop (see :mod:`bot.web.streaming`); no thread waits
+on a client. ``flac_copy`` blocks as a whole.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import stat
 import struct
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import numpy as np
@@ -21,44 +23,48 @@ import soundfile as sf
 
 from bot.web.files import open_servable
 
-__all__ = ["CHUNK_BYTES", "MIX_FRAMES", "flac_copy", "mixdown_size", "write_mixdown", "write_zip"]
+__all__ = ["CHUNK_BYTES", "MIX_FRAMES", "flac_copy", "mixdown_chunks", "mixdown_size", "write_zip", "zip_chunks"]
 
 _log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
+# A download that waits on its client holds about one chunk (twice, counting the
+# socket's write buffer): small enough for hundreds of slow clients at once,
+# large enough that the per-chunk hop to a thread costs little.
+CHUNK_BYTES = 1 << 18
 MIX_FRAMES = 1 << 16
 
-Write = Callable[[bytes], object]
+Chunks = Generator[bytes, None, None]
 
 
-class _Sink:
-    """A write-only file object for :class:`zipfile.ZipFile` that batches small
-    writes (headers) into fewer, larger chunks."""
+class _Buffer:
+    """A write-only file object for :class:`zipfile.ZipFile`; what it was
+    given is taken out in one piece by the generator."""
 
-    __slots__ = ("_write", "_buffer")
+    __slots__ = ("_data",)
 
-    def __init__(self, write: Write) -> None:
-        self._write = write
-        self._buffer = bytearray()
+    def __init__(self) -> None:
+        self._data = bytearray()
 
     def write(self, data: bytes) -> int:
-        self._buffer += data
-        if len(self._buffer) >= CHUNK_BYTES:
-            self.flush()
+        self._data += data
         return len(data)
 
     def flush(self) -> None:
-        if self._buffer:
-            self._write(bytes(self._buffer))
-            self._buffer.clear()
+        """Nothing to do: :meth:`take` hands the bytes on."""
+
+    def take(self) -> bytes:
+        """Everything written since the last call."""
+        data = bytes(self._data)
+        self._data.clear()
+        return data
 
 
-def write_zip(directory: Path, names: list[str], write: Write) -> None:
-    """Stream a stored (uncompressed: audio barely compresses) ZIP of ``names``.
-    Members over 4 GiB get ZIP64 records; nothing is read whole or copied to a
-    temporary file."""
-    sink = _Sink(write)
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+def zip_chunks(directory: Path, names: list[str]) -> Chunks:
+    """A stored (uncompressed: audio barely compresses) ZIP of ``names``, in
+    chunks of about :data:`CHUNK_BYTES`. Members over 4 GiB get ZIP64 records;
+    nothing is read whole or copied to a temporary file."""
+    out = _Buffer()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
             src, st = open_servable(directory / name)
             info = zipfile.ZipInfo(name, time.localtime(st.st_mtime)[:6])
@@ -67,7 +73,15 @@ def write_zip(directory: Path, names: list[str], write: Write) -> None:
             with src, zf.open(info, "w") as dst:
                 while chunk := src.read(CHUNK_BYTES):
                     dst.write(chunk)
-    sink.flush()
+                    yield out.take()
+    if tail := out.take():  # the last member's descriptor and the central directory
+        yield tail
+
+
+def write_zip(directory: Path, names: list[str], write: Callable[[bytes], object]) -> None:
+    """Write the ZIP :func:`zip_chunks` makes to ``write`` (a file's, say)."""
+    for chunk in zip_chunks(directory, names):
+        write(chunk)
 
 
 def _mix_inputs(directory: Path, names: list[str], rate: int, channels: int) -> list[Path]:
@@ -83,7 +97,7 @@ def _mix_inputs(directory: Path, names: list[str], rate: int, channels: int) -> 
 
 
 def mixdown_size(directory: Path, names: list[str], rate: int, channels: int) -> int:
-    """Byte length of the WAV :func:`write_mixdown` produces (for Content-Length)."""
+    """Byte length of the WAV :func:`mixdown_chunks` produces (for Content-Length)."""
     frames = max((sf.info(str(p)).frames for p in _mix_inputs(directory, names, rate, channels)), default=0)
     return 44 + frames * channels * 2
 
@@ -98,25 +112,26 @@ def _wav_header(frames: int, rate: int, channels: int) -> bytes:
     )
 
 
-def write_mixdown(directory: Path, names: list[str], rate: int, channels: int, write: Write) -> None:
-    """Stream a 16-bit WAV that is the sample-wise sum of the tracks, clipped to
-    int16, as long as the longest track (shorter ones count as silence)."""
+def _mix_block(files: list[sf.SoundFile], frames: int, channels: int) -> bytes:
+    acc = np.zeros((frames, channels), dtype=np.int32)
+    for f in files:
+        block = f.read(frames, dtype="int16", always_2d=True)
+        acc[: len(block)] += block
+    return np.clip(acc, -32768, 32767).astype("<i2").tobytes()
+
+
+def mixdown_chunks(directory: Path, names: list[str], rate: int, channels: int) -> Chunks:
+    """A 16-bit WAV that is the sample-wise sum of the tracks, clipped to int16,
+    as long as the longest track (shorter ones count as silence), in chunks of
+    :data:`MIX_FRAMES` frames. Between chunks it holds open files only, no
+    buffers (a download waiting on its client may wait long)."""
     paths = _mix_inputs(directory, names, rate, channels)
     files = [sf.SoundFile(str(p)) for p in paths]
     try:
         frames = max((f.frames for f in files), default=0)
-        write(_wav_header(frames, rate, channels))
-        acc = np.empty((MIX_FRAMES, channels), dtype=np.int32)
-        done = 0
-        while done < frames:
-            n = min(MIX_FRAMES, frames - done)
-            acc[:n] = 0
-            for f in files:
-                block = f.read(n, dtype="int16", always_2d=True)
-                acc[: len(block)] += block
-            np.clip(acc[:n], -32768, 32767, out=acc[:n])
-            write(acc[:n].astype("<i2").tobytes())
-            done += n
+        yield _wav_header(frames, rate, channels)
+        for done in range(0, frames, MIX_FRAMES):
+            yield _mix_block(files, min(MIX_FRAMES, frames - done), channels)
     finally:
         for f in files:
             f.close()
