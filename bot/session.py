@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -215,7 +216,8 @@ class RecordingSession:
         sink_stats = self.sink.stats()
         await self._note_speakers(sink_stats)
         if sink_stats["error"]:
-            return StopReason(f"writing the recording failed: {sink_stats['error']}", automatic=True)
+            return StopReason(f"writing the recording failed: {_write_failure(self.sink.error_errno)}",
+                              automatic=True)
         if self.voice.receive_error is not None:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
                               automatic=True)
@@ -282,6 +284,15 @@ class RecordingSession:
             await me.edit(nick=self._previous_nick, reason="recording stopped")
         except discord.HTTPException as exc:
             _log.info("could not restore the nickname in guild %s: %s", self.guild.id, exc)
+
+
+def _write_failure(code: int | None) -> str:
+    """Why writing failed, for the channel: the cause, never the file's path (the log has it)."""
+    if code == errno.ENOSPC:
+        return "the bot's disk is full"
+    if code == errno.EFBIG:
+        return "a file reached the size limit of the bot's system"
+    return "the bot could not write to its disk"
 
 
 def _duration(seconds: float) -> str:
