@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS opt_outs (
     PRIMARY KEY (guild_id, user_id)
 );
 """
+#: A file each running recording keeps in its folder and gives up when it closes, so
+#: the final manifest and index update still find room on a disk its tracks filled.
+_RESERVE_NAME = ".reserve"
+_RESERVE_BYTES = 256 * 1024
+
 _COLUMNS = (
     "id, guild_id, guild_name, channel_id, channel_name, started_at, ended_at, status, secret, sample_rate, channels"
 )
@@ -176,8 +181,16 @@ class RecordingStore:
             with self._lock, self._db:
                 self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
             raise
-        Manifest(recording_id, guild_id, guild_name, channel_id, channel_name, started,
-                 sample_rate=sample_rate, channels=channels).write(directory)
+        try:
+            with open(directory / _RESERVE_NAME, "wb") as reserve:
+                reserve.write(bytes(_RESERVE_BYTES))
+            Manifest(recording_id, guild_id, guild_name, channel_id, channel_name, started,
+                     sample_rate=sample_rate, channels=channels).write(directory)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
+            with self._lock, self._db:
+                self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+            raise
         _log.info("recording %s created for guild %s", recording_id, guild_id)
         rec = self.get(recording_id)
         assert rec is not None
@@ -343,6 +356,7 @@ class RecordingStore:
         speakers = _finalize_tracks(rec.directory, manifest.speakers, known)
         ended = ended_at or manifest.ended_at or _now()
         final = dataclasses.replace(manifest, status=status, ended_at=ended, speakers=speakers)
+        (rec.directory / _RESERVE_NAME).unlink(missing_ok=True)
         final.write(rec.directory)
         with self._lock, self._db:
             self._db.execute(
