@@ -224,4 +224,6 @@ def _short(exc: BaseException) -> str:
     """A one-line reason for users; timeouts have no message of their own."""
     if isinstance(exc, TimeoutError):
         return "the voice connection timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # not str(exc): that names the bot's file paths
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
