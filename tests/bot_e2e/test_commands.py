@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import manifest, play, recording_id, refusal, zip_members
+from .checks import manifest, origin_guess, play, read_wav, recording_id, refusal, zip_members
 from .conftest import REPLY_TIMEOUT, BotProcess, OtherGuild
 
 ALL_TALK = Scenario(
@@ -34,6 +35,7 @@ def test_members_without_rights_are_refused_and_the_recorder_role_may_record(
     refused = []
     for name, sub, options in (("record", "start", {"channel": bot.fake.config["voice_channel_id"]}),
                                ("record", "stop", None), ("recordings", "list", None),
+                               ("recordings", "get", {"recording_id": "whatever"}),
                                ("recordings", "delete", {"recording_id": "whatever"})):
         refused.append(bot.command(name, sub, options, user="nobody"))
         assert refusal(refused[-1].wait_message(timeout=REPLY_TIMEOUT)) == rules, f"/{name} {sub}"
@@ -57,10 +59,21 @@ def test_opted_out_member_is_not_recorded_until_opt_in(fake: FakeDiscord,
     carol = fake.config["members"]["carol"]
     assert "opted out" in refusal(bot.ask("record", "optout", user="carol"))
     rid = _start(bot)
-    play(fake, ALL_TALK)
+    runner = play(fake, ALL_TALK)
     reply = bot.ask("record", "stop")
     members = fake.config["members"]
-    assert set(zip_members(reply)) == {f"alice-{members['alice']}.wav", f"bob-{members['bob']}.wav"}
+    files = zip_members(reply)
+    assert set(files) == {f"alice-{members['alice']}.wav", f"bob-{members['bob']}.wav"}
+    # Not a sample of carol in the others' tracks: where she talked (after bob's last frame) they are silent.
+    origin = origin_guess(runner, manifest(bot.recordings_dir / rid)["started_at"])
+    quiet_from = max(f.mono_time for f in runner.truth("bob") if f.seq is not None) + 0.1
+    spoken = [round((f.mono_time - origin) * SAMPLE_RATE) for f in runner.truth("carol")
+              if f.seq is not None and not f.silence and f.mono_time > quiet_from]
+    assert spoken, "carol did not talk after the others"
+    for name, data in files.items():
+        wav = read_wav(data)
+        span = wav[spoken[0] - FRAME_SAMPLES:spoken[-1] + 2 * FRAME_SAMPLES]
+        assert len(span) and not span.any(), f"{name} holds sound while carol talked"
     assert "carol" not in reply.content
     folder = bot.recordings_dir / rid
     assert not [p.name for p in folder.iterdir() if "carol" in p.name or str(carol) in p.name]
