@@ -27,18 +27,18 @@ __all__ = ["CHUNK_BYTES", "MIX_FRAMES", "flac_copy", "mixdown_chunks", "mixdown_
 
 _log = logging.getLogger(__name__)
 
-# A download that waits on its client holds about one chunk (twice, counting the
-# socket's write buffer): small enough for hundreds of slow clients at once,
-# large enough that the per-chunk hop to a thread costs little.
-CHUNK_BYTES = 1 << 18
+# A download being sent holds a few copies of one chunk (the chunk, aiohttp's
+# chunked framing, the socket's write buffer): small enough for hundreds of
+# downloads at once, large enough that the per-chunk hop to a thread costs little.
+CHUNK_BYTES = 1 << 16
 MIX_FRAMES = 1 << 16
 
-Chunks = Generator[bytes, None, None]
+Chunks = Generator[bytes | bytearray, None, None]
 
 
 class _Buffer:
     """A write-only file object for :class:`zipfile.ZipFile`; what it was
-    given is taken out in one piece by the generator."""
+    given is taken out in one piece (not copied) by the generator."""
 
     __slots__ = ("_data",)
 
@@ -52,10 +52,9 @@ class _Buffer:
     def flush(self) -> None:
         """Nothing to do: :meth:`take` hands the bytes on."""
 
-    def take(self) -> bytes:
+    def take(self) -> bytearray:
         """Everything written since the last call."""
-        data = bytes(self._data)
-        self._data.clear()
+        data, self._data = self._data, bytearray()
         return data
 
 
@@ -73,12 +72,13 @@ def zip_chunks(directory: Path, names: list[str]) -> Chunks:
             with src, zf.open(info, "w") as dst:
                 while chunk := src.read(CHUNK_BYTES):
                     dst.write(chunk)
+                    del chunk  # a suspended download holds only what it yielded
                     yield out.take()
     if tail := out.take():  # the last member's descriptor and the central directory
         yield tail
 
 
-def write_zip(directory: Path, names: list[str], write: Callable[[bytes], object]) -> None:
+def write_zip(directory: Path, names: list[str], write: Callable[[bytearray], object]) -> None:
     """Write the ZIP :func:`zip_chunks` makes to ``write`` (a file's, say)."""
     for chunk in zip_chunks(directory, names):
         write(chunk)

@@ -32,7 +32,7 @@ SEND_TIMEOUT = 60.0
 async def stream_chunks(
     request: web.BaseRequest,
     response: web.StreamResponse,
-    chunks: Generator[bytes, None, None],
+    chunks: Generator[bytes | bytearray, None, None],
     executor: Executor | None = None,
     *,
     send_timeout: float = SEND_TIMEOUT,
