@@ -79,8 +79,14 @@ def main() -> None:
     rows.append(("SSRC -> user lookup", _per_call_us(lambda i: ssrc_map.lookup(SSRC))))
     fresh = iter(dave_frames)
     rows.append(("DAVE decrypt (davey, real group)", _per_call_us(lambda i: dave.decrypt(SENDER, next(fresh)))))
+    # The receiver drops network copies by sequence number, so each datagram has its own.
+    plain_dgrams = iter(
+        [voice_datagram(XCHACHA, KEY, frame, sequence=i & 0xFFFF, timestamp=960 * i & 0xFFFFFFFF, ssrc=SSRC)
+         for i in range(N * REPEATS)]
+    )
     dave_dgrams = iter(
-        [voice_datagram(XCHACHA, KEY, f, sequence=1, timestamp=960, ssrc=SSRC) for f in dave_frames[N * REPEATS :]]
+        [voice_datagram(XCHACHA, KEY, f, sequence=i & 0xFFFF, timestamp=960 * i & 0xFFFFFFFF, ssrc=SSRC)
+         for i, f in enumerate(dave_frames[N * REPEATS :])]
     )
     with tempfile.TemporaryDirectory() as tmp:
         sink = AudioSink(tmp, queue_size=10 * N * REPEATS)
@@ -95,7 +101,7 @@ def main() -> None:
             assert stats["accepted"] + stats.get("sink_full", 0) == stats["datagrams"], stats
             return cost
 
-        rows.append(("on_datagram, whole path, DAVE off", pipeline(lambda: plain_dgram, _ConnectionState(None, 0))))
+        rows.append(("on_datagram, whole path, DAVE off", pipeline(plain_dgrams.__next__, _ConnectionState(None, 0))))
         rows.append(("on_datagram, whole path, DAVE on", pipeline(dave_dgrams.__next__, _ConnectionState(members[BOT].session, 1))))
         sink.close()
 
