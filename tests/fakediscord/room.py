@@ -10,8 +10,10 @@ packets to every connected client, encrypted with that client's own key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from .rtp import RtpPacket
@@ -109,6 +111,25 @@ class VoiceRoom:
             self._route(self._dave.join(user_id))
             # discord.py sends its key package as soon as op 4 arrives; the member does the same.
             self._route(self._dave.on_key_package(user_id, member.key_package()))
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Hold the room's DAVE messages while the block runs, then deliver them in order.
+
+        Speakers added inside the block wait for the same proposal batch (the
+        group commits every key package waiting when a batch starts), so many
+        joins cost two group commits instead of one each: hundreds of
+        simulated speakers join in seconds instead of an hour.
+        """
+        if self._routing:
+            yield
+            return
+        self._routing = True
+        try:
+            yield
+        finally:
+            self._routing = False
+            self._route([])
 
     def remove_speaker(self, user_id: int) -> None:
         """A simulated speaker left the channel."""
