@@ -38,6 +38,14 @@ _MAX_PLC_FRAMES: Final = 5
 _MAX_SEQ_JUMP: Final = 3000
 #: An arrival gap this long (samples) may be silence: the burst may be re-anchored.
 _BURST_GAP: Final = 3 * FRAME_SAMPLES
+#: How far (samples) a frame's RTP-predicted position may lie from its own
+#: arrival. Honest frames land at or just before arrival (network delay), or
+#: as far off as the receiving thread stalled (packets queue in the socket
+#: buffer, then arrive together); past this the timestamp lies (a buggy or
+#: hostile sender) and the arrival clock wins. Trusted, one such timestamp
+#: placed its frame up to 2**31 samples (12 hours) on and filled the gap
+#: with silence: gigabytes of WAV from one packet.
+_MAX_OFFSET: Final = 10 * SAMPLE_RATE
 #: Peak below which a decoded frame counts as silence for talk time (about -50 dBFS).
 _TALK_PEAK: Final = 100
 _SEEN_RING: Final = 128
@@ -219,6 +227,12 @@ class Track:
         lost = ext - stream.next_seq if stream.next_seq is not None else 0
         stream.next_seq = ext + 1
         pos = stream.timeline.position(ts)
+        arrival = round((packet.received_at - self._origin) * SAMPLE_RATE)
+        if abs(pos - arrival) > _MAX_OFFSET:
+            _log.debug("user %s: timestamp of seq %d is %d samples off its arrival, re-anchored",
+                       self.user_id, packet.sequence, pos - arrival)
+            stream.timeline.restart(ts, arrival)
+            pos = arrival
         stream.timeline.rebase(ts)
         if lost > 0:
             counters.lost += lost
