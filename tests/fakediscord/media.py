@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Final
 
@@ -20,6 +21,8 @@ _log = logging.getLogger(__name__)
 DISCOVERY_SIZE: Final = 74
 _DISCOVERY_REQUEST: Final = 1
 _DISCOVERY_REPLY: Final = 2
+#: Sent datagrams kept in `MediaServer.recent`.
+RECENT_SENT: Final = 512
 
 Address = tuple[str, int]
 
@@ -84,6 +87,8 @@ class MediaServer:
         self._transport: asyncio.DatagramTransport | None = None
         self._quiet_until = 0.0
         self.stats = MediaStats()
+        #: The last datagrams sent, with their address (a flood replays real ones from here).
+        self.recent: deque[tuple[bytes, Address]] = deque(maxlen=RECENT_SENT)
 
     @property
     def port(self) -> int:
@@ -118,6 +123,7 @@ class MediaServer:
             return False
         transport.sendto(data, address)
         self.stats.sent += 1
+        self.recent.append((data, address))
         return True
 
     def _received(self, data: bytes, addr: Address) -> None:

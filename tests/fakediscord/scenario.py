@@ -2,7 +2,7 @@
 
 A `Scenario` names speakers (join and leave times, talk segments, network
 impairment, reconnects) and channel-wide events (garbage datagrams, RTCP,
-UDP silence). `ScenarioRunner` plays it on the fake's event loop in 20 ms
+UDP silence, a flood of hostile datagrams). `ScenarioRunner` plays it on the fake's event loop in 20 ms
 slots against absolute `loop.time()` deadlines, so it never drifts; every
 speaker's `frames` list is the ground truth of what was sent.
 """
@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
+from .flood import GarbageFlood
 from .impair import Impairment
 from .room import VoiceRoom
 from .rtp import rtcp_sender_report
@@ -58,7 +59,8 @@ class SpeakerSpec:
 @dataclass(frozen=True, slots=True)
 class Event:
     """A channel-wide event: "garbage" (`count` junk datagrams), "rtcp" (`count`
-    sender reports), or "silence" (no UDP for `seconds`)."""
+    sender reports), "silence" (no UDP for `seconds`), or "flood" (`count`
+    hostile datagrams per second for `seconds`, see `flood.GarbageFlood`)."""
 
     at: float
     kind: str
@@ -66,7 +68,7 @@ class Event:
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("garbage", "rtcp", "silence"):
+        if self.kind not in ("garbage", "rtcp", "silence", "flood"):
             raise ValueError(f"unknown scenario event {self.kind!r}")
 
 
@@ -124,6 +126,8 @@ class ScenarioRunner:
         self._live: list[_Live] = []
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random(scenario.seed)
+        #: Floods started by "flood" events, with what each sent.
+        self.floods: list[GarbageFlood] = []
 
     def truth(self, name: str) -> list[SentFrame]:
         """Every frame `name` produced (including held/dropped ones), in send order."""
@@ -199,9 +203,11 @@ class ScenarioRunner:
             if scenario.loop and cycle_t < FRAME_SECONDS / 2:
                 next_event = 0
             while next_event < len(events) and events[next_event].at <= cycle_t:
-                self._fire(events[next_event])
+                self._fire(events[next_event], t)
                 next_event += 1
             room = self._room()
+            for flood in self.floods:
+                flood.tick(room, t)
             for live in self._live:
                 self._membership(live, t)
                 talk = next((k for k in live.spec.talks if k.start <= cycle_t < k.end), None)
@@ -222,10 +228,12 @@ class ScenarioRunner:
             live.speaker.new_stream(self.server.new_ssrc())
             self._set_present(live, True)
 
-    def _fire(self, event: Event) -> None:
+    def _fire(self, event: Event, t: float) -> None:
         room = self._room()
         if event.kind == "silence":
             self.server.silence(event.seconds)
+        elif event.kind == "flood":
+            self.floods.append(GarbageFlood(self.server.media, event.count, t + event.seconds, self._rng))
         elif event.kind == "garbage":
             for _ in range(event.count):
                 # Half look like RTP (version bits, an unknown or Opus payload type), half are noise.
