@@ -125,7 +125,12 @@ class ClientConnection:
         """Seal `packet` with this client's key and send it to its UDP address."""
         if self.cipher is None or self.address is None:
             return False
-        return self.media.send(self.cipher.seal_rtp(packet), self.address)
+        if not self.media.send(self.cipher.seal_rtp(packet), self.address):
+            return False
+        log = self.server.deliveries.get(self.user_id)
+        if log is not None:
+            log.append((packet.ssrc, packet.seq))
+        return True
 
     def send_datagram(self, clear: bytes, secret: bytes | None) -> bool:
         """Send `clear` (+ `secret` sealed with this client's cipher, if given) over UDP."""
@@ -201,6 +206,9 @@ class VoiceServer:
         self._by_ssrc: dict[int, ClientConnection] = {}
         self._ssrcs: set[int] = set()
         self._speakers: set[int] = set()
+        #: (ssrc, seq) of every media packet sent to a user's clients, for the users
+        #: `log_deliveries` named: what reached them, whatever their connection went through.
+        self.deliveries: dict[int, list[tuple[int, int]]] = {}
         world.subscribe(self._on_world)
 
     # -- lifecycle ----------------------------------------------------------
@@ -271,6 +279,12 @@ class VoiceServer:
         for conn in closing:
             await conn.close(code)
         return len(closing)
+
+    def log_deliveries(self, user_id: int) -> list[tuple[int, int]]:
+        """Record from now on the (ssrc, seq) of each media packet sent to `user_id`, on
+        any endpoint and connection; returns the live list (only ever appended to, so
+        `list(...)` copies it safely from another thread)."""
+        return self.deliveries.setdefault(user_id, [])
 
     def silence(self, seconds: float) -> None:
         """UDP goes quiet for `seconds`: no media reaches any client on any endpoint."""
