@@ -17,12 +17,14 @@ from typing import Any, Callable
 
 import discord
 from discord.gateway import DiscordVoiceWebSocket
+from discord.utils import MISSING
 from discord.voice_state import ConnectionFlowState, VoiceConnectionState
 
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
 from .transport import UnsupportedModeError
 from .watchdog import PollerWatchdog
+from .websocket import ListeningVoiceWebSocket
 
 __all__ = ("RecordingVoiceClient",)
 
@@ -65,7 +67,7 @@ class _WakingSocket(socket.socket):
 
 class _RecordingConnectionState(VoiceConnectionState):
     """discord.py's connection state with a socket that wakes the reader when closed,
-    and two repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
+    and repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
 
     def _create_socket(self) -> None:
         super()._create_socket()
@@ -101,6 +103,13 @@ class _RecordingConnectionState(VoiceConnectionState):
             self.state = ConnectionFlowState.got_both_voice_updates
             return
         await super()._voice_connect(self_deaf=self_deaf, self_mute=self_mute)
+
+    async def _connect_websocket(self, resume: bool) -> DiscordVoiceWebSocket:
+        """discord.py's, with :class:`ListeningVoiceWebSocket` (see there why)."""
+        seq_ack = self.ws.seq_ack if self.ws is not MISSING else -1
+        ws = await ListeningVoiceWebSocket.from_connection_state(self, resume=resume, hook=self.hook, seq_ack=seq_ack)
+        self.state = ConnectionFlowState.websocket_connected
+        return ws
 
 
 def enlarge_receive_buffer(sock: socket.socket) -> int:
