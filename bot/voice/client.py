@@ -105,7 +105,11 @@ class _RecordingConnectionState(VoiceConnectionState):
         await super()._voice_connect(self_deaf=self_deaf, self_mute=self_mute)
 
     async def _connect_websocket(self, resume: bool) -> DiscordVoiceWebSocket:
-        """discord.py's, with :class:`ListeningVoiceWebSocket` (see there why)."""
+        """discord.py's, with :class:`ListeningVoiceWebSocket` (see there why), and the
+        receive layer told that a new session key may be on its way."""
+        client = self.voice_client
+        if isinstance(client, RecordingVoiceClient):
+            client.expect_new_key()
         seq_ack = self.ws.seq_ack if self.ws is not MISSING else -1
         ws = await ListeningVoiceWebSocket.from_connection_state(self, resume=resume, hook=self.hook, seq_ack=seq_ack)
         self.state = ConnectionFlowState.websocket_connected
@@ -206,6 +210,12 @@ class RecordingVoiceClient(discord.VoiceClient):
         self._receiver = None
         _log.info("recording stopped in channel %s: %s", self.channel.id, stats["receive"])
         return stats
+
+    def expect_new_key(self) -> None:
+        """A voice websocket is connecting (reconnect, resume, moved server): media sealed
+        with its key may come before its SESSION_DESCRIPTION does; have the receiver keep it."""
+        if self._receiver is not None:
+            self._receiver.await_new_key()
 
     def is_recording(self) -> bool:
         """Whether a sink is being fed."""

@@ -171,6 +171,35 @@ def test_new_session_key_replaces_the_old() -> None:
     assert receiver.stats()["auth_failed"] == 1
 
 
+def test_media_sealed_with_an_awaited_key_waits_for_it() -> None:
+    receiver, sink, ssrc_map, key = _receiver()
+    ssrc_map.bind(SSRC, USER)
+    new_key = os.urandom(32)
+    receiver.await_new_key()
+    receiver.on_datagram(voice_datagram(XCHACHA, key, b"old", sequence=1, timestamp=0, ssrc=SSRC))
+    receiver.on_datagram(voice_datagram(AES_GCM, new_key, b"early", sequence=2, timestamp=960, ssrc=SSRC))
+    receiver.on_datagram(voice_datagram(AES_GCM, os.urandom(32), b"junk", sequence=9, timestamp=0, ssrc=SSRC))
+    assert [p.opus for _, p in sink.packets] == [b"old"]
+    assert receiver.stats()["held"] == 2
+    receiver.set_transport(AES_GCM, new_key)
+    receiver.on_datagram(voice_datagram(AES_GCM, new_key, b"late", sequence=3, timestamp=1920, ssrc=SSRC))
+    # The early packet keeps the arrival time it had before its key came.
+    assert [(p.opus, p.received_at) for _, p in sink.packets] == [(b"old", 1.0), (b"early", 2.0), (b"late", 4.0)]
+    stats = receiver.stats()
+    assert stats["held"] == 0 and stats["auth_failed"] == 1  # the junk: no key opens it
+    assert _accounted(stats) == stats["datagrams"] == 4
+
+
+def test_held_sealed_media_is_counted_at_close() -> None:
+    receiver, sink, ssrc_map, key = _receiver()
+    ssrc_map.bind(SSRC, USER)
+    receiver.await_new_key()
+    receiver.on_datagram(voice_datagram(AES_GCM, os.urandom(32), b"x", sequence=1, timestamp=0, ssrc=SSRC))
+    receiver.close()
+    stats = receiver.stats()
+    assert stats["auth_failed"] == 1 and stats["held"] == 0 and not sink.packets
+
+
 def test_close_flushes_the_hold_and_refuses_later_datagrams() -> None:
     receiver, sink, ssrc_map, key = _receiver()
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"a", sequence=1, timestamp=0, ssrc=1))
