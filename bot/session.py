@@ -155,7 +155,8 @@ class RecordingSession:
         sink_stats = self.sink.stats()
         await self._note_speakers(sink_stats)
         try:
-            await self.voice.disconnect(force=True)
+            if self._voice_alive():
+                await self.voice.disconnect(force=True)
         except Exception:  # the connection may already be gone; the recording is what matters
             _log.warning("voice disconnect after recording %s failed", self.recording.id, exc_info=True)
         await self._unmark_nick()
@@ -229,7 +230,7 @@ class RecordingSession:
             return StopReason(f"free disk space fell below {limits.min_free_disk_mb} MB", automatic=True)
         me = self.guild.me
         here = me.voice.channel if me is not None and me.voice is not None else None
-        if here is None and not self.voice.is_connected():
+        if not self._voice_alive():
             return StopReason("the bot was disconnected from the voice channel", automatic=True)
         if here is not None and here.id != self.channel.id:
             return StopReason(f"the bot was moved to {here.name}", automatic=True)
@@ -244,6 +245,14 @@ class RecordingSession:
                 f"nobody was left in the channel for {_duration(limits.empty_channel_seconds)}", automatic=True,
             )
         return None
+
+    def _voice_alive(self) -> bool:
+        """Whether discord.py still holds this voice connection. It lets go only for
+        good (kicked, channel deleted, reconnect given up); while it reconnects after a
+        dropped voice websocket the bot is briefly out of the channel and not connected,
+        and the recording must go on."""
+        assert self.voice is not None
+        return self.guild.voice_client is self.voice
 
     async def _note_speakers(self, sink_stats: dict[str, Any]) -> None:
         """Remember each new speaker's name in the index as soon as they are heard,
