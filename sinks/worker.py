@@ -26,7 +26,7 @@ from .packet import VoicePacket
 from .track import Track
 from .wavfile import WavWriter
 
-__all__ = ["Worker", "FinishLine", "STOP", "SYNC_INTERVAL", "LAG_SAMPLE_EVERY"]
+__all__ = ["Worker", "FinishLine", "STOP", "SYNC_INTERVAL", "LAG_SAMPLE_EVERY", "BATCH_PAUSE"]
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +36,13 @@ SYNC_INTERVAL: Final = 1.0
 _IDLE_CHECK: Final = 0.05
 #: A stream whose newest packet is this old (samples) has its reorder window committed.
 _HOLD: Final = 6 * 960
+#: Seconds the worker pauses when it has emptied the queue while packets are
+#: flowing, before it looks again; only an idle worker blocks in ``get()``.
+#: Blocked, it had to be woken by every ``put()``: a futex wake per packet in
+#: ``write()``, often a context switch on the producer's CPU (the ``write()``
+#: latency outliers), and a GIL hand-off per packet. Paused, it takes the
+#: packets in batches, at the cost of this much extra latency.
+BATCH_PAUSE: Final = 0.005
 #: Item on the queue that tells the worker to finish.
 STOP: Final = object()
 #: One packet in this many has its lag (clock minus arrival) measured for ``lag_max``.
@@ -111,12 +118,13 @@ class Worker:
     def _loop(self) -> None:
         items = self._items
         get, qsize = items.get, items.qsize
-        monotonic = time.monotonic
+        monotonic, sleep = time.monotonic, time.sleep
         next_sync = monotonic() + SYNC_INTERVAL
         next_idle = 0.0
         # Whether some reorder window may hold packets: checking every track at
         # each empty-queue moment would cost O(users) per packet at high load.
         maybe_pending = False
+        busy = False  # items handled since the queue was last found empty
         while True:
             depth = qsize()
             if depth == 0:
@@ -128,6 +136,12 @@ class Worker:
                 if now >= next_sync:
                     self._sync()
                     next_sync = now + SYNC_INTERVAL
+                if busy:
+                    # Packets are flowing: let the next ones gather rather than block
+                    # in get(), where each put() would have to wake this thread.
+                    busy = False
+                    sleep(BATCH_PAUSE)
+                    continue
                 wake = min(next_sync, next_idle) if maybe_pending else next_sync
                 try:
                     item = get(timeout=max(wake - now, 0.001))
@@ -137,11 +151,12 @@ class Worker:
             else:
                 item = get()
             if depth > self.high_water:
-                self.high_water = depth
+                # Once close() has queued STOP (end_time is set first), one item is no packet.
+                self.high_water = max(self.high_water, depth - (self.end_time is not None))
             if item is STOP:
                 return
             self._handle(item)
-            maybe_pending = True
+            maybe_pending = busy = True
             if monotonic() >= next_sync:
                 self._sync()
                 next_sync = monotonic() + SYNC_INTERVAL
