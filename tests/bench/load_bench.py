@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 from tests.bench.load import probes
 from tests.bench.load.ourbot import OurBot
-from tests.bench.load.profile import Profiler
+from tests.bench.load.profile import Profiler, thread_names
 from tests.bench.load.stage import Stage, rooms_for
 from tests.bench.load.vrecv import VoiceRecvBot, ensure_venv
 
@@ -89,6 +89,8 @@ class _Window:
         self.pid = pid
         self._bot0 = probes.sample(pid)
         self._gen0 = probes.sample(os.getpid())
+        self._names = thread_names(pid)
+        self._threads0 = probes.thread_cpu(pid, self._names)
         self._t0 = time.monotonic()
         self.rss_peak = self._bot0.rss_bytes
 
@@ -99,6 +101,10 @@ class _Window:
         bot, gen, elapsed = probes.sample(self.pid), probes.sample(os.getpid()), time.monotonic() - self._t0
         row.bot_cpu = 100 * (bot.cpu_seconds - self._bot0.cpu_seconds) / elapsed
         row.gen_cpu = 100 * (gen.cpu_seconds - self._gen0.cpu_seconds) / elapsed
+        threads = probes.thread_cpu(self.pid, self._names)
+        shares = {k: 100 * (v - self._threads0.get(k, 0.0)) / elapsed for k, v in threads.items()}
+        busy = sorted(((v, k) for k, v in shares.items() if v >= 0.5), reverse=True)
+        row.notes.append("bot CPU % by thread kind: " + ", ".join(f"{k} {v:.0f}" for v, k in busy))
         self.rss_peak = max(self.rss_peak, bot.rss_bytes)
         row.rss_mb = self.rss_peak / 2**20
 

@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 
-__all__ = ["ProcSample", "sample", "udp_drops", "rcvbuf_errors"]
+__all__ = ["ProcSample", "sample", "thread_cpu", "udp_drops", "rcvbuf_errors"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _SOCKET_INODE = re.compile(r"socket:\[(\d+)\]")
@@ -33,6 +33,27 @@ def sample(pid: int) -> ProcSample:
                 rss = int(line.split()[1]) * 1024
                 break
     return ProcSample(cpu, rss)
+
+
+def thread_cpu(pid: int, names: dict[int, str] | None = None) -> dict[str, float]:
+    """CPU seconds used so far per thread kind of ``pid`` (/proc/<pid>/task/*/stat).
+
+    Threads are named from ``names`` (native id -> Python thread name, see
+    ``profile.thread_names``; CPython 3.11 does not tell the kernel) or else
+    the kernel's name, and grouped by the name's first word
+    (``AudioSink(rec)#0`` -> ``AudioSink``)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = (names or {}).get(int(tid)) or text[text.index("(") + 1:text.rindex(")")]
+        kind = re.split(r"[(:#]", name, maxsplit=1)[0] or name
+        fields = text.rsplit(")", 1)[1].split()
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
 
 
 def _socket_inodes(pid: int) -> set[str]:

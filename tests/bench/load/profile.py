@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["Profiler", "summarize"]
+__all__ = ["Profiler", "summarize", "thread_names"]
 
 _THREAD = re.compile(r"thread \(")
 _LINE = re.compile(r"^(.*) (\d+)$")
@@ -29,6 +29,19 @@ def _py_spy() -> str:
     if found is None:
         raise RuntimeError("--profile needs py-spy: pip install py-spy (into the venv that runs the bench)")
     return found
+
+
+_DUMP_THREAD = re.compile(r'^Thread (\d+) \([^)]*\): "(.*)"', re.MULTILINE)
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Native thread id -> Python thread name, from ``py-spy dump`` ({} without py-spy)."""
+    try:
+        dump = subprocess.run([_py_spy(), "dump", "--pid", str(pid), "--nonblocking"], capture_output=True,
+                              text=True, timeout=60).stdout
+    except (RuntimeError, OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(tid): name for tid, name in _DUMP_THREAD.findall(dump)}
 
 
 class Profiler:
