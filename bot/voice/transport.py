@@ -17,8 +17,7 @@ from typing import Protocol, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
-from nacl.exceptions import CryptoError
+from nacl._sodium import ffi as _ffi, lib as _sodium
 
 from .rtp import RtpHeader
 
@@ -73,8 +72,20 @@ def _split(data: bytes, header: RtpHeader) -> tuple[bytes, bytes, bytes]:
     return data[: header.header_length], data[header.header_length : end], data[end:]
 
 
+_new_buffer = _ffi.new
+_as_buffer = _ffi.buffer
+_NULL = _ffi.NULL
+_xchacha_open = _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt
+
+
 class XChaChaDecryptor:
-    """``aead_xchacha20_poly1305_rtpsize`` (the mode every Discord client must support)."""
+    """``aead_xchacha20_poly1305_rtpsize`` (the mode every Discord client must support).
+
+    Calls libsodium (the copy PyNaCl bundles) directly: ``nacl.bindings``'
+    wrapper re-checks every argument and formats its error messages on every
+    call, 4.1 us per datagram against 1.6 us. Key and nonce sizes are fixed
+    here and the ciphertext holds at least a tag (:func:`_split`).
+    """
 
     __slots__ = ("_key",)
     mode = "aead_xchacha20_poly1305_rtpsize"
@@ -85,12 +96,12 @@ class XChaChaDecryptor:
     def decrypt(self, data: bytes, header: RtpHeader) -> bytes:
         """Return the plaintext or raise :class:`TransportError`."""
         aad, ciphertext, counter = _split(data, header)
-        try:
-            return crypto_aead_xchacha20poly1305_ietf_decrypt(
-                ciphertext, aad, counter + _XCHACHA_NONCE_PAD, self._key
-            )
-        except CryptoError:
-            raise TransportError("auth_failed") from None
+        size = len(ciphertext)
+        plain = _new_buffer("unsigned char[]", size)
+        if _xchacha_open(plain, _NULL, _NULL, ciphertext, size, aad, len(aad), counter + _XCHACHA_NONCE_PAD,
+                         self._key):
+            raise TransportError("auth_failed")
+        return _as_buffer(plain, size - _TAG_SIZE)[:]
 
 
 class AesGcmDecryptor:
