@@ -41,10 +41,15 @@ from .opus import SAMPLE_RATE
 from .packet import VoicePacket
 from .worker import STOP, FinishLine, Worker
 
-__all__ = ["AudioSink", "WriteLatency", "WRITE_SAMPLE_EVERY"]
+__all__ = ["AudioSink", "WriteLatency", "WRITE_SAMPLE_EVERY", "DEFAULT_QUEUE_SIZE"]
 
 _log = logging.getLogger(__name__)
 
+#: Packets each worker's queue holds by default: about a second of 300
+#: speakers (a few MB at most). A voice client that joins a busy channel gets
+#: up to two seconds of every speaker's held packets at once when SPEAKING
+#: names them; 4096 dropped part of that burst at 300 speakers.
+DEFAULT_QUEUE_SIZE: Final = 16384
 #: One write() in this many is timed.
 WRITE_SAMPLE_EVERY: Final = 64
 #: Histogram bucket width and count: 250 ns buckets up to 50 us, the last one open-ended.
@@ -101,7 +106,7 @@ class AudioSink:
         self,
         directory: str | os.PathLike[str],
         *,
-        queue_size: int = 4096,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
         channels: int = 1,
         workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
