@@ -9,11 +9,14 @@ puts N speakers in voice, spread over voice channels of at most
 one channel; the bot is started, records with ``/record start`` in every
 guild, and every speaker then streams pre-encoded Opus at 50 packets/s
 (DAVE-encrypted per speaker when DAVE is on). After a warm-up, the window
-measures the bot's CPU and RSS (/proc) and its worker lag (``/record status``);
+measures the bot's CPU and RSS (/proc) and its worker lag (``/record status``
+every 2 s; the largest lag of the whole recording, start-up included, from
+the engine's counters is shown beside it);
 at the end the loss is split by cause: sink queue drops (engine counters
 logged at close), kernel drops (/proc/net/udp drops of the bot's sockets),
 decrypt failures (receive counters logged at stop), and whatever is left.
-A step passes with zero loss of every kind and worker lag under 200 ms;
+A step passes with zero loss of every kind over the whole recording and
+worker lag in the window under 200 ms;
 N grows until a step fails. discord-ext-voice-recv (DAVE off; its own venv)
 is measured the same way with a WAV per user, and the table ends with the
 ratio of the largest passing N.
@@ -64,7 +67,10 @@ class Row:
     kernel_drops: int = 0
     decrypt_failures: int = 0
     other_loss: int = 0
+    #: Worker lag in the measuring window (steady state), the pass criterion.
     lag_ms: float | None = None
+    #: Largest worker lag sampled over the whole recording (start-up burst included).
+    whole_lag_ms: float | None = None
     bot_cpu: float = 0.0
     gen_cpu: float = 0.0
     rss_mb: float = 0.0
@@ -143,7 +149,14 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
         stage.wait_listener()
         row.join_s = time.monotonic() - began
         join = _stream_in_background(stage, warmup + window)
-        time.sleep(warmup)
+        # Through the warm-up: when lag and drops happen (start-up, or steady state).
+        began, timeline = time.monotonic(), []
+        while time.monotonic() - began < warmup:
+            polled = bot.status()
+            timeline.append(f"{time.monotonic() - began:.0f}s:{max(s.lag_ms for s in polled)}/"
+                            f"{sum(s.dropped for s in polled)}")
+            time.sleep(min(1.0, max(0.0, warmup - (time.monotonic() - began))))
+        row.notes.append("warm-up, worker lag ms / sink drops: " + " ".join(timeline))
         probe = _Window(bot.pid)
         profiler = (Profiler(bot.pid, window, workdir / "profile.raw", gil_only=profile == "gil")
                     if profile else None)
@@ -152,7 +165,7 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
         while time.monotonic() < end:
             lags += [s.lag_ms for s in bot.status()]
             probe.poll()
-            time.sleep(min(5.0, max(0.0, end - time.monotonic())))
+            time.sleep(min(2.0, max(0.0, end - time.monotonic())))
         probe.close(row)
         if profiler is not None:
             row.notes.append(profiler.finish())
@@ -172,8 +185,8 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
         row.other_loss = max(0, other - row.decrypt_failures - row.sink_drops)
         missing = row.offered - row.received - row.sink_drops - row.kernel_drops - row.decrypt_failures
         row.other_loss += max(0, missing - row.other_loss)
-        lags += [1000 * e["worker_lag_max"] for e in engine]
         row.lag_ms = max(lags)
+        row.whole_lag_ms = max(1000 * e["worker_lag_max"] for e in engine)
         p99s = [e["write_p99_us"] for e in engine if e["write_p99_us"] is not None]
         row.write_p99_us = max(p99s) if p99s else None
         reasons = {k: v for r in receive for k, v in r.items() if k not in _NOT_LOSS and v}
@@ -247,16 +260,17 @@ def sweep(name: str, steps: list[int], measure: Callable[[int], Row]) -> list[Ro
 
 
 _HEADER = (f"{'who':<34} {'N':>4} {'conn':>4} {'offered/s':>9} {'received':>9} {'sink':>5} {'kernel':>6} "
-           f"{'decrypt':>7} {'other':>6} {'lag ms':>7} {'bot CPU%':>8} {'gen CPU%':>8} {'RSS MB':>7} "
+           f"{'decrypt':>7} {'other':>6} {'lag ms':>7} {'(whole)':>7} {'bot CPU%':>8} {'gen CPU%':>8} {'RSS MB':>7} "
            f"{'write p99 us':>12} {'setup s':>7} {'pass':>4}")
 
 
 def _line(row: Row) -> str:
     rate = row.offered / row.seconds if row.seconds else 0.0
     lag = f"{row.lag_ms:.0f}" if row.lag_ms is not None else "-"
+    whole = f"{row.whole_lag_ms:.0f}" if row.whole_lag_ms is not None else "-"
     p99 = f"{row.write_p99_us:.2f}" if row.write_p99_us is not None else "-"
     text = (f"{row.who:<34} {row.speakers:>4} {row.rooms:>4} {rate:>9.0f} {row.received:>9} {row.sink_drops:>5} "
-            f"{row.kernel_drops:>6} {row.decrypt_failures:>7} {row.other_loss:>6} {lag:>7} {row.bot_cpu:>8.0f} "
+            f"{row.kernel_drops:>6} {row.decrypt_failures:>7} {row.other_loss:>6} {lag:>7} {whole:>7} {row.bot_cpu:>8.0f} "
             f"{row.gen_cpu:>8.0f} {row.rss_mb:>7.0f} {p99:>12} {row.setup_s + row.join_s:>7.1f} "
             f"{'yes' if row.passed else 'NO':>4}")
     return text + "".join(f"\n    {note}" for note in row.notes)
