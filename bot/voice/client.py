@@ -20,7 +20,6 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.utils import MISSING
 from discord.voice_state import ConnectionFlowState, VoiceConnectionState
 
-from .reader import BatchingSocketReader
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
 from .transport import UnsupportedModeError
@@ -67,20 +66,8 @@ class _WakingSocket(socket.socket):
 
 
 class _RecordingConnectionState(VoiceConnectionState):
-    """discord.py's connection state with a batching socket reader (see
-    :mod:`bot.voice.reader`), a socket that wakes the reader when closed, and
-    repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
-
-    def __init__(self, voice_client: Any, *, hook: Any = None) -> None:
-        super().__init__(voice_client, hook=hook)
-        # discord.py has started its own reader (paused, no callbacks yet). Its
-        # run() clears the stop flag when it begins, so stop until it is gone.
-        old = self._socket_reader
-        while old.is_alive():
-            old.stop()
-            old.join(0.01)
-        self._socket_reader = BatchingSocketReader(self)
-        self._socket_reader.start()
+    """discord.py's connection state with a socket that wakes the reader when closed,
+    and repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
 
     def _create_socket(self) -> None:
         super()._create_socket()
