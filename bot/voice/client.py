@@ -90,7 +90,8 @@ class _RecordingConnectionState(VoiceConnectionState):
             self._disconnected.clear()
 
     async def _voice_connect(self, *, self_deaf: bool = False, self_mute: bool = False) -> None:
-        """Ask the main gateway to join, except when resuming a live session.
+        """Ask the main gateway to join (ready for its answers before asking), except when
+        resuming a live session.
 
         After close code 4015 discord.py resumes through its connect flow, which
         sends op 4 again and waits for a VOICE_SERVER_UPDATE. Op 4 for the
@@ -102,6 +103,12 @@ class _RecordingConnectionState(VoiceConnectionState):
             _log.info("resuming the voice session on %s", self.endpoint)
             self.state = ConnectionFlowState.got_both_voice_updates
             return
+        if self.state is ConnectionFlowState.disconnected:
+            # discord.py marks the join as asked for only after op 4 is sent. Sending can
+            # yield to the loop long enough (a loaded machine, a fast gateway) for the
+            # answers to arrive first: VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE were then
+            # ignored as unexpected, and the (re)connect waited out its 30 s timeout.
+            self.state = ConnectionFlowState.set_guild_voice_state
         await super()._voice_connect(self_deaf=self_deaf, self_mute=self_mute)
 
     async def _connect_websocket(self, resume: bool) -> DiscordVoiceWebSocket:
