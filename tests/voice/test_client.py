@@ -136,8 +136,9 @@ async def _client_disconnect_unmaps_and_bad_messages_do_not_raise() -> None:
         await vc._connection.hook(None, {"op": 5, "d": {"user_id": "x", "ssrc": None}})  # swallowed, logged
         await vc._connection.hook(None, {"op": 4, "d": {"mode": "xsalsa20_poly1305", "secret_key": [0] * 32}})
         sender.send(voice_datagram(XCHACHA, key, b"after leave", sequence=1, timestamp=0, ssrc=100))
-        await _until(lambda: receiver.stats()["datagrams"] == 1)
-        assert receiver.stats()["held"] == 1  # old key kept; SSRC unmapped again
+        # The datagram is counted on arrival and held a moment later: wait for the hold.
+        await _until(lambda: receiver.stats()["held"] == 1)  # old key kept; SSRC unmapped again
+        assert receiver.stats()["datagrams"] == 1
 
 
 def test_start_recording_refuses_twice_and_when_disconnected() -> None:
