@@ -20,6 +20,7 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.utils import MISSING
 from discord.voice_state import ConnectionFlowState, VoiceConnectionState
 
+from .reader import SharedSocketReader
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
 from .transport import UnsupportedModeError
@@ -66,8 +67,19 @@ class _WakingSocket(socket.socket):
 
 
 class _RecordingConnectionState(VoiceConnectionState):
-    """discord.py's connection state with a socket that wakes the reader when closed,
-    and repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
+    """discord.py's connection state read by the process's shared socket reader
+    (see :mod:`bot.voice.reader`), with a socket that wakes the reader when
+    closed, and repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
+
+    def __init__(self, voice_client: Any, *, hook: Any = None) -> None:
+        super().__init__(voice_client, hook=hook)
+        # discord.py has started a reader thread of its own (paused, no callbacks). Its
+        # run() clears the stop flag as it begins, so stop it until it is gone.
+        own = self._socket_reader
+        while own.is_alive():
+            own.stop()
+            own.join(0.01)
+        self._socket_reader = SharedSocketReader(self)
 
     def _create_socket(self) -> None:
         super()._create_socket()

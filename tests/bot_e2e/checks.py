@@ -158,6 +158,27 @@ class TailLoss:
     missing: float
 
 
+#: How far (samples) a frame may sit from where the previous one ended: the engine
+#: re-anchors a stream whose arrivals drift more than 10 ms from its RTP clock
+#: (a loaded machine delays a burst), moving the rest of the run by that much.
+_REANCHOR_SLACK = 10 * FRAME_SAMPLES
+
+
+def _find_frame(wav: np.ndarray, frame: np.ndarray, expected: int) -> int | None:
+    """Where `frame` stands in `wav` sample-exact: at `expected`, else nearest to it
+    within :data:`_REANCHOR_SLACK`; None if nowhere there."""
+    if np.array_equal(wav[expected:expected + FRAME_SAMPLES], frame):
+        return expected
+    low, high = max(0, expected - _REANCHOR_SLACK), min(len(wav) - FRAME_SAMPLES, expected + _REANCHOR_SLACK)
+    if high < low:
+        return None
+    # Candidates share the frame's first two samples; only they are compared whole.
+    window = wav[low:high + 2]
+    starts = np.flatnonzero((window[:-1] == frame[0]) & (window[1:] == frame[1])) + low
+    matches = [int(p) for p in starts if p <= high and np.array_equal(wav[p:p + FRAME_SAMPLES], frame)]
+    return min(matches, key=lambda p: abs(p - expected)) if matches else None
+
+
 def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float, end: float,
               settled: float = 2.0) -> TailLoss:
     """Measure what `wav` lost at its end of the audio `name` sent before monotonic time `end`.
@@ -166,7 +187,9 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
     run sent before ``end - settled`` must be in the WAV sample-exact (as in
     :func:`check_tracks`); the last run is then decoded as the engine decodes
     it (one decoder, every packet in order) and compared frame by frame from
-    where it starts in the WAV. Frames after the first mismatch count as missing,
+    where it starts in the WAV, each where the one before ended or, after the
+    engine re-anchored the stream, near there (:func:`_find_frame`). Frames
+    from the first one not found on count as missing,
     and the WAV must end there (no foreign audio after the kept part).
     """
     packets = wire_packets(runner, name, end)
@@ -190,10 +213,11 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
     kept = 0
     at = last.position
     for frame in frames:
-        if not np.array_equal(wav[at:at + FRAME_SAMPLES], frame):
+        found = _find_frame(wav, frame, at)
+        if found is None:
             break
         kept += 1
-        at += FRAME_SAMPLES
+        at = found + FRAME_SAMPLES
     assert len(wav) - at < FRAME_SAMPLES, (
         f"{name}: {len(wav) - at} samples after the last exact frame (of {len(frames)}, {kept} kept)")
     return TailLoss(kept=seconds(kept * FRAME_SAMPLES), missing=seconds((len(frames) - kept) * FRAME_SAMPLES))
