@@ -4,6 +4,7 @@ store holding recordings of distinct tones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -71,19 +72,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     write_wav(expired.directory / "6666.wav", bursts(300.0, 1.0, [(0, 1)]))
     store.finish(expired.id, store.new_manifest(expired))
 
+    try:
+        with serving(WebServer(create_app(store), "127.0.0.1", 0)) as server:
+            yield Site(f"http://127.0.0.1:{server.port}", store, store.get(rec.id), other, running, expired, samples)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def serving(server: WebServer) -> Iterator[WebServer]:
+    """Run `server` on an event loop of its own thread until the block ends."""
     loop = asyncio.new_event_loop()
-    server = WebServer(create_app(store), "127.0.0.1", 0)
     thread = threading.Thread(target=loop.run_forever, name="test-web", daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
     try:
-        yield Site(f"http://127.0.0.1:{server.port}", store, store.get(rec.id), other, running, expired, samples)
+        yield server
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
-        store.close()
 
 
-__all__ = ["RATE", "SPEAKERS", "Site"]
+__all__ = ["RATE", "SPEAKERS", "Site", "serving"]

@@ -11,13 +11,11 @@ with its two timeouts shortened so the slow-client tests take seconds.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import http.client
 import io
 import logging
 import socket
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ import pytest
 
 from bot.storage import Recording, RecordingStore
 from bot.web import NOT_FOUND_BODY, WebServer, create_app
+from tests.bot.conftest import serving
 from tests.bot.wavgen import bursts, tone, write_wav
 
 #: Short versions of the server's timeouts (20 s idle, 60 s send) so slow clients are dropped quickly here.
@@ -87,19 +86,12 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     running = store.create(1, "A guild", 10, "vc")
     write_wav(running.directory / "31.wav", tone(500.0, 1.0))
 
-    loop = asyncio.new_event_loop()
     # As the bot builds it (bot/app.py), with short timeouts.
     server = WebServer(create_app(store, send_timeout=SEND_TIMEOUT), "127.0.0.1", 0, idle_timeout=IDLE_TIMEOUT)
-    thread = threading.Thread(target=loop.run_forever, name="test-web-hostile", daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
     try:
-        yield Hostile(server.port, store, a, b, running, secret, linked)
+        with serving(server):
+            yield Hostile(server.port, store, a, b, running, secret, linked)
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
         store.close()
 
 
@@ -214,7 +206,7 @@ def traversal_targets(h: Hostile) -> list[str | bytes]:
         "%25252e%25252e%25252fsecret.txt",  # triple-encoded
         "..\\..\\secret.txt", "..%5C..%5Csecret.txt", "..%5c..%5csecret.txt", "..%255c..%255csecret.txt",
         absolute, "%2F" + absolute, "/" + absolute, db, "%2Fetc%2Fpasswd", "/etc/passwd",
-        "file:%2F%2F%2Fetc%2Fpasswd", f"{good}%00", f"{good}%00.txt", f"%00{good}", f"..%00%2F..%2Fsecret.txt",
+        "file:%2F%2F%2Fetc%2Fpasswd", f"{good}%00", f"{good}%00.txt", f"%00{good}", "..%00%2F..%2Fsecret.txt",
         "%E2%80%A4%E2%80%A4%2F%E2%80%A4%E2%80%A4%2Fsecret.txt",  # one-dot leaders (NFKC: "..")
         "%EF%BC%8E%EF%BC%8E%EF%BC%8F%EF%BC%8E%EF%BC%8E%EF%BC%8Fsecret.txt",  # fullwidth dots and slash
         "%C0%AE%C0%AE%C0%AF%C0%AE%C0%AE%C0%AFsecret.txt",  # overlong UTF-8 dots and slash

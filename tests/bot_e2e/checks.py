@@ -221,3 +221,10 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
     assert len(wav) - at < FRAME_SAMPLES, (
         f"{name}: {len(wav) - at} samples after the last exact frame (of {len(frames)}, {kept} kept)")
     return TailLoss(kept=seconds(kept * FRAME_SAMPLES), missing=seconds((len(frames) - kept) * FRAME_SAMPLES))
+
+
+def wait_posted(fake: FakeDiscord, channel_ids: list[int], needle: str, timeout: float) -> Message:
+    """The first message containing `needle` posted in any of `channel_ids`, waiting up to `timeout` s."""
+    def find() -> Message | None:
+        return next((m for c in channel_ids for m in fake.messages(c) if needle in m.content), None)
+    return fake.wait_for(find, timeout=timeout, what=f"a message containing {needle!r}")

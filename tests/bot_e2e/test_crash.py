@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sinks.worker import SYNC_INTERVAL
-from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import manifest, origin_guess, read_wav, recording_id, tail_loss, zip_members
+from .checks import manifest, origin_guess, read_wav, recording_id, tail_loss, wait_posted, zip_members
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 SPEAKERS = ("alice", "bob", "carol")
@@ -37,11 +36,6 @@ TALK_BEFORE_KILL = 2.5
 #: The issue's bound: a crash loses no more than the last second.
 MAX_LOSS = 1.0
 
-
-def _wait_posted(fake: FakeDiscord, channel_ids: list[int], needle: str) -> Message:
-    def find() -> Message | None:
-        return next((m for c in channel_ids for m in fake.messages(c) if needle in m.content), None)
-    return fake.wait_for(find, timeout=REPLY_TIMEOUT, what=f"a message containing {needle!r}")
 
 
 def _next_refresh(fake: FakeDiscord, track: Path) -> float:
@@ -86,7 +80,7 @@ def test_each_sigkill_loses_at_most_the_last_second_of_every_speaker(
         rid, runner, killed_at = _record_and_kill(fake, bot, phase)
         bot = start_bot()
 
-        notice = _wait_posted(fake, channels, f"`{rid}` was repaired")
+        notice = wait_posted(fake, channels, f"`{rid}` was repaired", REPLY_TIMEOUT)
         assert "stopped unexpectedly" in notice.content
         folder = bot.recordings_dir / rid
         meta = manifest(folder)

@@ -40,7 +40,7 @@ from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE
 
 from .checks import (check_tracks, download_link, http_get, manifest, origin_guess, read_wav, recording_id, refusal,
-                     seconds, talk_samples, zip_members)
+                     seconds, talk_samples, wait_posted, zip_members)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: The recordings file system: about 10 s of two mono 48 kHz tracks after B's turn.
@@ -126,12 +126,6 @@ def _synced_frames(track: Path) -> int | None:
     return stated // 2 if stated == size - HEADER_SIZE else None
 
 
-def _wait_posted(fake: FakeDiscord, channel_id: int, needle: str, timeout: float) -> Message:
-    def find() -> Message | None:
-        return next((m for m in fake.messages(channel_id) if needle in m.content), None)
-    return fake.wait_for(find, timeout=timeout, what=f"a message containing {needle!r}")
-
-
 def _failure_time(bot: BotProcess) -> float:
     """When the engine hit the full disk, on ``time.monotonic``, from its log line."""
     line = next(line for line in bot.log().splitlines() if "ERROR" in line and "No space left" in line)
@@ -166,7 +160,7 @@ def test_a_full_disk_stops_only_the_recording_that_hit_it(
     a_rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
     runner = fake.start_scenario(NONSTOP)
     try:
-        notice = _wait_posted(fake, text_a, "Recording stopped:", timeout=REPLY_TIMEOUT + 60)
+        notice = wait_posted(fake, [text_a], "Recording stopped:", timeout=REPLY_TIMEOUT + 60)
     finally:
         fake.run(runner.stop())
     failed_at = _failure_time(bot)
@@ -263,6 +257,6 @@ def test_below_min_free_disk_a_recording_is_refused_or_stopped(
     ballast.unlink()
     rid = recording_id(bot.ask("record", "start", voice))
     _fill_to(small_disk, 0.5)
-    notice = _wait_posted(fake, fake.config["text_channel_id"], "Recording stopped:", timeout=REPLY_TIMEOUT)
+    notice = wait_posted(fake, [fake.config["text_channel_id"]], "Recording stopped:", timeout=REPLY_TIMEOUT)
     assert "Recording stopped: free disk space fell below 1 MB." in notice.content, notice.content
     assert manifest(bot.recordings_dir / rid)["status"] == "finished"

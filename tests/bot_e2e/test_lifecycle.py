@@ -8,11 +8,10 @@ from collections.abc import Callable
 import numpy as np
 
 from sinks.opus import SAMPLE_RATE
-from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import check_tracks, manifest, origin_guess, play, read_wav, recording_id, zip_members
+from .checks import check_tracks, manifest, origin_guess, play, read_wav, recording_id, wait_posted, zip_members
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: alice talks, then everybody leaves.
@@ -37,12 +36,6 @@ BEFORE_CRASH = 2.5
 CRASH_LOSS = 1.5
 
 
-def _wait_posted(fake: FakeDiscord, channel_ids: list[int], needle: str) -> Message:
-    def find() -> Message | None:
-        return next((m for c in channel_ids for m in fake.messages(c) if needle in m.content), None)
-    return fake.wait_for(find, timeout=REPLY_TIMEOUT, what=f"a message containing {needle!r}")
-
-
 def test_recording_stops_by_itself_when_the_channel_stays_empty(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     bot = start_bot(EMPTY_CHANNEL_MINUTES="0.05")
@@ -50,7 +43,7 @@ def test_recording_stops_by_itself_when_the_channel_stays_empty(
     play(fake, TALK_AND_LEAVE)
     left_at = time.time()
 
-    notice = _wait_posted(fake, [fake.config["text_channel_id"]], "Recording stopped:")
+    notice = wait_posted(fake, [fake.config["text_channel_id"]], "Recording stopped:", REPLY_TIMEOUT)
     assert "nobody was left in the channel for 3 s" in notice.content, notice.content
     assert notice.created - left_at >= 3.0 - 0.1, "stopped before the channel had been empty for 3 s"
     assert f"Recording `{rid}`" in notice.content
@@ -79,7 +72,7 @@ def test_a_killed_bot_leaves_a_recording_the_next_start_repairs_and_reports(
     again = start_bot()
     assert again.recordings_dir == bot.recordings_dir
     channels = [fake.config["voice_channel_id"], fake.config["text_channel_id"]]
-    notice = _wait_posted(fake, channels, f"`{rid}` was repaired")
+    notice = wait_posted(fake, channels, f"`{rid}` was repaired", REPLY_TIMEOUT)
     assert "stopped unexpectedly" in notice.content
 
     folder = again.recordings_dir / rid

@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE, Guild
 
-from .checks import check_tracks, manifest, origin_guess, read_wav, recording_id, talk_samples, zip_members
+from .checks import (check_tracks, manifest, origin_guess, read_wav, recording_id, talk_samples, wait_posted,
+                     zip_members)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: 0.0015 h: the recording must stop by itself after 5.4 s.
@@ -31,19 +31,13 @@ DIALOGUE = Scenario(
 )
 
 
-def _wait_posted(fake: FakeDiscord, channel_id: int, needle: str) -> Message:
-    def find() -> Message | None:
-        return next((m for m in fake.messages(channel_id) if needle in m.content), None)
-    return fake.wait_for(find, timeout=REPLY_TIMEOUT + MAX_SECONDS, what=f"a message containing {needle!r}")
-
-
 def test_recording_stops_by_itself_at_the_maximum_length(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     bot = start_bot(MAX_RECORDING_HOURS=MAX_HOURS)
     rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
     runner = fake.start_scenario(MONOLOGUE)
     try:
-        notice = _wait_posted(fake, fake.config["text_channel_id"], "Recording stopped:")
+        notice = wait_posted(fake, [fake.config["text_channel_id"]], "Recording stopped:", REPLY_TIMEOUT + MAX_SECONDS)
     finally:
         fake.run(runner.stop())
 
