@@ -228,3 +228,11 @@ def wait_posted(fake: FakeDiscord, channel_ids: list[int], needle: str, timeout:
     def find() -> Message | None:
         return next((m for c in channel_ids for m in fake.messages(c) if needle in m.content), None)
     return fake.wait_for(find, timeout=timeout, what=f"a message containing {needle!r}")
+
+
+def check_get_serves(bot: Any, rid: str, folder: Path, filenames: Any) -> None:
+    """``/recordings get`` of `rid` answers privately with a ZIP holding exactly
+    `filenames` of `folder`, byte for byte."""
+    got = bot.ask("recordings", "get", {"recording_id": rid})
+    assert got.ephemeral and f"Recording `{rid}`" in got.content, got.content
+    assert zip_members(got) == {name: (folder / name).read_bytes() for name in filenames}

@@ -19,7 +19,7 @@ from sinks.worker import SYNC_INTERVAL
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import manifest, origin_guess, read_wav, recording_id, tail_loss, wait_posted, zip_members
+from .checks import check_get_serves, manifest, origin_guess, read_wav, recording_id, tail_loss, wait_posted
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 SPEAKERS = ("alice", "bob", "carol")
@@ -100,10 +100,5 @@ def test_each_sigkill_loses_at_most_the_last_second_of_every_speaker(
         worst = max(losses.values())
         assert worst <= MAX_LOSS, f"a crash lost {worst:.2f} s of audio: {figures[-1]}"
 
-        got = bot.ask("recordings", "get", {"recording_id": rid})
-        assert got.ephemeral and f"Recording `{rid}`" in got.content, got.content
-        files = zip_members(got)
-        assert set(files) == set(by_user.values())
-        for filename, data in files.items():
-            assert data == (folder / filename).read_bytes()
+        check_get_serves(bot, rid, folder, by_user.values())
     print("\n".join(figures))

@@ -39,8 +39,8 @@ from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Ta
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE
 
-from .checks import (check_tracks, download_link, http_get, manifest, origin_guess, read_wav, recording_id, refusal,
-                     seconds, talk_samples, wait_posted, zip_members)
+from .checks import (check_get_serves, check_tracks, download_link, http_get, manifest, origin_guess, read_wav,
+                     recording_id, refusal, seconds, talk_samples, wait_posted, zip_members)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: The recordings file system: about 10 s of two mono 48 kHz tracks after B's turn.
@@ -190,9 +190,7 @@ def test_a_full_disk_stops_only_the_recording_that_hit_it(
         print(f"disk full: {name}: track holds {seconds(len(wav)):.2f} s, ends {short:.2f} s before the failure at {failed_at - origin:.2f} s; all {seconds(sent):.2f} s sent up to "
               f"{safe - origin:.2f} s are in it sample-exact")
     # The files can be had: /recordings get, and the download page's ZIP and mixdown.
-    got = bot.ask("recordings", "get", {"recording_id": a_rid})
-    assert got.ephemeral and f"Recording `{a_rid}`" in got.content, got.content
-    assert zip_members(got) == {file: (folder / file).read_bytes() for file in names.values()}
+    check_get_serves(bot, a_rid, folder, names.values())
     link = download_link(notice)
     for part in ("", "/all.zip", "/mix.wav"):
         url = link.replace("?", f"{part}?", 1)

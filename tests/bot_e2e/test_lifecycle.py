@@ -11,7 +11,8 @@ from sinks.opus import SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import check_tracks, manifest, origin_guess, play, read_wav, recording_id, wait_posted, zip_members
+from .checks import (check_get_serves, check_tracks, manifest, origin_guess, play, read_wav, recording_id,
+                     wait_posted, zip_members)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: alice talks, then everybody leaves.
@@ -89,9 +90,4 @@ def test_a_killed_bot_leaves_a_recording_the_next_start_repairs_and_reports(
         assert np.abs(wav).max() > 1000, f"{name}: silent track"
     check_tracks(tracks, runner, origin, before=killed_at - CRASH_LOSS)
 
-    got = again.ask("recordings", "get", {"recording_id": rid})
-    assert got.ephemeral and f"Recording `{rid}`" in got.content, got.content
-    files = zip_members(got)
-    assert set(files) == set(by_user.values())
-    for filename, data in files.items():
-        assert data == (folder / filename).read_bytes()
+    check_get_serves(again, rid, folder, by_user.values())
