@@ -21,6 +21,7 @@ from bot.summary import recording_summary
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app, download_url
 from bot.web.exports import write_zip
+from sinks.worker import WorkerPool
 
 __all__ = ["RecorderBot"]
 
@@ -61,6 +62,8 @@ class RecorderBot(discord.AutoShardedClient):
             min_free_disk_mb=settings.min_free_disk_mb,
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
         )
+        #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
+        self.recording_workers = WorkerPool(name="recordings")
         self._sessions: dict[int, RecordingSession] = {}
         self._report_channels: dict[int, discord.abc.Messageable] = {}
         self._opt_outs: dict[int, set[int]] = {}
@@ -102,6 +105,7 @@ class RecorderBot(discord.AutoShardedClient):
                 await self._announce_stop(channel, reason, manifest)
             except Exception:  # keep finalizing the other guilds' recordings
                 _log.exception("finalizing the recording of guild %s at shutdown failed", guild_id)
+        await asyncio.to_thread(self.recording_workers.close)
         for task in self._background:
             task.cancel()
         await self.web.stop()
@@ -120,7 +124,7 @@ class RecorderBot(discord.AutoShardedClient):
         guild_id = channel.guild.id
         opted_out = self._opt_outs.setdefault(guild_id, set())
         opted_out |= await self.astore.opted_out(guild_id)
-        session = RecordingSession(self.store, channel, self.limits, opted_out=opted_out,
+        session = RecordingSession(self.store, channel, self.limits, self.recording_workers, opted_out=opted_out,
                                    on_auto_stop=self._on_auto_stop, started_by=interaction.user.id)
         self._sessions[guild_id] = session
         try:

@@ -2,7 +2,7 @@
 
 The session owns the voice connection, the AudioSink and the storage record
 of one recording. Everything here runs on the bot's event loop; the only
-blocking step (closing the sink: join of its worker and final headers) runs
+blocking step (closing the sink: waiting for its workers to finish the files) runs
 in a thread so the loop keeps answering Discord.
 """
 
@@ -21,6 +21,7 @@ import discord
 from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
 from bot.voice.client import RecordingVoiceClient
 from sinks import AudioSink
+from sinks.worker import WorkerPool
 
 __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
 
@@ -63,6 +64,7 @@ class RecordingSession:
         store: RecordingStore,
         channel: discord.VoiceChannel | discord.StageChannel,
         limits: SessionLimits,
+        workers: WorkerPool,
         *,
         opted_out: set[int],
         on_auto_stop: OnAutoStop,
@@ -72,6 +74,7 @@ class RecordingSession:
         self.channel = channel
         self.guild = channel.guild
         self.limits = limits
+        self.workers = workers
         #: Live set: /record optout during a recording takes effect at once. Read
         #: by the socket thread (membership test is atomic under the GIL).
         self.opted_out = opted_out
@@ -109,7 +112,7 @@ class RecordingSession:
                 self.store.create, self.guild.id, self.guild.name, self.channel.id, self.channel.name,
             )
             self.recording = recording
-            self.sink = AudioSink(recording.directory, channels=recording.channels)
+            self.sink = AudioSink(recording.directory, channels=recording.channels, pool=self.workers)
             self.started_monotonic = time.monotonic()
             voice.start_recording(self.sink, should_record=self._should_record)
         except BaseException:

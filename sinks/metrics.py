@@ -1,17 +1,17 @@
 """Counters of the recording engine, each with exactly one writer thread.
 
-The worker owns :class:`WorkerCounters` (plain ints, only it writes them).
-Packets dropped by ``AudioSink.write`` are counted by the producer threads,
-which may be several (one socket thread per voice connection): each thread
-gets its own cell in :class:`DropCounter`, so every ``+= 1`` has a single
-writer and no lock is needed; readers sum the cells.
+A recording's shard on a worker owns its :class:`WorkerCounters` (plain
+ints, only that worker writes them). Packets accepted and dropped by
+``AudioSink.write`` are counted by the producer threads, which may be
+several: each thread gets its own cell in a :class:`ThreadCounter`, so every
+``+= 1`` has a single writer and no lock is needed; readers sum the cells.
 """
 
 from __future__ import annotations
 
 import threading
 
-__all__ = ["WorkerCounters", "DropCounter"]
+__all__ = ["WorkerCounters", "ThreadCounter"]
 
 
 class WorkerCounters:
@@ -46,7 +46,7 @@ class WorkerCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class DropCounter:
+class ThreadCounter:
     """A counter incremented from several threads without a lock."""
 
     __slots__ = ("_cells",)

@@ -5,17 +5,20 @@ user's worker, does a length check and an append on that worker's
 ``queue.SimpleQueue`` and nothing else.
 ``SimpleQueue.put`` never waits for the lock its ``get`` sleeps on (it only
 releases it to wake the worker), unlike ``queue.Queue.put``, which takes the
-mutex the consumer holds. The bound is ``qsize()`` against ``queue_size``;
-with several producer threads it can be exceeded by at most one item per
-producer, which a bound meant to cap memory tolerates. Drops are counted in
-per-thread cells (:class:`~sinks.metrics.DropCounter`), everything else by
-the workers (:mod:`sinks.worker`), so no counter has two writers.
+mutex the consumer holds. The bound is ``qsize()`` against the pool's
+``queue_size``; with several producer threads it can be exceeded by at most
+one item per producer, which a bound meant to cap memory tolerates. Accepted
+and dropped packets are counted in per-thread cells
+(:class:`~sinks.metrics.ThreadCounter`), everything else by the workers
+(:mod:`sinks.shard`), so no counter has two writers.
 
-Users are sharded over ``workers`` worker threads (``user_id % workers``),
-each owning its users' decoders and files; libopus runs without the GIL, so
-on several cores two workers decode in parallel. At close every worker
-flushes, then all agree on the recording's length (a barrier), then each
-pads and finalizes its own files.
+The workers are a :class:`~sinks.worker.WorkerPool`: the sink's own (started
+here, ``workers`` threads, stopped at close by a sentinel and join) or one
+shared by every recording of the process. Users are sharded over its threads
+(``user_id % threads``), each owning its users' decoders and files; libopus
+runs without the GIL, so on several cores two workers decode in parallel. At
+close every shard commits what it holds, all agree on the recording's length,
+then each pads and finalizes its own files (:class:`~sinks.shard.FinishLine`).
 
 One ``write()`` in :data:`WRITE_SAMPLE_EVERY` is timed into a fixed
 histogram (per producer thread, like the drop counter), so ``stats()``
@@ -29,32 +32,29 @@ import json
 import logging
 import os
 import pathlib
-import queue
 import threading
 import time
 from time import perf_counter_ns
 from collections.abc import Callable
 from typing import Any, Final
 
-from .metrics import DropCounter
+from .metrics import ThreadCounter
 from .opus import SAMPLE_RATE
 from .packet import VoicePacket
-from .worker import STOP, FinishLine, Worker
+from .shard import FinishLine, Shard
+from .worker import DEFAULT_QUEUE_SIZE, WorkerPool
 
 __all__ = ["AudioSink", "WriteLatency", "WRITE_SAMPLE_EVERY", "DEFAULT_QUEUE_SIZE"]
 
 _log = logging.getLogger(__name__)
 
-#: Packets each worker's queue holds by default: about a second of 300
-#: speakers (a few MB at most). A voice client that joins a busy channel gets
-#: up to two seconds of every speaker's held packets at once when SPEAKING
-#: names them; 4096 dropped part of that burst at 300 speakers.
-DEFAULT_QUEUE_SIZE: Final = 16384
 #: One write() in this many is timed.
 WRITE_SAMPLE_EVERY: Final = 64
 #: Histogram bucket width and count: 250 ns buckets up to 50 us, the last one open-ended.
 _BUCKET_NS: Final = 250
 _BUCKETS: Final = 200
+#: Seconds between checks, while close() waits for the workers, that they still run.
+_CLOSE_POLL: Final = 1.0
 
 
 class WriteLatency:
@@ -98,53 +98,58 @@ class AudioSink:
     packets' ``received_at`` come from), holds silence where its user did not
     speak, and is padded at :meth:`close` to the recording's full length.
     Files are 48 kHz 16-bit PCM with ``channels`` channels (1 = mono downmix).
-    ``queue_size`` bounds each worker's queue; ``workers`` is how many worker
-    threads share the users.
+
+    ``pool`` is the worker threads to record on, shared with other
+    recordings. Without it the sink starts its own pool of ``workers``
+    threads whose queues hold ``queue_size`` packets each, and stops it at
+    :meth:`close`; with it, those two are the pool's to set.
     """
 
     def __init__(
         self,
         directory: str | os.PathLike[str],
         *,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
+        pool: WorkerPool | None = None,
+        queue_size: int | None = None,
         channels: int = 1,
-        workers: int = 1,
+        workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, not {channels}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, not {queue_size}")
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+        if pool is not None and (queue_size is not None or workers is not None):
+            raise ValueError("queue_size and workers are the pool's settings when a pool is given")
         self.directory = pathlib.Path(directory)
+        self._own_pool = pool is None
+        self._pool = pool if pool is not None else WorkerPool(
+            workers if workers is not None else 1,
+            queue_size=queue_size if queue_size is not None else DEFAULT_QUEUE_SIZE,
+            name=self.directory.name,
+        )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.channels = channels
         self._clock = clock
-        self._queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(workers)]
+        self._workers = self._pool.workers
         # Bound methods, looked up once: write() indexes these by shard.
-        self._puts = [q.put for q in self._queues]
-        self._qsizes = [q.qsize for q in self._queues]
-        self._shards = workers
-        self._limit = queue_size
-        self._dropped = DropCounter()
+        self._puts = [w.items.put for w in self._workers]
+        self._qsizes = [w.items.qsize for w in self._workers]
+        self._lanes = len(self._workers)
+        self._limit = self._pool.queue_size
+        self._accepted = ThreadCounter()
+        self._dropped = ThreadCounter()
         self._latency = WriteLatency()
         self._countdown = WRITE_SAMPLE_EVERY
         self._closed = False
         self._close_lock = threading.Lock()
         #: The recording's sample 0, on ``clock``.
         self.started_at = clock()
-        finish = FinishLine(workers)
-        self._workers = [
-            Worker(q, self.directory, channels=channels, origin=self.started_at, clock=clock, finish=finish)
-            for q in self._queues
+        self._finish = FinishLine(self._lanes, self._agreed)
+        self._shards = [
+            Shard(self.directory, channels=channels, origin=self.started_at, clock=clock, finish=self._finish)
+            for _ in self._workers
         ]
-        self._threads = [
-            threading.Thread(target=w.run, name=f"AudioSink({self.directory.name})#{i}", daemon=True)
-            for i, w in enumerate(self._workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        for worker, shard in zip(self._workers, self._shards):
+            worker.serve(shard)
 
     def write(self, user_id: int, packet: VoicePacket) -> bool:
         """Queue one packet for ``user_id``. Never blocks.
@@ -166,16 +171,17 @@ class AudioSink:
     def _write(self, user_id: int, packet: VoicePacket) -> bool:
         if self._closed:
             return False
-        shard = 0
-        if self._shards > 1:
+        lane = 0
+        if self._lanes > 1:
             try:
-                shard = hash(user_id) % self._shards  # an int's hash is itself
+                lane = hash(user_id) % self._lanes  # an int's hash is itself
             except TypeError:
                 pass  # not a user id: the first worker counts it as invalid
-        if self._qsizes[shard]() >= self._limit:
+        if self._qsizes[lane]() >= self._limit:
             self._dropped.increment()
             return False
-        self._puts[shard]((user_id, packet))
+        self._accepted.increment()  # before the put, so the depth in stats() is never negative
+        self._puts[lane]((self._shards[lane], user_id, packet))
         return True
 
     def add_user(self, user_id: int) -> bool:
@@ -194,18 +200,18 @@ class AudioSink:
     @property
     def error(self) -> str | None:
         """The fatal error that stopped the recording, or None."""
-        return next((w.error for w in self._workers if w.error is not None), None)
+        return next((s.error for s in self._shards if s.error is not None), None)
 
     @property
     def error_errno(self) -> int | None:
         """The errno of :attr:`error` when the OS gave one (``errno.ENOSPC``: the disk
         is full), so a caller can say why in words without the file's path."""
-        return next((w.error_errno for w in self._workers if w.error is not None), None)
+        return next((s.error_errno for s in self._shards if s.error is not None), None)
 
     def _tracks(self) -> dict[int, Any]:
         tracks: dict[int, Any] = {}
-        for worker in self._workers:
-            tracks.update(worker.tracks)  # each worker replaces its dict whole: a consistent copy
+        for shard in self._shards:
+            tracks.update(shard.tracks)  # each shard replaces its dict whole: a consistent copy
         return tracks
 
     def files(self) -> dict[int, pathlib.Path]:
@@ -226,12 +232,13 @@ class AudioSink:
         one-line message), closed.
         """
         counters: dict[str, int] = {}
-        for worker in self._workers:
-            for name, value in worker.counters.snapshot().items():
+        for shard in self._shards:
+            for name, value in shard.counters.snapshot().items():
                 counters[name] = counters.get(name, 0) + value
-        depth = sum(qsize() for qsize in self._qsizes)
         dropped = self._dropped.value
-        received = counters.pop("dequeued") + depth + dropped
+        accepted = self._accepted.value
+        depth = max(0, accepted - counters.pop("dequeued"))
+        received = accepted + dropped
         tracks = self._tracks()
         now = self._clock()
         refs = [w.lag_ref for w in self._workers if w.lag_ref is not None]
@@ -243,13 +250,13 @@ class AudioSink:
             "drop_rate": dropped / received if received else 0.0,
             **counters,
             "queue_depth": depth,
-            "queue_high_water": max(max(w.high_water for w in self._workers), depth),
+            "queue_high_water": max(max(s.high_water for s in self._shards), depth),
             "worker_lag": lag,
-            "worker_lag_max": max(lag, *(w.lag_max for w in self._workers)),
+            "worker_lag_max": max(lag, *(s.lag_max for s in self._shards)),
             "write_samples": samples,
             "write_p50_us": p50,
             "write_p99_us": p99,
-            "workers": self._shards,
+            "workers": self._lanes,
             "bytes_written": sum(t.writer.bytes_written for t in tracks.values()),
             "users": len(tracks),
             "talk_seconds": {uid: t.talk_samples / SAMPLE_RATE for uid, t in tracks.items()},
@@ -270,15 +277,23 @@ class AudioSink:
             if first:
                 self._closed = True
                 end = self._clock()
-                for worker, put in zip(self._workers, self._puts):
-                    worker.end_time = end
-                    put(STOP)
-            for thread in self._threads:
-                thread.join()
+                for worker, shard in zip(self._workers, self._shards):
+                    shard.end_time = end
+                    worker.send(shard.wind_up)
+            while not self._finish.done.wait(_CLOSE_POLL):
+                if not self._pool.alive:
+                    raise RuntimeError(f"the recording workers stopped before {self.directory.name} was finished")
+            if self._own_pool:
+                self._pool.close()
         if first:
             stats = self.stats()
             summary = {key: stats[key] for key in _CLOSE_KEYS}
             _log.info("recording engine %s closed: %s", self.directory.name, json.dumps(summary))
+
+    def _agreed(self, length: int) -> None:
+        """Every shard has offered its length (on the last one's worker): finish them all at ``length``."""
+        for worker, shard in zip(self._workers, self._shards):
+            worker.finish(shard, length)
 
     def __enter__(self) -> AudioSink:
         return self

@@ -114,7 +114,7 @@ def _worker_throughput(directory: str, frames: list[bytes], speakers: int, per_s
         for user in range(1, speakers + 1):
             sink.write(user, VoicePacket(k, k * FRAME_SAMPLES, opus, k * 0.02, user))
     fake_now[0] = per_speaker * 0.02
-    cpu_clock = time.pthread_getcpuclockid(sink._threads[0].ident)  # noqa: SLF001 - measuring the worker itself
+    cpu_clock = time.pthread_getcpuclockid(sink._pool._threads[0].ident)  # noqa: SLF001 - measuring the worker itself
     cpu0 = time.clock_gettime(cpu_clock)
     t0 = time.perf_counter()
     gate.set()

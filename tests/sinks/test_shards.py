@@ -1,10 +1,12 @@
-"""Users sharded over several workers; sampled write() latency; worker lag high-water; the close log."""
+"""Users sharded over several workers; recordings sharing a worker pool; sampled write() latency;
+worker lag high-water; the close log."""
 
 from __future__ import annotations
 
 import json
 import logging
 import pathlib
+import threading
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ import soundfile as sf
 
 from sinks import AudioSink, VoicePacket
 from sinks.sink import WRITE_SAMPLE_EVERY
-from sinks.worker import LAG_SAMPLE_EVERY
+from sinks.shard import LAG_SAMPLE_EVERY
+from sinks.worker import WorkerPool
 from tests.sinks.streams import FakeClock, arrival_order, encode, packets, tone
 
 USERS = (11, 12, 13, 14, 15, 16, 17)
@@ -60,7 +63,7 @@ def test_every_worker_gets_users(tmp_path: pathlib.Path) -> None:
     for user in USERS:
         assert sink.add_user(user)
     sink.close()
-    owned = [sorted(worker.tracks) for worker in sink._workers]  # noqa: SLF001 - which worker owns whom
+    owned = [sorted(shard.tracks) for shard in sink._shards]  # noqa: SLF001 - which worker owns whom
     assert owned == [[12, 15], [13, 16], [11, 14, 17]]
 
 
@@ -107,3 +110,71 @@ def test_close_logs_the_counters(tmp_path: pathlib.Path, caplog: pytest.LogCaptu
 def test_workers_must_be_positive(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="workers"):
         AudioSink(tmp_path, workers=0)
+
+
+def _record_side_by_side(directories: tuple[pathlib.Path, pathlib.Path], pool: WorkerPool) -> list[AudioSink]:
+    """Two recordings on one pool, their packets interleaved; the first is closed while the second records."""
+    clock = FakeClock(50.0)
+    first, second = (AudioSink(d, clock=clock, pool=pool) for d in directories)
+    items = _items(clock.now + 0.2)
+    for user, packet in items:
+        clock.now = max(clock.now, packet.received_at)
+        assert first.write(user, packet) and second.write(user, packet)
+    clock.now = 50.0 + 1.0
+    first.close()
+    assert pool.alive and not second.closed
+    return [first, second]
+
+
+def test_recordings_sharing_a_pool_write_what_each_writes_alone(tmp_path: pathlib.Path) -> None:
+    alone, alone_stats = _record(tmp_path / "alone", 2)
+    pool = WorkerPool(2, name="test")
+    try:
+        first, second = _record_side_by_side((tmp_path / "a", tmp_path / "b"), pool)
+        # The first one is finished while the second still records: its files are whole already.
+        for user in USERS:
+            assert np.array_equal(sf.read(tmp_path / "a" / f"{user}.wav", dtype="int16")[0], alone[user]), user
+        second.close()
+    finally:
+        pool.close()
+    for name, sink in (("a", first), ("b", second)):
+        stats = sink.stats()
+        for user in USERS:
+            assert np.array_equal(sf.read(tmp_path / name / f"{user}.wav", dtype="int16")[0], alone[user]), user
+        for key in ("received", "decoded", "lost", "late", "duplicates", "dropped", "discarded", "bytes_written"):
+            assert stats[key] == alone_stats[key], key
+        assert stats["per_user"] == alone_stats["per_user"] and stats["workers"] == 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("AudioSink(test)")]
+
+
+def test_a_shared_pool_keeps_running_until_closed(tmp_path: pathlib.Path) -> None:
+    pool = WorkerPool(1, name="test")
+    try:
+        for n in range(3):
+            clock = FakeClock(10.0)
+            sink = AudioSink(tmp_path / str(n), pool=pool, clock=clock)
+            assert sink.add_user(7)
+            clock.now = 10.5
+            sink.close()
+            assert sf.info(tmp_path / str(n) / "7.wav").frames == 24_000 and pool.alive
+    finally:
+        pool.close()
+    assert not pool.alive
+
+
+def test_pool_settings_are_the_pools(tmp_path: pathlib.Path) -> None:
+    pool = WorkerPool(1, name="test")
+    try:
+        for setting in ({"workers": 2}, {"queue_size": 10}):
+            with pytest.raises(ValueError, match="pool's settings"):
+                AudioSink(tmp_path, pool=pool, **setting)  # type: ignore[arg-type]
+    finally:
+        pool.close()
+
+
+def test_closing_on_a_stopped_pool_says_so(tmp_path: pathlib.Path) -> None:
+    pool = WorkerPool(1, name="test")
+    sink = AudioSink(tmp_path, pool=pool)
+    pool.close()
+    with pytest.raises(RuntimeError, match="workers stopped"):
+        sink.close()

@@ -1,0 +1,223 @@
+"""One recording's users on one worker thread: their tracks, files and counters.
+
+A recording (:class:`~sinks.sink.AudioSink`) has one :class:`Shard` per
+worker thread of its pool; a user's packets always go to the same shard, so
+each track and WAV writer has exactly one owner thread. Every method runs on
+that thread. A shard survives bad packets (counted); a disk error is fatal to
+its recording but not to the thread: the error is recorded, packets are
+counted as discarded, and finishing still makes the files whole.
+
+Closing never blocks a worker, which other recordings share: each shard
+commits what it holds and offers the length it needs to the recording's
+:class:`FinishLine`; the last to offer sends every shard the agreed length;
+each pads and closes its files; the last to finish wakes the closer.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from .metrics import WorkerCounters
+from .opus import SAMPLE_RATE
+from .packet import VoicePacket
+from .track import Track
+from .wavfile import WavWriter
+
+__all__ = ["Shard", "FinishLine", "LAG_SAMPLE_EVERY"]
+
+_log = logging.getLogger(__name__)
+
+#: A stream whose newest packet is this old (samples) has its reorder window committed.
+_HOLD: Final = 6 * 960
+#: One packet in this many has its lag (clock minus arrival) measured for ``lag_max``.
+LAG_SAMPLE_EVERY: Final = 64
+
+
+class FinishLine:
+    """Where the shards of one recording agree on its length at close, without waiting on each other.
+
+    ``agreed`` is called once, on the thread of the last shard to :meth:`offer`,
+    with the longest length offered; ``done`` is set when every shard has :meth:`finished`.
+    """
+
+    def __init__(self, shards: int, agreed: Callable[[int], None]) -> None:
+        self._lock = threading.Lock()
+        self._waiting_for = shards
+        self._unfinished = shards
+        self._longest = 0
+        self._agreed = agreed
+        self.done = threading.Event()
+
+    def offer(self, length: int) -> None:
+        """Offer ``length`` (frames); the last offer calls ``agreed``."""
+        with self._lock:
+            self._longest = max(self._longest, length)
+            self._waiting_for -= 1
+            last = self._waiting_for == 0
+        if last:
+            self._agreed(self._longest)
+
+    def finished(self) -> None:
+        """One shard has closed its files; the last one sets ``done``."""
+        with self._lock:
+            self._unfinished -= 1
+            last = self._unfinished == 0
+        if last:
+            self.done.set()
+
+
+class Shard:
+    """The tracks of the users of one recording that one worker thread owns."""
+
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        *,
+        channels: int,
+        origin: float,
+        clock: Callable[[], float],
+        finish: FinishLine,
+    ) -> None:
+        self._directory = directory
+        self._channels = channels
+        self._origin = origin
+        self._clock = clock
+        self._finish = finish
+        #: Written only by the worker thread; readers copy it (dict copy is atomic under the GIL).
+        self.tracks: dict[int, Track] = {}
+        self.counters = WorkerCounters()
+        #: Deepest the worker's queue was when it took one of this recording's items.
+        self.high_water = 0
+        #: Largest sampled lag (seconds from a packet's arrival to its processing).
+        self.lag_max = 0.0
+        self._lag_countdown = LAG_SAMPLE_EVERY
+        #: First fatal error, as a one-line message; None while healthy.
+        self.error: str | None = None
+        #: The errno of that error when the OS gave one (ENOSPC: the disk is full).
+        self.error_errno: int | None = None
+        #: Set by the sink before it closes: the recording's end on ``clock``.
+        self.end_time: float | None = None
+        #: True once this shard has committed everything for the close: later items are discarded.
+        self.closing = False
+        self._synced: dict[int, int] = {}
+
+    def handle(self, user_id: int, packet: VoicePacket | None) -> float | None:
+        """Place one packet on its user's track (None: just open the track).
+
+        Returns the packet's arrival time, for the worker's lag.
+        """
+        counters = self.counters
+        counters.dequeued += 1
+        if self.error is not None or self.closing:
+            counters.discarded += 1
+            return None
+        try:
+            track = self.tracks.get(user_id)
+            if track is None:
+                track = self._open_track(user_id)
+            if packet is None:
+                return None
+            received_at = packet.received_at
+            self._lag_countdown -= 1
+            if not self._lag_countdown:
+                self._lag_countdown = LAG_SAMPLE_EVERY
+                lag = self._clock() - received_at
+                if lag > self.lag_max:
+                    self.lag_max = lag
+            track.add(packet)
+            return received_at
+        except OSError as exc:
+            self.fail(f"writing the recording failed: {exc}", exc.errno)
+        except Exception as exc:  # a malformed item must not stop the recording
+            counters.invalid += 1
+            if counters.invalid <= 10:
+                _log.warning("ignored an unusable packet: %r", exc)
+        return None
+
+    def _open_track(self, user_id: int) -> Track:
+        if not isinstance(user_id, int):
+            raise TypeError(f"user id must be an int, not {type(user_id).__name__}")
+        writer = WavWriter(self._directory / f"{user_id}.wav", self._channels, SAMPLE_RATE)
+        track = Track(
+            user_id, writer, channels=self._channels, origin=self._origin, counters=self.counters,
+        )
+        self.tracks = {**self.tracks, user_id: track}
+        self._synced[user_id] = -1
+        return track
+
+    def commit_quiet(self) -> bool:
+        """Commit reorder windows whose stream went quiet; return whether any still hold packets."""
+        if self.error is not None or self.closing:
+            return False
+        now = round((self._clock() - self._origin) * SAMPLE_RATE)
+        holding = False
+        try:
+            for track in self.tracks.values():
+                if not track.pending:
+                    continue
+                last = track.last_arrival
+                if last is not None and now - last >= _HOLD:
+                    track.flush()
+                else:
+                    holding = True
+        except OSError as exc:
+            self.fail(f"writing the recording failed: {exc}", exc.errno)
+        return holding
+
+    def sync(self) -> None:
+        """Bring the WAV header of every track that grew up to date (crash safety)."""
+        if self.error is not None:
+            return
+        synced = self._synced
+        try:
+            for user_id, track in self.tracks.items():
+                frames = track.writer.frames
+                if synced[user_id] != frames:
+                    track.writer.sync_header()
+                    synced[user_id] = frames
+        except OSError as exc:
+            self.fail(f"writing the recording failed: {exc}", exc.errno)
+
+    def fail(self, message: str, errno: int | None = None) -> None:
+        """Stop the recording with ``message``: nothing more is written, the files are still finished."""
+        if self.error is None:
+            self.error = message
+            self.error_errno = errno
+            _log.error("%s; recording stopped, packets are dropped until close", message)
+
+    def wind_up(self) -> None:
+        """First step of the close: commit everything held and offer the length this shard needs."""
+        end = self.end_time if self.end_time is not None else self._clock()
+        length = round((end - self._origin) * SAMPLE_RATE)
+        try:
+            if self.error is None and not self.closing:
+                for track in self.tracks.values():
+                    track.flush()
+                length = max([length, *(t.writer.frames for t in self.tracks.values())])
+        except OSError as exc:
+            self.fail(f"writing the recording failed: {exc}", exc.errno)
+        finally:
+            self.closing = True
+            # Every shard offers, failed or not, or the recording would never finish.
+            self._finish.offer(length)
+
+    def finish(self, length: int) -> None:
+        """Last step of the close: pad every track to ``length`` frames and close the files."""
+        try:
+            if self.error is None:
+                try:
+                    for track in self.tracks.values():
+                        track.pad_to(length)
+                except OSError as exc:
+                    self.fail(f"writing the recording failed: {exc}", exc.errno)
+            for track in self.tracks.values():
+                try:
+                    track.writer.close()
+                except OSError as exc:
+                    self.fail(f"finishing {track.writer.path.name} failed: {exc}", exc.errno)
+        finally:
+            self._finish.finished()
