@@ -24,6 +24,7 @@ from typing import Any, Callable, Protocol, Sequence
 from sinks import VoicePacket
 
 from .dave import DaveDecryptor, DaveError, DaveState
+from .reader import takes_arrival
 from .replay import DuplicateFilter
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap
@@ -144,14 +145,20 @@ class VoiceReceiver:
         with self._lock:
             self._awaiting_key = True
 
-    def on_datagram(self, data: bytes) -> None:
-        """Socket-listener callback: run one datagram through the pipeline."""
+    @takes_arrival
+    def on_datagram(self, data: bytes, received_at: float | None = None) -> None:
+        """Socket-listener callback: run one datagram through the pipeline.
+
+        ``received_at`` is its arrival as the socket reader knows it (the
+        kernel's, on ``time.monotonic()``'s clock: see :mod:`bot.voice.reader`);
+        without it, the receiver's clock is read now.
+        """
         with self._lock:
             self._counts["datagrams"] += 1
             if self._closed:
                 self._count("closed")
                 return
-            self._receive(data, self._clock())
+            self._receive(data, self._clock() if received_at is None else received_at)
 
     def _count(self, reason: str, n: int = 1) -> None:
         counts = self._counts

@@ -1,0 +1,119 @@
+"""Reading a UDP datagram together with the time the kernel received it.
+
+With ``SO_TIMESTAMPNS`` on, Linux attaches each datagram's arrival time to it.
+A datagram's place in the recording is its arrival time, so the reader may
+let datagrams gather in the socket buffer and read them in batches without
+moving any of them: the time read here is the kernel's, not the reader's.
+
+:class:`StampedReceiver` calls libc ``recvmsg`` through ctypes' ``PyDLL``,
+which keeps the GIL: the sockets are non-blocking, so the call never waits,
+and ``socket.recvmsg`` would release and take back the GIL for every
+datagram, handing it to a recording worker each time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import socket
+import struct
+import time
+from typing import Final
+
+__all__ = ("StampedReceiver", "enable_timestamps")
+
+_log = logging.getLogger(__name__)
+
+#: SO_TIMESTAMPNS and its control message type SCM_TIMESTAMPNS (Linux, asm-generic).
+_SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SCM_TIMESTAMPNS: Final = _SO_TIMESTAMPNS
+_MSG_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0x40)
+#: One cmsghdr (length, level, type) followed by a struct timespec (seconds, nanoseconds).
+_STAMP: Final = struct.Struct("@Qiiqq")
+_CONTROL_SIZE: Final = 64
+_AGAIN: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_IoVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+def _recvmsg_binding() -> ctypes._CFuncPtr:
+    function = ctypes.PyDLL(None, use_errno=True).recvmsg
+    # No argtypes: called with (int, byref(msghdr), int), which ctypes passes as
+    # they are; converters would cost a third of the call.
+    function.restype = ctypes.c_ssize_t
+    return function
+
+
+_recvmsg = _recvmsg_binding()
+
+
+def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp every datagram `sock` receives; False if it refused."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError as exc:
+        _log.warning("no kernel arrival times on the voice socket (%s): the reader's clock is used", exc)
+        return False
+    return True
+
+
+class StampedReceiver:
+    """Reads datagrams with their arrival time on ``time.monotonic()``'s clock.
+
+    One instance per reading thread: it owns one datagram buffer and one
+    control buffer, reused for every call.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._data = ctypes.create_string_buffer(size)
+        self._control = ctypes.create_string_buffer(_CONTROL_SIZE)
+        self._iov = _IoVec(ctypes.cast(self._data, ctypes.c_void_p), size)
+        self._header = _MsgHdr()
+        self._header.msg_iov = ctypes.pointer(self._iov)
+        self._header.msg_iovlen = 1
+        self._header.msg_control = ctypes.cast(self._control, ctypes.c_void_p)
+        self._header_ref = ctypes.byref(self._header)
+        self._data_view = memoryview(self._data).cast("B")
+        #: Nanoseconds to subtract from a CLOCK_REALTIME stamp to get CLOCK_MONOTONIC.
+        self._offset_ns = 0
+
+    def calibrate(self) -> None:
+        """Measure the realtime-to-monotonic offset now (once per batch; it moves only with clock steps)."""
+        self._offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def receive(self, fd: int) -> tuple[bytes, float] | None:
+        """The next datagram of socket `fd` and its arrival time, or None when none is queued.
+
+        Datagrams without a kernel stamp (queued before stamping was enabled)
+        get the time they are read. Raises OSError for errors other than
+        "nothing to read".
+        """
+        header = self._header
+        header.msg_controllen = _CONTROL_SIZE
+        size = _recvmsg(fd, self._header_ref, _MSG_DONTWAIT)
+        if size < 0:
+            code = ctypes.get_errno()
+            if code in _AGAIN:
+                return None
+            raise OSError(code, errno.errorcode.get(code, "recvmsg failed"))
+        data = self._data_view[:size].tobytes()
+        if header.msg_controllen >= _STAMP.size:
+            _, level, kind, seconds, nanoseconds = _STAMP.unpack_from(self._control)
+            if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS:
+                return data, (seconds * 1_000_000_000 + nanoseconds - self._offset_ns) / 1e9
+        return data, time.monotonic()
