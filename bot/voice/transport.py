@@ -13,11 +13,13 @@ until the next SESSION_DESCRIPTION), so the per-packet cost is the AEAD call.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Protocol, Sequence
+
+import nacl._sodium
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from nacl._sodium import ffi as _ffi, lib as _sodium
 
 from .rtp import RtpHeader
 
@@ -72,10 +74,24 @@ def _split(data: bytes, header: RtpHeader) -> tuple[bytes, bytes, bytes]:
     return data[: header.header_length], data[header.header_length : end], data[end:]
 
 
-_new_buffer = _ffi.new
-_as_buffer = _ffi.buffer
-_NULL = _ffi.NULL
-_xchacha_open = _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt
+def _xchacha_binding() -> ctypes._CFuncPtr:
+    # PyDLL: the call keeps the GIL. It takes about 2 us; releasing the GIL
+    # for it handed the GIL to a recording worker, and the socket thread then
+    # waited for the worker's next release before it could go on.
+    sodium = ctypes.PyDLL(nacl._sodium.__file__)
+    function = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt
+    function.argtypes = [
+        ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulonglong,
+        ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p, ctypes.c_char_p,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+_xchacha_open = _xchacha_binding()
+#: Bytes of plaintext buffer a decryptor starts with: any datagram of a 1500-byte MTU.
+_PLAIN_BUFFER = 2048
+_new_buffer = ctypes.create_string_buffer
 
 
 class XChaChaDecryptor:
@@ -87,21 +103,27 @@ class XChaChaDecryptor:
     here and the ciphertext holds at least a tag (:func:`_split`).
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_plain", "_plain_view")
     mode = "aead_xchacha20_poly1305_rtpsize"
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # Reused for every datagram (one receiver thread at a time; grown for an oversized one).
+        self._plain = _new_buffer(_PLAIN_BUFFER)
+        self._plain_view = memoryview(self._plain).cast("B")
 
     def decrypt(self, data: bytes, header: RtpHeader) -> bytes:
         """Return the plaintext or raise :class:`TransportError`."""
         aad, ciphertext, counter = _split(data, header)
         size = len(ciphertext)
-        plain = _new_buffer("unsigned char[]", size)
-        if _xchacha_open(plain, _NULL, _NULL, ciphertext, size, aad, len(aad), counter + _XCHACHA_NONCE_PAD,
+        plain = self._plain
+        if size > len(plain):
+            plain = self._plain = _new_buffer(size)
+            self._plain_view = memoryview(plain).cast("B")
+        if _xchacha_open(plain, None, None, ciphertext, size, aad, len(aad), counter + _XCHACHA_NONCE_PAD,
                          self._key):
             raise TransportError("auth_failed")
-        return _as_buffer(plain, size - _TAG_SIZE)[:]
+        return self._plain_view[:size - _TAG_SIZE].tobytes()
 
 
 class AesGcmDecryptor:
