@@ -24,6 +24,7 @@ from typing import Final
 from .metrics import WorkerCounters
 from .opus import SAMPLE_RATE
 from .packet import VoicePacket
+from .talk import TalkMeter
 from .track import Track
 from .wavfile import WavWriter
 
@@ -89,6 +90,8 @@ class Shard:
         self._finish = finish
         #: Written only by the worker thread; readers copy it (dict copy is atomic under the GIL).
         self.tracks: dict[int, Track] = {}
+        #: Each track's talk meter, fed by its writer; replaced whole like ``tracks``.
+        self.talk: dict[int, TalkMeter] = {}
         self.counters = WorkerCounters()
         #: Deepest the worker's queue was when it took one of this recording's items.
         self.high_water = 0
@@ -141,10 +144,12 @@ class Shard:
     def _open_track(self, user_id: int) -> Track:
         if not isinstance(user_id, int):
             raise TypeError(f"user id must be an int, not {type(user_id).__name__}")
-        writer = WavWriter(self._directory / f"{user_id}.wav", self._channels, SAMPLE_RATE)
+        meter = TalkMeter(self._channels)
+        writer = WavWriter(self._directory / f"{user_id}.wav", self._channels, SAMPLE_RATE, on_samples=meter.feed)
         track = Track(
             user_id, writer, channels=self._channels, origin=self._origin, counters=self.counters,
         )
+        self.talk = {**self.talk, user_id: meter}
         self.tracks = {**self.tracks, user_id: track}
         self._synced[user_id] = -1
         return track

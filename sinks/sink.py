@@ -214,6 +214,12 @@ class AudioSink:
             tracks.update(shard.tracks)  # each shard replaces its dict whole: a consistent copy
         return tracks
 
+    def _talk(self) -> dict[int, Any]:
+        talk: dict[int, Any] = {}
+        for shard in self._shards:
+            talk.update(shard.talk)
+        return talk
+
     def files(self) -> dict[int, pathlib.Path]:
         """The WAV file of every user with a track so far."""
         return {uid: track.writer.path for uid, track in self._tracks().items()}
@@ -259,7 +265,7 @@ class AudioSink:
             "workers": self._lanes,
             "bytes_written": sum(t.writer.bytes_written for t in tracks.values()),
             "users": len(tracks),
-            "talk_seconds": {uid: t.talk_samples / SAMPLE_RATE for uid, t in tracks.items()},
+            "talk_seconds": {uid: meter.talk_frames / SAMPLE_RATE for uid, meter in self._talk().items()},
             "per_user": {uid: {"packets": t.packets, "lost": t.lost} for uid, t in tracks.items()},
             "error": self.error,
             "closed": self._closed,

@@ -46,8 +46,6 @@ _BURST_GAP: Final = 3 * FRAME_SAMPLES
 #: placed its frame up to 2**31 samples (12 hours) on and filled the gap
 #: with silence: gigabytes of WAV from one packet.
 _MAX_OFFSET: Final = 10 * SAMPLE_RATE
-#: Peak below which a decoded frame counts as silence for talk time (about -50 dBFS).
-_TALK_PEAK: Final = 100
 _SEEN_RING: Final = 128
 _DECODE_FAILURES: Final = (OpusError, TypeError, ctypes.ArgumentError)
 
@@ -90,7 +88,7 @@ class Track:
     """One user's audio on the recording timeline, written to one file."""
 
     __slots__ = (
-        "user_id", "writer", "talk_samples", "packets", "lost", "_channels", "_origin", "_counters",
+        "user_id", "writer", "packets", "lost", "_channels", "_origin", "_counters",
         "_window", "_stream", "_retired_ssrc",
     )
 
@@ -106,8 +104,6 @@ class Track:
     ) -> None:
         self.user_id = user_id
         self.writer = writer
-        #: Samples of decoded audio that were not silence.
-        self.talk_samples = 0
         #: This user's packets decoded into the track, and sequence numbers never received.
         self.packets = 0
         self.lost = 0
@@ -248,15 +244,11 @@ class Track:
             return
         counters.decoded += 1
         self.packets += 1
-        n = len(pcm)
         if gap < 0:
-            if -gap >= n:
+            if -gap >= len(pcm):
                 return  # entirely before the write head (anchor moved back)
             pcm = pcm[-gap:]
-            n -= -gap
         writer.append(pcm)
-        if pcm.max() > _TALK_PEAK or pcm.min() < -_TALK_PEAK:
-            self.talk_samples += n
 
     def _fill(self, decoder: OpusDecoder, gap: int, lost: int, next_opus: bytes) -> None:
         """Fill ``gap`` samples before the packet being committed."""

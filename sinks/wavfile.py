@@ -37,6 +37,7 @@ import os
 import pathlib
 import struct
 from dataclasses import dataclass
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Literal
 
@@ -118,13 +119,14 @@ class WavWriter:
     Creates or truncates ``path`` and writes a valid header for zero frames at
     once. After any write error the writer is failed: further ``append`` and
     ``sync_header`` calls raise :class:`WavWriteError` again, and :meth:`close`
-    makes the file as whole as it can without raising.
+    makes the file as whole as it can without raising. ``on_samples``, if
+    given, is called with every piece of audio just before it is written.
     """
 
     __slots__ = (
         "path", "channels", "sample_rate", "_threshold", "_frame_bytes", "_fd",
         "_buf", "_view", "_fill", "_bytes", "_disk_bytes", "_header_bytes", "_rf64",
-        "_error", "_closed",
+        "_error", "_closed", "_on_samples",
     )
 
     def __init__(
@@ -134,6 +136,7 @@ class WavWriter:
         sample_rate: int = 48_000,
         *,
         rf64_threshold: int = RIFF_MAX_DATA,
+        on_samples: Callable[[memoryview], None] | None = None,
     ) -> None:
         if not 1 <= channels <= 0xFFFF // _SAMPLE_BYTES:
             raise ValueError(f"channels must be 1..{0xFFFF // _SAMPLE_BYTES}, not {channels}")
@@ -145,6 +148,8 @@ class WavWriter:
         self.channels = channels
         self.sample_rate = sample_rate
         self._threshold = rf64_threshold
+        # Sees every byte of audio once, in order, as it leaves the buffer (see sinks.talk).
+        self._on_samples = on_samples
         self._frame_bytes = channels * _SAMPLE_BYTES
         self._buf = bytearray(_BUFFER_SIZE)
         # Slice assignment into a bytearray copies a non-bytearray source first;
@@ -204,6 +209,8 @@ class WavWriter:
         if size > _BUFFER_SIZE - self._fill:
             self._drain()
             if size >= _BUFFER_SIZE:
+                if self._on_samples is not None:
+                    self._on_samples(data)
                 self._write_all(data)
                 self._bytes += size
                 return
@@ -288,6 +295,8 @@ class WavWriter:
 
     def _drain(self) -> None:
         if self._fill:
+            if self._on_samples is not None:
+                self._on_samples(self._view[:self._fill])
             self._write_all(self._view[:self._fill])
             self._fill = 0
 
