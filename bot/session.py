@@ -20,8 +20,7 @@ import discord
 
 from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
 from bot.voice.client import RecordingVoiceClient
-from sinks import AudioSink
-from sinks.worker import WorkerPool
+from sinks import AudioSink, WorkerPool
 
 __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
 

@@ -154,7 +154,10 @@ class Worker:
             else:
                 with self._controls_lock:
                     self._controls -= 1
-                item()
+                try:
+                    item()
+                except Exception:  # one recording's bug; the steps themselves keep its close going
+                    _log.exception("a recording's control step failed")
 
     def _commit_quiet(self) -> bool:
         holding = False
