@@ -21,7 +21,7 @@ from bot.summary import recording_summary
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app, download_url
 from bot.web.exports import write_zip
-from sinks.worker import WorkerPool
+from sinks import WorkerPool
 
 __all__ = ["RecorderBot"]
 
@@ -32,6 +32,11 @@ _RETENTION_SWEEP_SECONDS = 3600.0
 _COMMAND_DRAIN_SECONDS = 20.0
 #: Attachments are refused above the limit; leave room for the multipart envelope.
 _UPLOAD_MARGIN = 64 * 1024
+#: Worker threads shared by every recording. libopus decodes without the GIL,
+#: so two decode side by side: at 400 speakers over eight connections (DAVE on)
+#: one worker dropped 144,234 packets, two dropped none
+#: (python -m tests.bench load --only ours --dave on --no-single --steps 350,400).
+_RECORDING_WORKERS = 2
 
 
 class RecorderBot(discord.AutoShardedClient):
@@ -63,7 +68,7 @@ class RecorderBot(discord.AutoShardedClient):
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
         )
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
-        self.recording_workers = WorkerPool(name="recordings")
+        self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
         self._sessions: dict[int, RecordingSession] = {}
         self._report_channels: dict[int, discord.abc.Messageable] = {}
         self._opt_outs: dict[int, set[int]] = {}
