@@ -45,6 +45,9 @@ _MAX_BATCH: Final = 256
 #: Seconds the hub waits after a batch before it reads again. The socket
 #: buffers (see client.RECEIVE_BUFFER_BYTES) hold far more than this much.
 BATCH_PAUSE: Final = 0.003
+_RECV_SIZE: Final = 2048
+#: select() timeout: the hub also wakes through its pipe on every change.
+_IDLE_WAIT: Final = 30.0
 
 _Callback = TypeVar("_Callback", bound=Callable[..., Any])
 
@@ -54,9 +57,6 @@ def takes_arrival(callback: _Callback) -> _Callback:
     datagram's arrival time on ``time.monotonic()``'s clock."""
     callback.takes_arrival = True  # type: ignore[attr-defined]
     return callback
-_RECV_SIZE: Final = 2048
-#: select() timeout: the hub also wakes through its pipe on every change.
-_IDLE_WAIT: Final = 30.0
 
 
 class _ReaderHub:
