@@ -21,6 +21,7 @@ from discord.utils import MISSING
 from discord.voice_state import ConnectionFlowState, VoiceConnectionState
 
 from .reader import SharedSocketReader
+from .stamped import enable_timestamps
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
 from .transport import UnsupportedModeError
@@ -87,6 +88,7 @@ class _RecordingConnectionState(VoiceConnectionState):
         self.socket = _WakingSocket(plain.family, plain.type, plain.proto, plain.detach())
         self.socket.setblocking(False)
         enlarge_receive_buffer(self.socket)
+        enable_timestamps(self.socket)  # before the first datagram (see bot.voice.stamped)
 
     async def voice_state_update(self, data: Any) -> None:
         """discord.py's handling, then forget a stale "left the channel" mark.

@@ -68,6 +68,8 @@ class _ReaderHub:
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
+        # Keeps the kernel's timestamping on for the process (see enable_timestamps).
+        enable_timestamps(self._wake_recv)
         self._thread: threading.Thread | None = None
         # Whether the socket list must be built again: set by every change, so
         # the busy loop does not rebuild it for each select() (with six

@@ -63,7 +63,15 @@ _recvmsg = _recvmsg_binding()
 
 
 def enable_timestamps(sock: socket.socket) -> bool:
-    """Ask the kernel to stamp every datagram `sock` receives; False if it refused."""
+    """Ask the kernel to stamp every datagram `sock` receives; False if it refused.
+
+    Linux switches its receive timestamping on for the whole system only
+    when the first socket asks, and does so a moment later (deferred work);
+    datagrams that arrive meanwhile get the time they are read instead. So
+    ask as soon as a socket exists, and keep one socket asking for the life
+    of the process (the reader hub's wake-up socket does), lest a voice
+    reconnect, closing the last stamped socket, switch it off and on again.
+    """
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     except OSError as exc:

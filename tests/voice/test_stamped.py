@@ -26,6 +26,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 def test_arrival_is_when_the_kernel_got_it_not_when_it_was_read(pair: tuple[socket.socket, socket.socket]) -> None:
     receiver, sender = pair
     assert enable_timestamps(receiver)
+    time.sleep(0.1)  # the kernel switches timestamping on a moment later (see enable_timestamps)
     sent = []
     for n in range(5):
         sent.append(time.monotonic())
