@@ -17,7 +17,6 @@ import ctypes
 from typing import Protocol, Sequence
 
 import nacl._sodium
-
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
