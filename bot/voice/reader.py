@@ -14,8 +14,9 @@ Once a socket is readable the hub reads every socket that is, until empty,
 then pauses :data:`BATCH_PAUSE` before it looks again, so datagrams are read
 in batches: a thread wake-up, a ``select()`` and a GIL hand-off per batch
 instead of per datagram. Each datagram still carries its own arrival time,
-the kernel's (:mod:`bot.voice.stamped`), to callbacks marked with
-:func:`takes_arrival`; others get the datagram alone, as in discord.py.
+the kernel's (:mod:`bot.voice.stamped`; the voice client turns stamping on
+as it creates each socket), to callbacks marked with :func:`takes_arrival`;
+others get the datagram alone, as in discord.py.
 With six connections of 50 speakers, the pause and the GIL kept through
 every read took the worker's lag at 300 speakers from failing (sink queue
 drops) to under 200 ms (``python -m tests.bench load``).
@@ -76,7 +77,6 @@ class _ReaderHub:
         # connections that cost the thread a third of its time).
         self._dirty = True
         self._receiver = StampedReceiver(_RECV_SIZE)
-        self._stamped: set[socket.socket] = set()
 
     def add(self, reader: SharedSocketReader) -> None:
         """Start reading for `reader` (and the thread, the first time)."""
@@ -111,11 +111,7 @@ class _ReaderHub:
         for reader in readers:
             sock = reader.socket_to_read()
             if sock is not None:
-                if sock not in self._stamped:
-                    enable_timestamps(sock)
-                    self._stamped.add(sock)
                 ready[sock.fileno()] = (sock, reader)
-        self._stamped &= {sock for sock, _ in ready.values()}
         return ready
 
     def _run(self) -> None:
