@@ -134,7 +134,7 @@ class Shard:
             track.add(packet)
             return received_at
         except OSError as exc:
-            self.fail(f"writing the recording failed: {exc}", exc.errno)
+            self._write_failed(exc)
         except Exception as exc:  # a malformed item must not stop the recording
             counters.invalid += 1
             if counters.invalid <= 10:
@@ -170,7 +170,7 @@ class Shard:
                 else:
                     holding = True
         except OSError as exc:
-            self.fail(f"writing the recording failed: {exc}", exc.errno)
+            self._write_failed(exc)
         return holding
 
     def sync(self) -> None:
@@ -185,7 +185,7 @@ class Shard:
                     track.writer.sync_header()
                     synced[user_id] = frames
         except OSError as exc:
-            self.fail(f"writing the recording failed: {exc}", exc.errno)
+            self._write_failed(exc)
 
     def fail(self, message: str, errno: int | None = None) -> None:
         """Stop the recording with ``message``: nothing more is written, the files are still finished."""
@@ -193,6 +193,9 @@ class Shard:
             self.error = message
             self.error_errno = errno
             _log.error("%s; recording stopped, packets are dropped until close", message)
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.fail(f"writing the recording failed: {exc}", exc.errno)
 
     def wind_up(self) -> None:
         """First step of the close: commit everything held and offer the length this shard needs."""
@@ -204,7 +207,7 @@ class Shard:
                     track.flush()
                 length = max([length, *(t.writer.frames for t in self.tracks.values())])
         except OSError as exc:
-            self.fail(f"writing the recording failed: {exc}", exc.errno)
+            self._write_failed(exc)
         finally:
             self.closing = True
             # Every shard offers, failed or not, or the recording would never finish.
@@ -218,7 +221,7 @@ class Shard:
                     for track in self.tracks.values():
                         track.pad_to(length)
                 except OSError as exc:
-                    self.fail(f"writing the recording failed: {exc}", exc.errno)
+                    self._write_failed(exc)
             for track in self.tracks.values():
                 try:
                     track.writer.close()

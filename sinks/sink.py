@@ -209,16 +209,15 @@ class AudioSink:
         return next((s.error_errno for s in self._shards if s.error is not None), None)
 
     def _tracks(self) -> dict[int, Any]:
-        tracks: dict[int, Any] = {}
-        for shard in self._shards:
-            tracks.update(shard.tracks)  # each shard replaces its dict whole: a consistent copy
-        return tracks
+        return self._per_user("tracks")
 
-    def _talk(self) -> dict[int, Any]:
-        talk: dict[int, Any] = {}
+    def _per_user(self, name: str) -> dict[int, Any]:
+        """Every shard's ``tracks`` or ``talk`` in one dict (each shard replaces its dicts whole:
+        a consistent copy)."""
+        merged: dict[int, Any] = {}
         for shard in self._shards:
-            talk.update(shard.talk)
-        return talk
+            merged.update(getattr(shard, name))
+        return merged
 
     def files(self) -> dict[int, pathlib.Path]:
         """The WAV file of every user with a track so far."""
@@ -265,7 +264,7 @@ class AudioSink:
             "workers": self._lanes,
             "bytes_written": sum(t.writer.bytes_written for t in tracks.values()),
             "users": len(tracks),
-            "talk_seconds": {uid: meter.talk_frames / SAMPLE_RATE for uid, meter in self._talk().items()},
+            "talk_seconds": {uid: meter.talk_frames / SAMPLE_RATE for uid, meter in self._per_user("talk").items()},
             "per_user": {uid: {"packets": t.packets, "lost": t.lost} for uid, t in tracks.items()},
             "error": self.error,
             "closed": self._closed,

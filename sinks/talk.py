@@ -39,7 +39,9 @@ class TalkMeter:
     @property
     def talk_frames(self) -> int:
         """Frames fed so far in blocks with a sample beyond :data:`TALK_PEAK` (the last block may be partial)."""
-        return self._counted + (self._loud_frames(self._carry) if self._carry else 0)
+        carry = np.frombuffer(self._carry, dtype="<i2")
+        partial = len(carry) // self._channels if len(carry) and _loud(carry) else 0
+        return self._counted + partial
 
     def feed(self, pcm: memoryview | bytes) -> None:
         """Count the next chunk of the track's little-endian int16 samples."""
@@ -58,12 +60,11 @@ class TalkMeter:
             self._carry = bytes(pcm[whole:])
 
     def _loud_frames(self, pcm: memoryview | bytes) -> int:
-        samples = np.frombuffer(pcm, dtype="<i2")
-        width = BLOCK_FRAMES * self._channels
-        blocks = samples[: len(samples) - len(samples) % width].reshape(-1, width)
-        loud = (blocks.max(axis=1, initial=0) > TALK_PEAK) | (blocks.min(axis=1, initial=0) < -TALK_PEAK)
-        frames = int(loud.sum()) * BLOCK_FRAMES
-        tail = samples[len(blocks) * width:]
-        if len(tail) and (tail.max() > TALK_PEAK or tail.min() < -TALK_PEAK):
-            frames += len(tail) // self._channels
-        return frames
+        """Frames in the loud blocks of ``pcm``, a whole number of blocks."""
+        blocks = np.frombuffer(pcm, dtype="<i2").reshape(-1, BLOCK_FRAMES * self._channels)
+        return int(_loud(blocks).sum()) * BLOCK_FRAMES
+
+
+def _loud(samples: np.ndarray) -> np.ndarray:
+    """Whether each row of ``samples`` (or a 1-D run) has a sample beyond the floor."""
+    return (samples.max(axis=-1) > TALK_PEAK) | (samples.min(axis=-1) < -TALK_PEAK)
