@@ -8,9 +8,13 @@ running at a slightly different rate from ours. So every packet's offset
 (arrival position minus RTP-predicted position) is compared with the anchor;
 the *minimum* offset over the last second is the packets that met the
 least network delay, and network jitter only ever makes offsets larger.
-When that minimum leaves ``+-tolerance`` the anchor moves by it: a late
-first packet is corrected by the first faster one, and clock drift is undone
-each time it reaches ``tolerance``, so error never accumulates.
+When that minimum leaves ``+-tolerance`` the anchor moves by it: clock
+drift is undone each time it reaches ``tolerance``, so error never
+accumulates. Before any of a burst is placed there is nothing to tolerate:
+``settle`` moves the anchor to every faster packet, however little faster,
+so a late first packet never leaves the anchor near the edge of the
+tolerance, where ordinary jitter would later move it back across audio
+already written (cutting the frame it lands on).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ class StreamTimeline:
 
     ``position(ts)`` is exact arithmetic from the current anchor; ``observe``
     feeds arrival positions in and moves the anchor when the arrival clock
-    disagrees; ``restart`` starts a new talk burst at its arrival position.
+    disagrees (``settle`` does, before anything is placed, for any earlier
+    arrival); ``restart`` starts a new talk burst at its arrival position.
     """
 
     __slots__ = ("_ts", "_pos", "_cur_min", "_prev_min", "_count", "_tolerance", "_block", "shifts")
@@ -66,7 +71,14 @@ class StreamTimeline:
         self._ts = timestamp
 
     def observe(self, timestamp: int, arrival: int) -> int:
-        """Account one packet's arrival; return the anchor shift made (0 mostly)."""
+        """Account one packet's arrival while the burst is being placed; return the anchor shift made (0 mostly)."""
+        return self._account(timestamp, arrival, self._tolerance)
+
+    def settle(self, timestamp: int, arrival: int) -> int:
+        """Account one arrival before any of the burst is placed: an earlier one moves the anchor to it."""
+        return self._account(timestamp, arrival, 0)
+
+    def _account(self, timestamp: int, arrival: int, early_slack: int) -> int:
         offset = arrival - self._pos - ts_delta(timestamp, self._ts)
         if offset < self._cur_min:
             self._cur_min = offset
@@ -78,7 +90,7 @@ class StreamTimeline:
         low = self._cur_min if self._cur_min < self._prev_min else self._prev_min
         # Positive shifts wait for a full window (prev block set): at burst start
         # the anchor packet's own offset 0 is in it until then.
-        if low < -self._tolerance or (self._tolerance < low < _NONE):
+        if low < -early_slack or (self._tolerance < low < _NONE):
             self._pos += low
             if self._cur_min != _NONE:
                 self._cur_min -= low

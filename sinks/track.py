@@ -84,6 +84,14 @@ class _Stream:
         self.hold = True
 
 
+def _account(stream: _Stream, ts: int, arrival: int) -> None:
+    # While held, none of the burst is placed yet: the anchor may follow any faster packet.
+    if stream.hold:
+        stream.timeline.settle(ts, arrival)
+    else:
+        stream.timeline.observe(ts, arrival)
+
+
 class Track:
     """One user's audio on the recording timeline, written to one file."""
 
@@ -159,10 +167,10 @@ class Track:
                     if arrival - stream.last_arrival > _BURST_GAP:
                         self._maybe_new_burst(stream, ts, arrival)
                     else:
-                        stream.timeline.observe(ts, arrival)
+                        _account(stream, ts, arrival)
                     stream.last_arrival = arrival
                 else:
-                    stream.timeline.observe(ts, arrival)
+                    _account(stream, ts, arrival)
         stream.pending[ext] = packet
         self._commit_ready(stream)
 
@@ -200,7 +208,7 @@ class Track:
             stream.timeline.restart(ts, arrival)
             stream.hold = True
         else:
-            stream.timeline.observe(ts, arrival)
+            _account(stream, ts, arrival)
 
     def _commit_ready(self, stream: _Stream) -> None:
         pending = stream.pending

@@ -112,6 +112,25 @@ def test_burst_after_silence_is_placed_by_arrival(tmp_path: pathlib.Path, rtp_ad
     assert stats["lost"] == 0 and stats["decoded"] == 60
 
 
+def test_late_first_packet_never_costs_audio_later(tmp_path: pathlib.Path) -> None:
+    """A first packet 9.5 ms late (under the 10 ms tolerance), then one 0.6 ms faster than
+    the rest, 1.2 s on: the anchor follows the faster packets before anything is placed,
+    so the late one moves nothing back across written audio (it cut a frame before)."""
+    clock = FakeClock(0.0)
+    frames = encode(tone(450, 100))
+    delays = [0.0015 * (k % 2) for k in range(100)]
+    delays[0] = 0.0095
+    delays[60] = -0.0006
+    sent = packets(frames, start=0.2, seq0=7, ts0=99, ssrc=4, delays=delays)
+    tracks, stats = record(tmp_path, clock, [(1, p) for p in sent], end=2.5)
+    track = tracks[1][:, 0]
+    reference = decode_offline(frames)[:, 0]
+    start = round(0.2 * SAMPLE_RATE)
+    assert np.array_equal(track[start:start + len(reference)], reference)
+    assert not track[:start].any() and not track[start + len(reference):].any()
+    assert stats["decoded"] == 100 and stats["lost"] == 0
+
+
 def test_sender_clock_drift_is_followed(tmp_path: pathlib.Path) -> None:
     """A sender clock 2000 ppm slow: uncorrected, marks would be 120 ms off after a minute."""
     clock = FakeClock(0.0)

@@ -36,6 +36,17 @@ def test_late_first_packet_is_corrected_by_the_first_faster_one() -> None:
     assert timeline.position(1000) == 0
 
 
+def test_before_placement_any_faster_packet_moves_the_anchor() -> None:
+    # 9 ms late is within the tolerance: once placing, it stands; before, it is corrected.
+    placing = StreamTimeline(1000, arrival=9 * MS)
+    assert placing.observe(1000 + 960, 960) == 0
+    settling = StreamTimeline(1000, arrival=9 * MS)
+    assert settling.settle(1000 + 960, 960) == -9 * MS
+    assert settling.position(1000) == 0
+    # Slower packets do not move it back.
+    assert settling.settle(1000 + 1920, 1920 + 5 * MS) == 0
+
+
 def test_jitter_does_not_move_an_anchor_set_by_a_fast_packet() -> None:
     rng = random.Random(1)
     timeline = StreamTimeline(0, arrival=0)
