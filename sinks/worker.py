@@ -42,8 +42,11 @@ _log = logging.getLogger(__name__)
 #: up to two seconds of every speaker's held packets at once when SPEAKING
 #: names them; 4096 dropped part of that burst at 300 speakers.
 DEFAULT_QUEUE_SIZE: Final = 16384
-#: Seconds between WAV header refreshes (crash safety: the most a SIGKILL loses).
-SYNC_INTERVAL: Final = 1.0
+#: Seconds between WAV header refreshes: a SIGKILL loses this, plus the packets
+#: on their way through the reader and the queue. The promise is the last second,
+#: so the interval leaves room for that path under load; each worker keeps its
+#: own cycle, so a speaker on another worker may be anywhere in theirs.
+SYNC_INTERVAL: Final = 0.8
 #: Seconds between checks for reorder windows that went quiet.
 _IDLE_CHECK: Final = 0.05
 #: Seconds the worker pauses when it has emptied the queue while packets are
