@@ -33,6 +33,9 @@ _MSG_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0x40)
 _STAMP: Final = struct.Struct("@Qiiqq")
 _CONTROL_SIZE: Final = 64
 _AGAIN: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+#: Two monotonic reads further apart than this were preempted between: read again.
+_CALIBRATION_SPREAD_NS: Final = 20_000
+_CALIBRATION_TRIES: Final = 3
 
 
 class _IoVec(ctypes.Structure):
@@ -101,8 +104,19 @@ class StampedReceiver:
         self._offset_ns = 0
 
     def calibrate(self) -> None:
-        """Measure the realtime-to-monotonic offset now (once per batch; it moves only with clock steps)."""
-        self._offset_ns = time.time_ns() - time.monotonic_ns()
+        """Measure the realtime-to-monotonic offset now (once per batch; it moves only with clock steps).
+
+        The realtime clock is read between two monotonic reads, again if the
+        thread was preempted between them: the pair would be off by the pause,
+        and every datagram of the batch with it.
+        """
+        for _ in range(_CALIBRATION_TRIES):
+            before = time.monotonic_ns()
+            real = time.time_ns()
+            after = time.monotonic_ns()
+            if after - before <= _CALIBRATION_SPREAD_NS:
+                break
+        self._offset_ns = real - (before + after) // 2
 
     def receive(self, fd: int) -> tuple[bytes, float] | None:
         """The next datagram of socket `fd` and its arrival time, or None when none is queued.
