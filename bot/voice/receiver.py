@@ -86,6 +86,8 @@ class VoiceReceiver:
         "_transport",
         "_duplicates",
         "_counts",
+        "_datagrams",
+        "_accepted",
         "_lock",
         "_closed",
         "_awaiting_key",
@@ -108,7 +110,10 @@ class VoiceReceiver:
         self._clock = clock
         self._transport: TransportDecryptor | None = None
         self._duplicates = DuplicateFilter()
-        self._counts: dict[str, int] = {"datagrams": 0, "accepted": 0}
+        #: Drop reasons; the two counts every datagram touches are plain attributes (cheaper).
+        self._counts: dict[str, int] = {}
+        self._datagrams = 0
+        self._accepted = 0
         # Held only while one datagram runs; lets close() shut the socket
         # thread out before it flushes the hold.
         self._lock = threading.Lock()
@@ -154,7 +159,7 @@ class VoiceReceiver:
         without it, the receiver's clock is read now.
         """
         with self._lock:
-            self._counts["datagrams"] += 1
+            self._datagrams += 1
             if self._closed:
                 self._count("closed")
                 return
@@ -192,20 +197,19 @@ class VoiceReceiver:
         ssrc_map = self._ssrc_map
         if ssrc_map.held:
             for user_id, held in ssrc_map.release():
-                self._deliver(user_id, held)
+                self._deliver_held(user_id, held)
         ssrc = header.ssrc
         user_id = ssrc_map.lookup(ssrc)
-        item = _Held(header.sequence, header.timestamp, ssrc, frame, received_at)
         if user_id is None:
             dropped = ssrc_map.dropped
-            ssrc_map.hold(ssrc, item)
+            ssrc_map.hold(ssrc, _Held(header.sequence, header.timestamp, ssrc, frame, received_at))
             if ssrc_map.dropped != dropped:
                 self._count("unmapped_overflow", ssrc_map.dropped - dropped)
             return
         if ssrc_map.held:
             for held in ssrc_map.take(ssrc):
-                self._deliver(user_id, held)
-        self._deliver(user_id, item)
+                self._deliver_held(user_id, held)
+        self._deliver(user_id, header.sequence, header.timestamp, ssrc, frame, received_at)
 
     def _hold_sealed(self, data: bytes, received_at: float) -> None:
         if len(self._sealed) >= SEALED_HOLD:
@@ -213,26 +217,33 @@ class VoiceReceiver:
             self._count("auth_failed")
         self._sealed.append((data, received_at))
 
-    def _deliver(self, user_id: int, item: _Held) -> None:
-        """Filter, drop copies, DAVE-decrypt and write one frame whose user is known."""
+    def _deliver_held(self, user_id: int, item: _Held) -> None:
+        self._deliver(user_id, item.sequence, item.timestamp, item.ssrc, item.frame, item.received_at)
+
+    def _deliver(self, user_id: int, sequence: int, timestamp: int, ssrc: int, frame: bytes,
+                 received_at: float) -> None:
+        """Filter, drop copies, DAVE-decrypt and write one frame whose user is known.
+
+        Takes the fields rather than a :class:`_Held`: most frames are never held,
+        and building one per datagram cost the socket thread an object each.
+        """
         should_record = self._should_record
         if should_record is not None and not should_record(user_id):
             self._count("excluded")
             return
         # Before DAVE: davey refuses a nonce twice, so a network copy would
         # otherwise be counted as a DAVE failure (see replay.py).
-        refused = self._duplicates.check(item.ssrc, item.sequence)
+        refused = self._duplicates.check(ssrc, sequence)
         if refused is not None:
             self._count(refused)
             return
         try:
-            opus = self._dave.decrypt(user_id, item.frame)
+            opus = self._dave.decrypt(user_id, frame)
         except DaveError as exc:
             self._count(exc.reason)
             return
-        packet = VoicePacket(item.sequence, item.timestamp, opus, item.received_at, item.ssrc)
-        if self._sink.write(user_id, packet):
-            self._counts["accepted"] += 1
+        if self._sink.write(user_id, VoicePacket(sequence, timestamp, opus, received_at, ssrc)):
+            self._accepted += 1
         else:
             self._count("sink_full")
 
@@ -253,10 +264,10 @@ class VoiceReceiver:
                 if user_id is None:
                     self._count("unmapped_at_close")
                 else:
-                    self._deliver(user_id, item)
+                    self._deliver_held(user_id, item)
 
     def stats(self) -> dict[str, int]:
         """Snapshot of the counters: ``datagrams`` fed, ``accepted``, ``held`` now, one key per drop reason."""
-        snapshot = dict(self._counts)
+        snapshot = {"datagrams": self._datagrams, "accepted": self._accepted, **self._counts}
         snapshot["held"] = self._ssrc_map.held + len(self._sealed)
         return snapshot
