@@ -17,7 +17,7 @@ from bot.config import Settings
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.session import RecordingSession, SessionLimits, StopReason
 from bot.storage import AsyncRecordingStore, Manifest, Recording, RecordingStore
-from bot.summary import recording_summary
+from bot.summary import recording_summary, unfinished_text
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app, download_url
 from bot.web.exports import write_zip
@@ -152,9 +152,14 @@ class RecorderBot(discord.AutoShardedClient):
             self._sessions.pop(guild_id, None)
             self._report_channels.pop(guild_id, None)
 
-    async def _on_auto_stop(self, session: RecordingSession, reason: StopReason, manifest: Manifest) -> None:
+    async def _on_auto_stop(self, session: RecordingSession, reason: StopReason, manifest: Manifest | None) -> None:
         self._sessions.pop(session.guild.id, None)
-        await self._announce_stop(self._report_channels.pop(session.guild.id, None), reason, manifest)
+        channel = self._report_channels.pop(session.guild.id, None)
+        if manifest is not None:
+            await self._announce_stop(channel, reason, manifest)
+        elif session.recording is not None:  # could not be finished; the session logged why
+            await self._notify_channel(channel, f"Recording stopped: {reason.text}.\n"
+                                                f"{unfinished_text(session.recording.id)}")
 
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """Persist the choice and apply it to a running recording at once."""

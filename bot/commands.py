@@ -10,7 +10,7 @@ from discord import app_commands
 
 from bot.session import StopReason
 from bot.storage import Recording, has_free_space
-from bot.summary import recording_line, status_text
+from bot.summary import recording_line, status_text, unfinished_text
 
 if TYPE_CHECKING:
     from bot.app import RecorderBot
@@ -121,10 +121,15 @@ class RecordGroup(_BotGroup):
         if session is None or session.stopping:
             await _refuse(interaction, "Nothing is being recorded in this server.")
             return
+        assert session.recording is not None
         await interaction.response.defer(thinking=True)
-        manifest = await self.bot.stop_session(
-            interaction.guild.id, StopReason(f"stopped by {interaction.user.display_name}", by_user=interaction.user.id),
-        )
+        reason = StopReason(f"stopped by {interaction.user.display_name}", by_user=interaction.user.id)
+        try:
+            manifest = await self.bot.stop_session(interaction.guild.id, reason)
+        except Exception:  # e.g. the index locked by another process; the session is gone all the same
+            _log.exception("recording %s stopped but could not be finished", session.recording.id)
+            await interaction.followup.send(f"Recording stopped.\n{unfinished_text(session.recording.id)}")
+            return
         text, file = await self.bot.summary_and_zip(manifest, interaction.filesize_limit)
         await self.bot.send_with_optional_file(interaction.followup.send, text, file)
 
@@ -180,7 +185,11 @@ class RecordingsGroup(_BotGroup):
             await _refuse(interaction, f"This server has no recording `{recording_id}`.")
             return None
         if recording.status == "recording":
-            await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+            session = self.bot.session_for(interaction.guild.id)
+            if session is not None and session.recording is not None and session.recording.id == recording.id:
+                await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
+            else:  # left so by a stop that failed; only the next start of the bot closes it
+                await _refuse(interaction, unfinished_text(recording.id))
             return None
         return recording
 

@@ -51,8 +51,10 @@ class StopReason:
     automatic: bool = False
 
 
-#: Called once the session has stopped on its own, with the summary to announce.
-OnAutoStop = Callable[["RecordingSession", StopReason, Manifest], Awaitable[None]]
+#: Called once the session has stopped on its own, with the summary to announce, or
+#: None when the recording could not be finished (the error is logged; the index
+#: still says "recording", so the next start of the bot repairs it).
+OnAutoStop = Callable[["RecordingSession", StopReason, Manifest | None], Awaitable[None]]
 
 
 class RecordingSession:
@@ -153,15 +155,14 @@ class RecordingSession:
     async def _stop(self, reason: StopReason) -> Manifest:
         assert self.recording is not None and self.sink is not None and self.voice is not None
         stats = self.voice.stop_recording() if self.voice.is_recording() else None
-        await asyncio.to_thread(self.sink.close)
-        sink_stats = self.sink.stats()
-        await self._note_speakers(sink_stats)
         try:
-            if self._voice_alive():
-                await self.voice.disconnect(force=True)
-        except Exception:  # the connection may already be gone; the recording is what matters
-            _log.warning("voice disconnect after recording %s failed", self.recording.id, exc_info=True)
-        await self._unmark_nick()
+            await asyncio.to_thread(self.sink.close)
+            sink_stats = self.sink.stats()
+            await self._note_speakers(sink_stats)  # writes to the index, which may fail
+        finally:
+            # Leave even when that failed: a voice connection left behind would keep
+            # the guild from recording again ("Already connected to a voice channel").
+            await self._leave()
         manifest = await asyncio.to_thread(self.store.new_manifest, self.recording)
         per_user = sink_stats.get("per_user", {})
         for speaker in manifest.speakers:
@@ -173,6 +174,16 @@ class RecordingSession:
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
                   stats["receive"] if stats else "n/a")
         return final
+
+    async def _leave(self) -> None:
+        """Disconnect from voice and restore the nickname; a failure is logged, not raised."""
+        assert self.voice is not None and self.recording is not None
+        try:
+            if self._voice_alive():
+                await self.voice.disconnect(force=True)
+        except Exception:  # the connection may already be gone; the recording is what matters
+            _log.warning("voice disconnect after recording %s failed", self.recording.id, exc_info=True)
+        await self._unmark_nick()
 
     # -- status --------------------------------------------------------------
 
@@ -210,7 +221,13 @@ class RecordingSession:
         except Exception:  # a broken check must not leave a recording running unwatched
             _log.exception("recording watch failed; stopping the recording")
             reason = StopReason("an internal error occurred while recording", automatic=True)
-        manifest = await self.stop(reason)
+        manifest: Manifest | None
+        try:
+            manifest = await self.stop(reason)
+        except Exception:  # e.g. the index locked by another process: the bot must still let go and say so
+            assert self.recording is not None
+            _log.exception("recording %s stopped (%s) but could not be finished", self.recording.id, reason.text)
+            manifest = None
         await self._on_auto_stop(self, reason, manifest)
 
     async def _auto_stop_reason(self) -> StopReason | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from bot.storage import Manifest, Recording
 
-__all__ = ["duration", "size", "recording_summary", "status_text", "recording_line"]
+__all__ = ["duration", "size", "recording_summary", "unfinished_text", "status_text", "recording_line"]
 
 
 def duration(seconds: float) -> str:
@@ -47,6 +47,17 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
         lines.append("Nobody spoke.")
     lines.append(f"Download (page, players, ZIP, FLAC): {link}")
     return "\n".join(lines)
+
+
+def unfinished_text(recording_id: str) -> str:
+    """What people are told about a recording that stopped but could not be finished.
+
+    Its index entry still says "recording", which the next start of the bot takes for
+    a crash: it repairs the files and marks the recording interrupted
+    (``RecordingStore.recover``). The cause stays in the bot's log: it may name paths.
+    """
+    return (f"Recording `{recording_id}` could not be finished (the error is in the bot's log). Its files "
+            f"are kept: the next start of the bot repairs it, then `/recordings get` hands it out.")
 
 
 def status_text(channel_name: str, recording_id: str, elapsed: float, names: dict[int, str],
