@@ -18,7 +18,7 @@ class WorkerCounters:
     """What the worker did with the packets it took off the queue."""
 
     __slots__ = (
-        "dequeued", "decoded", "lost", "concealed", "duplicates", "late",
+        "dequeued", "decoded", "lost", "concealed", "shed", "duplicates", "late",
         "decode_errors", "invalid", "discarded",
     )
 
@@ -31,6 +31,8 @@ class WorkerCounters:
         self.lost = 0
         #: Frames synthesized by packet-loss concealment or FEC.
         self.concealed = 0
+        #: Lost frames left silent, not concealed, while the worker was far behind.
+        self.shed = 0
         self.duplicates = 0
         #: Packets that came after their slot was committed.
         self.late = 0

@@ -25,7 +25,7 @@ from .metrics import WorkerCounters
 from .opus import SAMPLE_RATE
 from .packet import VoicePacket
 from .talk import TalkMeter
-from .track import Track
+from .track import Backlog, Track
 from .wavfile import WavWriter
 
 __all__ = ["Shard", "FinishLine", "LAG_SAMPLE_EVERY"]
@@ -82,12 +82,14 @@ class Shard:
         origin: float,
         clock: Callable[[], float],
         finish: FinishLine,
+        backlog: Backlog | None = None,
     ) -> None:
         self._directory = directory
         self._channels = channels
         self._origin = origin
         self._clock = clock
         self._finish = finish
+        self._backlog = backlog
         #: Written only by the worker thread; readers copy it (dict copy is atomic under the GIL).
         self.tracks: dict[int, Track] = {}
         #: Each track's talk meter, fed by its writer; replaced whole like ``tracks``.
@@ -148,6 +150,7 @@ class Shard:
         writer = WavWriter(self._directory / f"{user_id}.wav", self._channels, SAMPLE_RATE, on_samples=meter.feed)
         track = Track(
             user_id, writer, channels=self._channels, origin=self._origin, counters=self.counters,
+            backlog=self._backlog,
         )
         self.talk = {**self.talk, user_id: meter}
         self.tracks = {**self.tracks, user_id: track}

@@ -145,8 +145,9 @@ class AudioSink:
         self.started_at = clock()
         self._finish = FinishLine(self._lanes, self._agreed)
         self._shards = [
-            Shard(self.directory, channels=channels, origin=self.started_at, clock=clock, finish=self._finish)
-            for _ in self._workers
+            Shard(self.directory, channels=channels, origin=self.started_at, clock=clock, finish=self._finish,
+                  backlog=worker.backlog)
+            for worker in self._workers
         ]
         for worker, shard in zip(self._workers, self._shards):
             worker.serve(shard)

@@ -26,7 +26,7 @@ from .opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusError
 from .packet import VoicePacket, seq_delta
 from .timeline import DEFAULT_TOLERANCE, StreamTimeline
 
-__all__ = ["Track", "PcmWriter", "REORDER_WINDOW"]
+__all__ = ["Track", "PcmWriter", "Backlog", "REORDER_WINDOW"]
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +57,21 @@ class PcmWriter(Protocol):
     def frames(self) -> int: ...
     def append(self, pcm: np.ndarray) -> None: ...
     def append_silence(self, frames: int) -> None: ...
+
+
+class Backlog:
+    """Whether the worker that owns a set of tracks is far behind (it sets ``deep``).
+
+    Concealing a lost frame costs about what decoding one does. When a worker
+    is far behind, most gaps are packets the sink itself dropped for want of
+    queue room, and concealing them spent the time it needed to catch up, so a
+    worker that fell behind stayed behind. While ``deep``, gaps are silence.
+    """
+
+    __slots__ = ("deep",)
+
+    def __init__(self) -> None:
+        self.deep = False
 
 
 class _Stream:
@@ -97,7 +112,7 @@ class Track:
 
     __slots__ = (
         "user_id", "writer", "packets", "lost", "_channels", "_origin", "_counters",
-        "_window", "_stream", "_retired_ssrc",
+        "_backlog", "_window", "_stream", "_retired_ssrc",
     )
 
     def __init__(
@@ -108,6 +123,7 @@ class Track:
         channels: int,
         origin: float,
         counters: WorkerCounters,
+        backlog: Backlog | None = None,
         window: int = REORDER_WINDOW,
     ) -> None:
         self.user_id = user_id
@@ -118,6 +134,7 @@ class Track:
         self._channels = channels
         self._origin = origin
         self._counters = counters
+        self._backlog = backlog if backlog is not None else Backlog()
         self._window = window
         self._stream: _Stream | None = None
         self._retired_ssrc: int | None = None
@@ -262,7 +279,9 @@ class Track:
         """Fill ``gap`` samples before the packet being committed."""
         writer = self.writer
         end = writer.frames + gap
-        if lost > 0:
+        if lost > 0 and self._backlog.deep:
+            self._counters.shed += lost
+        elif lost > 0:
             # Time order: PLC continues the audio before the hole, silence if the
             # hole is long, then the last lost frame rebuilt from the FEC data in
             # the packet being committed (libopus falls back to PLC without it).

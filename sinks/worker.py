@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .shard import Shard
+from .track import Backlog
 
 __all__ = ["Worker", "WorkerPool", "STOP", "SYNC_INTERVAL", "BATCH_PAUSE", "DEFAULT_QUEUE_SIZE"]
 
@@ -68,8 +69,11 @@ STOP: Final = object()
 class Worker:
     """One thread's queue and the shards it serves."""
 
-    def __init__(self, items: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, items: queue.SimpleQueue[Any], deep: int) -> None:
         self.items = items
+        #: Deep while more than ``deep`` packets wait: its tracks then shed concealment.
+        self.backlog = Backlog()
+        self._deep = deep
         #: Only the worker thread touches this set.
         self._shards: set[Shard] = set()
         #: received_at of the packet being processed; None when the queue is empty.
@@ -120,6 +124,7 @@ class Worker:
         # each empty-queue moment would cost O(users) per packet at high load.
         maybe_pending = False
         last_item = 0.0  # when an item was last handled
+        backlog, deep = self.backlog, self._deep
         while True:
             depth = qsize()
             if depth == 0:
@@ -149,6 +154,7 @@ class Worker:
                 packets = depth - self._controls
                 if packets > shard.high_water:
                     shard.high_water = packets
+                backlog.deep = packets > deep
                 arrival = shard.handle(user_id, packet)
                 if arrival is not None:
                     self.lag_ref = arrival
@@ -182,7 +188,9 @@ class WorkerPool:
     """``threads`` worker threads, shared by every recording given this pool.
 
     ``queue_size`` bounds each worker's queue (packets beyond it are dropped
-    by ``AudioSink.write``). :meth:`close` ends the threads; close the
+    by ``AudioSink.write``); while more than half of it waits, the worker's
+    tracks leave lost frames silent rather than conceal them (see
+    :class:`~sinks.track.Backlog`). :meth:`close` ends the threads; close the
     recordings first.
     """
 
@@ -192,7 +200,7 @@ class WorkerPool:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
         self.queue_size = queue_size
-        self.workers = [Worker(queue.SimpleQueue()) for _ in range(threads)]
+        self.workers = [Worker(queue.SimpleQueue(), queue_size // 2) for _ in range(threads)]
         self._threads = [
             threading.Thread(target=w.run, name=f"AudioSink({name})#{i}", daemon=True)
             for i, w in enumerate(self.workers)

@@ -178,3 +178,31 @@ def test_closing_on_a_stopped_pool_says_so(tmp_path: pathlib.Path) -> None:
     pool.close()
     with pytest.raises(RuntimeError, match="workers stopped"):
         sink.close()
+
+
+def test_a_worker_far_behind_leaves_gaps_silent_instead_of_concealing(tmp_path: pathlib.Path) -> None:
+    """Concealment costs a decode per lost frame: a worker with more than half its queue
+    waiting skips it (counted as shed) so it can catch up; once caught up it conceals again."""
+    pool = WorkerPool(1, queue_size=100)
+    clock = FakeClock(0.0)
+    sink = AudioSink(tmp_path, pool=pool, clock=clock)
+    gate = threading.Event()
+    pool.workers[0].send(gate.wait)  # the worker waits here while the queue fills
+    sent = packets(encode(tone(400, 90), fec=True), start=0.1, seq0=0, ts0=0, ssrc=1)
+    early_gap, late_gap = 10, 85  # taken with about 78 and 4 packets still waiting
+    for k, packet in enumerate(sent):
+        if k not in (early_gap, late_gap):
+            clock.now = packet.received_at
+            assert sink.write(1, packet)
+    gate.set()
+    clock.now = 2.0
+    sink.close()
+    pool.close()
+    stats = sink.stats()
+    assert stats["lost"] == 2 and stats["decoded"] == 88
+    assert stats["shed"] == 1 and stats["concealed"] == 1
+    track = sf.read(tmp_path / "1.wav", dtype="int16")[0]
+    early = round((0.1 + early_gap * 0.02) * 48_000)
+    late = round((0.1 + late_gap * 0.02) * 48_000)
+    assert not track[early:early + 960].any()
+    assert np.abs(track[late:late + 960]).max() > 1000
