@@ -139,8 +139,8 @@ class RecorderBot(discord.AutoShardedClient):
             raise
         if isinstance(interaction.channel, discord.abc.Messageable):
             self._report_channels[guild_id] = interaction.channel
-        await self._notify_channel(channel, f"\N{LARGE RED CIRCLE} This channel is being recorded (one file per "
-                                            f"speaker). `/record optout` keeps your voice out of it.")
+        await self._notify_channel(channel, "\N{LARGE RED CIRCLE} This channel is being recorded (one file per "
+                                            "speaker). `/record optout` keeps your voice out of it.")
         return session
 
     async def stop_session(self, guild_id: int, reason: StopReason) -> Manifest:
