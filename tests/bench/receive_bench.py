@@ -8,7 +8,6 @@ davey group, frames sealed by a simulated member), writing into a real
 
 from __future__ import annotations
 
-import struct
 import tempfile
 import time
 from collections.abc import Callable

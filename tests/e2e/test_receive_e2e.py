@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import soundfile
 
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE

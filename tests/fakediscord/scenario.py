@@ -135,7 +135,6 @@ class ScenarioRunner:
 
     async def start(self) -> None:
         """Create the speakers' users and start playing."""
-        guild = self.world.guilds[self.guild_id]
         for index, spec in enumerate(self.scenario.speakers):
             user_id = self._user_for(spec.name)
             self.server.register_speaker(user_id)
