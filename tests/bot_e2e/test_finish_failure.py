@@ -20,7 +20,7 @@ from .checks import (check_get_serves, check_tracks, manifest, origin_guess, pla
                      refusal, wait_posted)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
-#: alice talks, then everybody leaves.
+#: alice talks; when the scenario ends she leaves, and the channel is empty.
 TALK_AND_LEAVE = Scenario(
     speakers=(
         SpeakerSpec("alice", 210.0, talks=(Talk(0.5, 1.2),)),
