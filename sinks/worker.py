@@ -5,9 +5,10 @@ unbounded ``queue.SimpleQueue`` (the sink bounds it by ``qsize()``). Any
 number of recordings share one pool: each has a :class:`~sinks.shard.Shard`
 on every worker, and a user's packets always go to the same worker. Every
 track, decoder and WAV file is touched by that worker thread alone, and all
-disk I/O happens there, outside any lock. A worker wakes at least once a
-second, packets or not, to bring WAV headers up to date (so a SIGKILL loses
-at most the last second) and to commit reorder windows that went quiet.
+disk I/O happens there, outside any lock. A worker wakes at least every
+:data:`SYNC_INTERVAL`, packets or not, to bring WAV headers up to date (so a
+SIGKILL loses at most the last second) and to commit reorder windows that
+went quiet.
 
 Why one pool for every recording rather than threads per recording: a bot
 recording six guilds had six workers and the socket reader contending for
