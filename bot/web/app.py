@@ -94,7 +94,9 @@ class _Routes:
         rid = request.match_info["rid"]
         if not is_recording_id(rid):
             raise _Denied
-        rec = self.store.get(rid)
+        # In a thread: a store write waiting out a locked index holds the store's
+        # lock, and a read on the event loop would freeze the whole bot meanwhile.
+        rec = await asyncio.to_thread(self.store.get, rid)
         key = request.query.get("key", "")
         # Compare even when the id is unknown, so timing says nothing either way.
         expected = rec.secret if rec is not None else "x" * 32
