@@ -209,8 +209,6 @@ class WavWriter:
         if size > _BUFFER_SIZE - self._fill:
             self._drain()
             if size >= _BUFFER_SIZE:
-                if self._on_samples is not None:
-                    self._on_samples(data)
                 self._write_all(data)
                 self._bytes += size
                 return
@@ -295,12 +293,13 @@ class WavWriter:
 
     def _drain(self) -> None:
         if self._fill:
-            if self._on_samples is not None:
-                self._on_samples(self._view[:self._fill])
             self._write_all(self._view[:self._fill])
             self._fill = 0
 
     def _write_all(self, data: memoryview) -> None:
+        """Hand audio to the OS, shown to ``on_samples`` first: every byte passes here once."""
+        if self._on_samples is not None:
+            self._on_samples(data)
         done = 0
         try:
             while done < len(data):
