@@ -82,7 +82,7 @@ class Shard:
         origin: float,
         clock: Callable[[], float],
         finish: FinishLine,
-        backlog: Backlog | None = None,
+        backlog: Backlog,
     ) -> None:
         self._directory = directory
         self._channels = channels

@@ -123,7 +123,7 @@ class Track:
         channels: int,
         origin: float,
         counters: WorkerCounters,
-        backlog: Backlog | None = None,
+        backlog: Backlog,
         window: int = REORDER_WINDOW,
     ) -> None:
         self.user_id = user_id
@@ -134,7 +134,7 @@ class Track:
         self._channels = channels
         self._origin = origin
         self._counters = counters
-        self._backlog = backlog if backlog is not None else Backlog()
+        self._backlog = backlog
         self._window = window
         self._stream: _Stream | None = None
         self._retired_ssrc: int | None = None
