@@ -15,6 +15,10 @@ the engine's counters is shown beside it);
 at the end the loss is split by cause: sink queue drops (engine counters
 logged at close), kernel drops (/proc/net/udp drops of the bot's sockets),
 decrypt failures (receive counters logged at stop), and whatever is left.
+The ``host`` column is how fast the machine ran a fixed loop of Python during
+the window, against the same loop at the start of the run (see
+:mod:`tests.bench.load.hostspeed`: these machines are shared, and a slow
+minute moves the result as much as a code change).
 A step passes with zero loss of every kind over the whole recording and
 worker lag in the window under 200 ms;
 N grows until a step fails. discord-ext-voice-recv (DAVE off; its own venv)
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tests.bench.load import probes
+from tests.bench.load import hostspeed, probes
 from tests.bench.load.ourbot import OurBot
 from tests.bench.load.profile import Profiler, thread_names
 from tests.bench.load.stage import Stage, rooms_for
@@ -78,6 +82,10 @@ class Row:
     setup_s: float = 0.0
     join_s: float = 0.0
     late_slots: int = 0
+    #: Milliseconds of CPU the fixed loop of :mod:`tests.bench.load.hostspeed` took in the window.
+    host_ms: float | None = None
+    #: The loop's time at the start of the run over its time in the window (below 1: a slower machine).
+    host_speed: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -89,10 +97,12 @@ class Row:
 
 
 class _Window:
-    """CPU of the bot and of this process (the generator) over the measuring window, peak RSS."""
+    """CPU of the bot and of this process (the generator) over the measuring window, peak RSS,
+    and how fast the machine ran meanwhile."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self._host = hostspeed.HostSpeed()
         self._bot0 = probes.sample(pid)
         self._gen0 = probes.sample(os.getpid())
         self._names = thread_names(pid)
@@ -113,6 +123,7 @@ class _Window:
         row.notes.append("bot CPU % by thread kind: " + ", ".join(f"{k} {v:.0f}" for v, k in busy))
         self.rss_peak = max(self.rss_peak, bot.rss_bytes)
         row.rss_mb = self.rss_peak / 2**20
+        row.host_ms = self._host.stop()
 
 
 def _stream_in_background(stage: Stage, seconds: float) -> Callable[[], Any]:
@@ -261,7 +272,7 @@ def sweep(name: str, steps: list[int], measure: Callable[[int], Row]) -> list[Ro
 
 _HEADER = (f"{'who':<34} {'N':>4} {'conn':>4} {'offered/s':>9} {'received':>9} {'sink':>5} {'kernel':>6} "
            f"{'decrypt':>7} {'other':>6} {'lag ms':>7} {'(whole)':>7} {'bot CPU%':>8} {'gen CPU%':>8} {'RSS MB':>7} "
-           f"{'write p99 us':>12} {'setup s':>7} {'pass':>4}")
+           f"{'write p99 us':>12} {'setup s':>7} {'host':>5} {'pass':>4}")
 
 
 def _line(row: Row) -> str:
@@ -269,9 +280,10 @@ def _line(row: Row) -> str:
     lag = f"{row.lag_ms:.0f}" if row.lag_ms is not None else "-"
     whole = f"{row.whole_lag_ms:.0f}" if row.whole_lag_ms is not None else "-"
     p99 = f"{row.write_p99_us:.2f}" if row.write_p99_us is not None else "-"
+    host = f"{row.host_speed:.2f}" if row.host_speed is not None else "-"
     text = (f"{row.who:<34} {row.speakers:>4} {row.rooms:>4} {rate:>9.0f} {row.received:>9} {row.sink_drops:>5} "
             f"{row.kernel_drops:>6} {row.decrypt_failures:>7} {row.other_loss:>6} {lag:>7} {whole:>7} {row.bot_cpu:>8.0f} "
-            f"{row.gen_cpu:>8.0f} {row.rss_mb:>7.0f} {p99:>12} {row.setup_s + row.join_s:>7.1f} "
+            f"{row.gen_cpu:>8.0f} {row.rss_mb:>7.0f} {p99:>12} {row.setup_s + row.join_s:>7.1f} {host:>5} "
             f"{'yes' if row.passed else 'NO':>4}")
     return text + "".join(f"\n    {note}" for note in row.notes)
 
@@ -337,8 +349,9 @@ def main(argv: list[str]) -> int:
         steps = [int(s) for s in args.steps.split(",")]
     work = Path(tempfile.mkdtemp(prefix="load-bench-"))
     env: dict[str, str] = {}
-    print(f"load benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, work dir {work}",
-          flush=True)
+    reference_ms = hostspeed.calibrate()
+    print(f"load benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, work dir {work}; "
+          f"host: the fixed loop took {reference_ms or 0:.1f} ms of CPU at the start", flush=True)
     try:
         if args.soak:
             soak(args.soak, args.soak_speakers, args.per_room, work, env)
@@ -351,15 +364,16 @@ def main(argv: list[str]) -> int:
             return path
 
         def ours(dave: bool, single: bool) -> Callable[[int], Row]:
-            return lambda n: _clean(measure_ours(
+            return lambda n: _clean(_rate_host(measure_ours(
                 dave=dave, speakers=n, rooms=1 if single else rooms_for(n, args.per_room),
                 warmup=args.warmup, window=args.window, workdir=step_dir(), env=env,
-                profile=args.profile), args.keep)
+                profile=args.profile), reference_ms), args.keep)
 
         def theirs(python: Path, single: bool) -> Callable[[int], Row]:
-            return lambda n: _clean(measure_vrecv(
+            return lambda n: _clean(_rate_host(measure_vrecv(
                 speakers=n, rooms=1 if single else rooms_for(n, args.per_room),
-                warmup=args.warmup, window=args.window, workdir=step_dir(), python=python), args.keep)
+                warmup=args.warmup, window=args.window, workdir=step_dir(), python=python),
+                reference_ms), args.keep)
 
         print(_HEADER, flush=True)
         results: dict[str, list[Row]] = {}
@@ -392,6 +406,13 @@ def main(argv: list[str]) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _rate_host(row: Row, reference_ms: float | None) -> Row:
+    """Set ``row.host_speed`` against the loop's time at the start of the run."""
+    if reference_ms and row.host_ms:
+        row.host_speed = reference_ms / row.host_ms
+    return row
 
 
 def _clean(row: Row, keep: bool) -> Row:
