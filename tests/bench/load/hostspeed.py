@@ -23,13 +23,17 @@ _SAMPLE_EVERY = 0.5
 # itself once orphaned, so a step that fails before stop() leaves nothing behind.
 _CHILD = f"""
 import os, time
-parent = os.getppid()
-while os.getppid() == parent:
+
+def loop():
     began = time.thread_time_ns()
     total = 0
     for i in range(200_000):
         total += i * i
-    print((time.thread_time_ns() - began) / 1e6, flush=True)
+    return (time.thread_time_ns() - began) / 1e6
+
+parent = os.getppid()
+while os.getppid() == parent:
+    print(loop(), flush=True)
     time.sleep({_SAMPLE_EVERY})
 """
 
