@@ -16,7 +16,7 @@ at the end the loss is split by cause: sink queue drops (engine counters
 logged at close), kernel drops (/proc/net/udp drops of the bot's sockets),
 decrypt failures (receive counters logged at stop), and whatever is left.
 The ``host`` column is how fast the machine ran a fixed loop of Python during
-the window, against the same loop at the start of the run (see
+the window (median), against its fastest run at the start (see
 :mod:`tests.bench.load.hostspeed`: these machines are shared, and a slow
 minute moves the result as much as a code change).
 A step passes with zero loss of every kind over the whole recording and
@@ -84,7 +84,7 @@ class Row:
     late_slots: int = 0
     #: Milliseconds of CPU the fixed loop of :mod:`tests.bench.load.hostspeed` took in the window.
     host_ms: float | None = None
-    #: The loop's time at the start of the run over its time in the window (below 1: a slower machine).
+    #: The loop's fastest time at the start of the run over its median in the window (below 1: slower).
     host_speed: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -123,7 +123,7 @@ class _Window:
         row.notes.append("bot CPU % by thread kind: " + ", ".join(f"{k} {v:.0f}" for v, k in busy))
         self.rss_peak = max(self.rss_peak, bot.rss_bytes)
         row.rss_mb = self.rss_peak / 2**20
-        row.host_ms = self._host.stop()
+        row.host_ms = self._host.median()
 
 
 def _stream_in_background(stage: Stage, seconds: float) -> Callable[[], Any]:
@@ -351,7 +351,7 @@ def main(argv: list[str]) -> int:
     env: dict[str, str] = {}
     reference_ms = hostspeed.calibrate()
     print(f"load benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, work dir {work}; "
-          f"host: the fixed loop took {reference_ms or 0:.1f} ms of CPU at the start", flush=True)
+          f"host: the fixed loop took {reference_ms or 0:.1f} ms of CPU at the start (fastest of 3 s)", flush=True)
     try:
         if args.soak:
             soak(args.soak, args.soak_speakers, args.per_room, work, env)

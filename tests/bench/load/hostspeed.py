@@ -44,16 +44,24 @@ class HostSpeed:
     def __init__(self) -> None:
         self._child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
 
-    def stop(self) -> float | None:
-        """End the child; the median milliseconds the loop took, None without a sample."""
+    def stop(self) -> list[float]:
+        """End the child; the milliseconds each run of the loop took."""
         self._child.terminate()
         output, _ = self._child.communicate()
-        samples = [float(line) for line in output.split()]
+        return [float(line) for line in output.split()]
+
+    def median(self) -> float | None:
+        """End the child; the median milliseconds the loop took, None without a sample."""
+        samples = self.stop()
         return statistics.median(samples) if samples else None
 
 
 def calibrate(seconds: float = 3.0) -> float | None:
-    """The loop's median milliseconds over ``seconds``, taken before any load runs."""
+    """The loop's fastest milliseconds over ``seconds``, taken before any load runs.
+
+    The fastest, not the median: a start in a slow minute would otherwise make
+    every later step look fast.
+    """
     speed = HostSpeed()
     time.sleep(seconds)
-    return speed.stop()
+    return min(speed.stop(), default=None)
