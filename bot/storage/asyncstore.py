@@ -60,6 +60,10 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.mark_interrupted`."""
         return await asyncio.to_thread(self.store.mark_interrupted, recording_id, manifest, ended_at=ended_at)
 
+    async def close_unfinished(self, recording_id: str, manifest: Manifest | None) -> Manifest:
+        """See :meth:`RecordingStore.close_unfinished`."""
+        return await asyncio.to_thread(self.store.close_unfinished, recording_id, manifest)
+
     async def delete(self, recording_id: str) -> bool:
         """See :meth:`RecordingStore.delete`."""
         return await asyncio.to_thread(self.store.delete, recording_id)

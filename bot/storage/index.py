@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
-from bot.storage.manifest import Manifest, Speaker
+from bot.storage.manifest import Manifest, ManifestError, Speaker
 from bot.storage.names import user_id_of_raw_track
 from sinks import repair_directory
 
@@ -259,6 +259,18 @@ class RecordingStore:
             manifest = self.new_manifest(rec)
         return self._close(recording_id, manifest, "interrupted", ended_at)
 
+    def close_unfinished(self, recording_id: str, manifest: Manifest | None) -> Manifest:
+        """Close a recording whose stop failed part-way (the index locked by another
+        process, say), now that it may work: :meth:`finish` it with ``manifest``
+        when the stop got as far as describing it, else repair it like a crash
+        (:meth:`recover`) and mark it ``interrupted``. Safe to repeat after a
+        failure of its own. Raises :class:`StorageError` when the recording is gone."""
+        if manifest is not None:
+            return self.finish(recording_id, manifest)
+        rec = self._require(recording_id)
+        repair_directory(rec.directory)
+        return self.mark_interrupted(rec.id)
+
     def delete(self, recording_id: str) -> bool:
         """Remove a recording's files and rows; False when there was none."""
         rec = self.get(recording_id)
@@ -300,9 +312,11 @@ class RecordingStore:
     def recover(self) -> list[Recording]:
         """Close recordings a crashed process left marked ``recording``: repair
         their WAV headers (``sinks.repair_directory``), name their tracks as far
-        as known, write their manifest, mark them ``interrupted``. Call once at
-        start-up, before any new recording begins. Returns them so the bot can
-        tell their guilds."""
+        as known, write their manifest, mark them ``interrupted``. One whose stop
+        got as far as writing its ``finished`` manifest (only the index update
+        failed) is finished with that manifest instead. Call once at start-up,
+        before any new recording begins. Returns them so the bot can tell their
+        guilds."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM recordings WHERE status = 'recording' ORDER BY started_at"
@@ -310,6 +324,12 @@ class RecordingStore:
         recovered = []
         for row in rows:
             rec = self._row(row)
+            stopped = _finished_manifest(rec)
+            if stopped is not None:
+                self.finish(rec.id, stopped, ended_at=stopped.ended_at)
+                recovered.append(self._require(rec.id))
+                _log.warning("recording %s had stopped, but its index entry was not updated: finished now", rec.id)
+                continue
             rec.directory.mkdir(parents=True, exist_ok=True)
             repair_directory(rec.directory)
             tracks = list(rec.directory.glob("*.wav"))
@@ -369,6 +389,15 @@ class RecordingStore:
         # The id was validated by get()/the schema, so this stays inside recordings_dir.
         if rec.directory.parent == self.recordings_dir and rec.directory.is_dir():
             shutil.rmtree(rec.directory, ignore_errors=True)
+
+
+def _finished_manifest(rec: Recording) -> Manifest | None:
+    """The ``finished`` manifest a stop of ``rec`` wrote before its index update failed, if any."""
+    try:
+        manifest = Manifest.read(rec.directory)
+    except (OSError, ManifestError):  # none (a crash), or unreadable: repair as a crash
+        return None
+    return manifest if manifest.status == "finished" and manifest.recording_id == rec.id else None
 
 
 def _finalize_tracks(directory: Path, speakers: list[Speaker], known: list[Speaker]) -> list[Speaker]:

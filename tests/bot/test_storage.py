@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -276,3 +277,58 @@ def test_recover_engine_written_track(tmp_path: Path) -> None:
         (recovered,) = s.recover()
         assert recovered.id == rec.id and recovered.status == "interrupted"
         np.testing.assert_array_equal(read_wav(rec.directory / f"alice-{ALICE}.wav"), audio[:, 0])
+
+
+def test_close_unfinished_finishes_with_the_stop_manifest_or_repairs_without_one(tmp_path: Path) -> None:
+    alice, bob = tone(440, 0.8), tone(660, 0.5)
+    with RecordingStore(tmp_path / "rec") as s:
+        # The stop described this one before the index refused it.
+        described = s.create(GUILD_A, "A", 5, "vc")
+        s.note_speaker(described.id, ALICE, "Alice")
+        write_wav(described.directory / f"{ALICE}.wav", alice)
+        manifest = s.new_manifest(described)
+        manifest.speakers[0].talk_seconds = 0.75
+        # The stop failed before describing this one; its header is as a crash leaves it.
+        undescribed = s.create(GUILD_A, "A", 5, "vc")
+        write_wav(undescribed.directory / f"{BOB}.wav", bob)
+        _stale_header(undescribed.directory / f"{BOB}.wav", "zeroed")
+
+        final = s.close_unfinished(described.id, manifest)
+        assert final.status == "finished" and s.get(described.id).status == "finished"
+        written = Manifest.read(described.directory)
+        assert [(sp.file, sp.talk_seconds) for sp in written.speakers] == [(f"alice-{ALICE}.wav", 0.75)]
+        assert s.close_unfinished(described.id, manifest).speakers == final.speakers  # a repeat is harmless
+        np.testing.assert_array_equal(read_wav(described.directory / f"alice-{ALICE}.wav"), alice)
+
+        repaired = s.close_unfinished(undescribed.id, None)
+        assert repaired.status == "interrupted" and s.get(undescribed.id).status == "interrupted"
+        np.testing.assert_array_equal(read_wav(undescribed.directory / f"speaker-{BOB}.wav"), bob)
+
+        assert s.delete(described.id)
+        with pytest.raises(StorageError):
+            s.close_unfinished(described.id, manifest)
+
+
+def test_recover_finishes_a_stopped_recording_whose_index_update_failed(tmp_path: Path) -> None:
+    root = tmp_path / "rec"
+    alice = tone(440, 0.6)
+    with RecordingStore(root) as s:
+        stopped = s.create(GUILD_A, "A", 5, "vc")
+        s.note_speaker(stopped.id, ALICE, "Alice")
+        write_wav(stopped.directory / f"{ALICE}.wav", alice)
+        manifest = s.new_manifest(stopped)
+        manifest.speakers[0].talk_seconds = 0.5
+        s.finish(stopped.id, manifest)
+        database = s.database_path
+    # What finish() leaves when its last step, the index update, fails: all but the status.
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE recordings SET status = 'recording', ended_at = NULL WHERE id = ?", (stopped.id,))
+
+    with RecordingStore(root) as s:  # the restarted bot
+        recovered = s.recover()
+        assert [(r.id, r.status) for r in recovered] == [(stopped.id, "finished")]
+        kept = Manifest.read(stopped.directory)
+        assert kept.status == "finished"
+        assert [(sp.file, sp.talk_seconds) for sp in kept.speakers] == [(f"alice-{ALICE}.wav", 0.5)]
+        np.testing.assert_array_equal(read_wav(stopped.directory / f"alice-{ALICE}.wav"), alice)
+        assert s.recover() == []
