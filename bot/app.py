@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from bot.commands import RecordGroup, RecordingsGroup
 from bot.config import Settings
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.session import RecordingSession, SessionLimits, StopReason
-from bot.storage import AsyncRecordingStore, Manifest, Recording, RecordingStore
+from bot.storage import AsyncRecordingStore, Manifest, Recording, RecordingStore, StorageError
 from bot.summary import recording_summary, unfinished_text
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app, download_url
@@ -32,6 +33,8 @@ _RETENTION_SWEEP_SECONDS = 3600.0
 _COMMAND_DRAIN_SECONDS = 20.0
 #: Attachments are refused above the limit; leave room for the multipart envelope.
 _UPLOAD_MARGIN = 64 * 1024
+#: Seconds between tries to finish a recording whose stop failed; the last repeats.
+_FINISH_RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0)
 #: Worker threads shared by every recording. libopus decodes without the GIL,
 #: so two decode side by side: at 400 speakers over eight connections (DAVE on)
 #: one worker dropped 144,234 packets, two dropped none
@@ -93,7 +96,7 @@ class RecorderBot(discord.AutoShardedClient):
         _log.info("download links start with %s", self.settings.public_url)
 
     async def on_ready(self) -> None:
-        """Tell guilds whose recording a crash cut short (once)."""
+        """Tell guilds about the recordings the start-up closed (once): cut by a crash, or left unfinished."""
         _log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
         recovered, self._recovered = self._recovered, []
         for recording in recovered:
@@ -105,11 +108,18 @@ class RecorderBot(discord.AutoShardedClient):
         reason = StopReason("the bot is shutting down", automatic=True)
         for guild_id in list(self._sessions):
             channel = self._report_channels.get(guild_id)
+            session = self._sessions.get(guild_id)
+            if session is None:  # stopped by itself while an earlier guild's was finalized
+                continue
+            manifest = None
             try:
                 manifest = await self.stop_session(guild_id, reason)
                 await self._announce_stop(channel, reason, manifest)
             except Exception:  # keep finalizing the other guilds' recordings
                 _log.exception("finalizing the recording of guild %s at shutdown failed", guild_id)
+                if manifest is None and session.recording is not None:  # as a stop that fails while running
+                    await self._notify_channel(channel, f"Recording stopped: {reason.text}.\n"
+                                                        f"{unfinished_text(session.recording.id, retrying=False)}")
         await asyncio.to_thread(self.recording_workers.close)
         for task in self._background:
             task.cancel()
@@ -158,8 +168,35 @@ class RecorderBot(discord.AutoShardedClient):
         if manifest is not None:
             await self._announce_stop(channel, reason, manifest)
         elif session.recording is not None:  # could not be finished; the session logged why
+            self.finish_later(session, channel)
             await self._notify_channel(channel, f"Recording stopped: {reason.text}.\n"
                                                 f"{unfinished_text(session.recording.id)}")
+
+    def finish_later(self, session: RecordingSession, channel: discord.abc.Messageable | None) -> None:
+        """Keep trying, in the background, to close the recording whose stop just failed;
+        post its summary in `channel` once that works. Shutdown ends the tries (the next
+        start repairs the recording)."""
+        assert session.recording is not None
+        recording_id = session.recording.id
+        self._spawn(self._finish_in_retries(recording_id, session.pending_manifest, channel),
+                    f"finish recording {recording_id}")
+
+    async def _finish_in_retries(self, recording_id: str, manifest: Manifest | None,
+                                 channel: discord.abc.Messageable | None) -> None:
+        delays = itertools.chain(_FINISH_RETRY_SECONDS, itertools.repeat(_FINISH_RETRY_SECONDS[-1]))
+        while True:
+            await asyncio.sleep(next(delays))
+            try:
+                final = await self.astore.close_unfinished(recording_id, manifest)
+                break
+            except StorageError as exc:  # deleted meanwhile: nothing left to finish
+                _log.warning("recording %s can no longer be finished: %s", recording_id, exc)
+                return
+            except Exception as exc:  # the traceback was logged at the first failure
+                _log.warning("recording %s still cannot be finished (%s); trying again", recording_id, exc)
+        _log.info("recording %s finished after its stop had failed", recording_id)
+        done = "finished" if final.status == "finished" else "repaired and kept as far as it was written"
+        await self._announce(channel, f"Recording `{recording_id}` is {done} now.", final)
 
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """Persist the choice and apply it to a running recording at once."""
@@ -202,12 +239,16 @@ class RecorderBot(discord.AutoShardedClient):
 
     async def _announce_stop(self, channel: discord.abc.Messageable | None, reason: StopReason,
                              manifest: Manifest) -> None:
+        await self._announce(channel, f"Recording stopped: {reason.text}.", manifest)
+
+    async def _announce(self, channel: discord.abc.Messageable | None, head: str, manifest: Manifest) -> None:
+        """Post `head`, the recording's summary and (when it fits) its ZIP in `channel`."""
         if channel is None:
             return
         limit = getattr(getattr(channel, "guild", None), "filesize_limit", 10 * 1024 * 1024)
         text, file = await self.summary_and_zip(manifest, limit)
         try:
-            await self.send_with_optional_file(channel.send, f"Recording stopped: {reason.text}.\n{text}", file)
+            await self.send_with_optional_file(channel.send, f"{head}\n{text}", file)
         except discord.HTTPException as exc:
             _log.warning("could not announce the end of recording %s: %s", manifest.recording_id, exc)
 
@@ -218,11 +259,14 @@ class RecorderBot(discord.AutoShardedClient):
         channel = guild.get_channel(recording.channel_id) or guild.system_channel
         if channel is None:
             return
-        await self._notify_channel(
-            channel, f"The bot stopped unexpectedly while recording **{recording.channel_name}**. The recording "
-                     f"`{recording.id}` was repaired and kept up to the moment it stopped: "
-                     f"{download_url(self.settings.public_url, recording)}",
-        )
+        link = download_url(self.settings.public_url, recording)
+        if recording.status == "finished":  # it had stopped; only its index entry was left behind
+            text = (f"Recording `{recording.id}` of **{recording.channel_name}**, which could not be finished "
+                    f"before the bot stopped, is finished now: {link}")
+        else:
+            text = (f"The bot stopped unexpectedly while recording **{recording.channel_name}**. The recording "
+                    f"`{recording.id}` was repaired and kept up to the moment it stopped: {link}")
+        await self._notify_channel(channel, text)
 
     async def _notify_channel(self, channel: Any, text: str) -> None:
         if not isinstance(channel, discord.abc.Messageable):

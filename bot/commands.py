@@ -128,6 +128,8 @@ class RecordGroup(_BotGroup):
             manifest = await self.bot.stop_session(interaction.guild.id, reason)
         except Exception:  # e.g. the index locked by another process; the session is gone all the same
             _log.exception("recording %s stopped but could not be finished", session.recording.id)
+            channel = interaction.channel
+            self.bot.finish_later(session, channel if isinstance(channel, discord.abc.Messageable) else None)
             await interaction.followup.send(f"Recording stopped.\n{unfinished_text(session.recording.id)}")
             return
         text, file = await self.bot.summary_and_zip(manifest, interaction.filesize_limit)
@@ -188,7 +190,7 @@ class RecordingsGroup(_BotGroup):
             session = self.bot.session_for(interaction.guild.id)
             if session is not None and session.recording is not None and session.recording.id == recording.id:
                 await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
-            else:  # left so by a stop that failed; only the next start of the bot closes it
+            else:  # left so by a stop that failed: the bot keeps trying to close it
                 await _refuse(interaction, unfinished_text(recording.id))
             return None
         return recording

@@ -53,7 +53,7 @@ class StopReason:
 
 #: Called once the session has stopped on its own, with the summary to announce, or
 #: None when the recording could not be finished (the error is logged; the index
-#: still says "recording", so the next start of the bot repairs it).
+#: still says "recording" until ``RecordingStore.close_unfinished`` succeeds).
 OnAutoStop = Callable[["RecordingSession", StopReason, Manifest | None], Awaitable[None]]
 
 
@@ -87,6 +87,9 @@ class RecordingSession:
         self._on_auto_stop = on_auto_stop
         self._watch_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[Manifest] | None = None
+        #: The manifest :meth:`stop` built, once it has: if writing it to the index
+        #: fails, finishing can be retried with it (``RecordingStore.close_unfinished``).
+        self.pending_manifest: Manifest | None = None
         #: Display names of everyone heard, learned while they were in voice: without the
         #: members intent discord.py forgets a member once they leave the channel.
         self._names: dict[int, str] = {}
@@ -170,6 +173,7 @@ class RecordingSession:
             user = per_user.get(speaker.user_id, {})
             speaker.packets = user.get("packets")
             speaker.losses = user.get("lost")
+        self.pending_manifest = manifest
         final = await asyncio.to_thread(self.store.finish, self.recording.id, manifest)
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
                   stats["receive"] if stats else "n/a")

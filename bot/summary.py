@@ -49,15 +49,21 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
     return "\n".join(lines)
 
 
-def unfinished_text(recording_id: str) -> str:
+def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
     """What people are told about a recording that stopped but could not be finished.
 
-    Its index entry still says "recording", which the next start of the bot takes for
-    a crash: it repairs the files and marks the recording interrupted
-    (``RecordingStore.recover``). The cause stays in the bot's log: it may name paths.
+    While the bot runs it keeps trying (``RecordingStore.close_unfinished``) and
+    posts the summary once that works; ``retrying`` False is for a bot that is
+    shutting down. Its index entry still says "recording", which the next start
+    of the bot takes for a crash: it repairs the files and marks the recording
+    interrupted (``RecordingStore.recover``). The cause stays in the bot's log:
+    it may name paths.
     """
-    return (f"Recording `{recording_id}` could not be finished (the error is in the bot's log). Its files "
-            f"are kept: the next start of the bot repairs it, then `/recordings get` hands it out.")
+    head = f"Recording `{recording_id}` could not be finished (the error is in the bot's log). Its files are kept: "
+    if retrying:
+        return head + ("the bot tries again at least once a minute and posts here once it is done; "
+                       "if the bot stops first, its next start repairs it.")
+    return head + "the next start of the bot repairs it, then `/recordings get` hands it out."
 
 
 def status_text(channel_name: str, recording_id: str, elapsed: float, names: dict[int, str],
