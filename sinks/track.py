@@ -46,6 +46,13 @@ _BURST_GAP: Final = 3 * FRAME_SAMPLES
 #: placed its frame up to 2**31 samples (12 hours) on and filled the gap
 #: with silence: gigabytes of WAV from one packet.
 _MAX_OFFSET: Final = 10 * SAMPLE_RATE
+#: How far (samples) a track may run behind its timeline rather than lose speech.
+#: When the anchor moves back while someone talks (the packets it was set by came
+#: late, then faster ones showed it), the next frame's place is already written:
+#: up to this much, the frame is written whole just after, and the next silence
+#: or gap is that much shorter; only what lies beyond it is cut from the frame.
+#: 10 ms: with the timeline's 10 ms tolerance, the 20 ms alignment budget.
+_MAX_SLIP: Final = DEFAULT_TOLERANCE
 _SEEN_RING: Final = 128
 _DECODE_FAILURES: Final = (OpusError, TypeError, ctypes.ArgumentError)
 
@@ -269,10 +276,11 @@ class Track:
             return
         counters.decoded += 1
         self.packets += 1
-        if gap < 0:
-            if -gap >= len(pcm):
-                return  # entirely before the write head (anchor moved back)
-            pcm = pcm[-gap:]
+        if gap < -_MAX_SLIP:
+            cut = -gap - _MAX_SLIP
+            if cut >= len(pcm):
+                return  # entirely before what the slip allows (anchor moved far back)
+            pcm = pcm[cut:]
         writer.append(pcm)
 
     def _fill(self, decoder: OpusDecoder, gap: int, lost: int, next_opus: bytes) -> None:

@@ -131,6 +131,33 @@ def test_late_first_packet_never_costs_audio_later(tmp_path: pathlib.Path) -> No
     assert stats["decoded"] == 100 and stats["lost"] == 0
 
 
+def test_an_anchor_set_by_late_packets_costs_only_what_the_slip_cannot_take(tmp_path: pathlib.Path) -> None:
+    """The first eight packets come 19 ms late (the anchor is set by them), then on time:
+    the anchor moves back 19 ms while the speaker talks. The track may run 10 ms behind
+    rather than lose speech, so the frame whose place is already written loses 9 ms of
+    its head (it lost all 19 before), and the silence before the next burst is 10 ms
+    shorter, so that burst is back where it belongs."""
+    clock = FakeClock(0.0)
+    frames = encode(tone(450, 100))
+    late = [0.019] * 8 + [0.0] * 42
+    first = packets(frames[:50], start=0.2, seq0=40, ts0=5, ssrc=6, delays=late)
+    # The sender's RTP clock runs through the silence: the second burst needs no new anchor.
+    second = packets(frames[50:], start=2.2, seq0=90, ts0=5 + 100 * FRAME_SAMPLES, ssrc=6)
+    tracks, stats = record(tmp_path, clock, [(1, p) for p in first + second], end=3.5)
+    track = tracks[1][:, 0]
+    reference = decode_offline(frames)[:, 0]
+    half, before = 50 * FRAME_SAMPLES, 8 * FRAME_SAMPLES
+    cut = round(0.019 * SAMPLE_RATE) - round(0.010 * SAMPLE_RATE)
+    spoken = round(0.219 * SAMPLE_RATE)
+    assert np.array_equal(track[spoken:spoken + before], reference[:before])
+    after = spoken + before
+    assert np.array_equal(track[after:after + half - before - cut], reference[before + cut:half])
+    resumed = round(2.2 * SAMPLE_RATE)
+    assert not track[:spoken].any() and not track[after + half - before - cut:resumed].any()
+    assert np.array_equal(track[resumed:resumed + half], reference[half:])
+    assert stats["decoded"] == 100 and stats["lost"] == 0
+
+
 def test_sender_clock_drift_is_followed(tmp_path: pathlib.Path) -> None:
     """A sender clock 2000 ppm slow: uncorrected, marks would be 120 ms off after a minute."""
     clock = FakeClock(0.0)
