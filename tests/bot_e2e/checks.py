@@ -179,6 +179,27 @@ def _find_frame(wav: np.ndarray, frame: np.ndarray, expected: int) -> int | None
     return min(matches, key=lambda p: abs(p - expected)) if matches else None
 
 
+#: Shortest tail of a frame :func:`_head_cut` accepts (1.3 ms).
+_MIN_TAIL = 64
+
+
+def _head_cut(wav: np.ndarray, frame: np.ndarray, at: int) -> int | None:
+    """How many samples of `frame`'s head are missing where it stands at `at`, cut
+    because the engine moved its anchor back (more than it lets a track slip); None
+    if no tail of `frame` stands there."""
+    window = wav[at:at + FRAME_SAMPLES]
+    if len(window) < _MIN_TAIL:
+        return None
+    # Candidates share the window's first two samples; a tail shorter than _MIN_TAIL
+    # could match by chance.
+    starts = np.flatnonzero((frame[1:-1] == window[0]) & (frame[2:] == window[1])) + 1
+    for cut in starts[starts <= FRAME_SAMPLES - _MIN_TAIL]:
+        rest = FRAME_SAMPLES - int(cut)
+        if len(window) >= rest and np.array_equal(window[:rest], frame[cut:]):
+            return int(cut)
+    return None
+
+
 def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float, end: float,
               settled: float = 2.0) -> TailLoss:
     """Measure what `wav` lost at its end of the audio `name` sent before monotonic time `end`.
@@ -188,8 +209,9 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
     :func:`check_tracks`); the last run is then decoded as the engine decodes
     it (one decoder, every packet in order) and compared frame by frame from
     where it starts in the WAV, each where the one before ended or, after the
-    engine re-anchored the stream, near there (:func:`_find_frame`). Frames
-    from the first one not found on count as missing,
+    engine re-anchored the stream, near there (:func:`_find_frame`). A frame
+    whose head a backward re-anchor cut (:func:`_head_cut`) counts those samples
+    as missing. Frames from the first one not found on count as missing,
     and the WAV must end there (no foreign audio after the kept part).
     """
     packets = wire_packets(runner, name, end)
@@ -210,17 +232,23 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
     while tail + 1 < len(packets) and ts_delta(packets[tail + 1].timestamp, packets[tail].timestamp) == FRAME_SAMPLES:
         tail += 1
     frames = pcm[first:tail + 1]
-    kept = 0
+    kept = 0  # samples
     at = last.position
     for frame in frames:
         found = _find_frame(wav, frame, at)
-        if found is None:
+        if found is not None:
+            kept += FRAME_SAMPLES
+            at = found + FRAME_SAMPLES
+            continue
+        cut = _head_cut(wav, frame, at)
+        if cut is None:
             break
-        kept += 1
-        at = found + FRAME_SAMPLES
+        kept += FRAME_SAMPLES - cut
+        at += FRAME_SAMPLES - cut
     assert len(wav) - at < FRAME_SAMPLES, (
-        f"{name}: {len(wav) - at} samples after the last exact frame (of {len(frames)}, {kept} kept)")
-    return TailLoss(kept=seconds(kept * FRAME_SAMPLES), missing=seconds((len(frames) - kept) * FRAME_SAMPLES))
+        f"{name}: {len(wav) - at} samples after the last exact frame "
+        f"(of {len(frames)} frames, {kept} samples kept)")
+    return TailLoss(kept=seconds(kept), missing=seconds(len(frames) * FRAME_SAMPLES - kept))
 
 
 def wait_posted(fake: FakeDiscord, channel_ids: list[int], needle: str, timeout: float) -> Message:
