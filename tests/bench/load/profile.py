@@ -49,6 +49,7 @@ class Profiler:
 
     def __init__(self, pid: int, seconds: float, path: Path, *, gil_only: bool = False) -> None:
         self.path = path
+        self._sampled = "only threads holding the GIL" if gil_only else "all threads, not idle"
         command = [_py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
                    "--format", "raw", "--threads", "--nonblocking", "--rate", "200", "--output", str(path)]
         if gil_only:
@@ -66,7 +67,7 @@ class Profiler:
         self._log.close()
         if not self.path.exists():
             return f"py-spy wrote nothing (exit {self._proc.returncode}); see {self.path.with_suffix('.log')}"
-        return summarize(self.path.read_text(encoding="utf-8", errors="replace"), top)
+        return summarize(self.path.read_text(encoding="utf-8", errors="replace"), top, sampled=self._sampled)
 
 
 def _frame_name(frame: str) -> str:
@@ -77,8 +78,9 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where.rstrip(')').rsplit('/', 1)[-1]})"
 
 
-def summarize(raw: str, top: int = 15) -> str:
-    """Per-thread share, then the ``top`` functions by own and by inclusive samples."""
+def summarize(raw: str, top: int = 15, *, sampled: str = "all threads, not idle") -> str:
+    """Per-thread share, then the ``top`` functions by own and by inclusive samples;
+    ``sampled`` says which samples py-spy took."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -99,7 +101,7 @@ def summarize(raw: str, top: int = 15) -> str:
             inclusive[frame] += count
     if not total:
         return "py-spy: no samples"
-    lines = [f"py-spy: {total} samples (all threads, not idle)"]
+    lines = [f"py-spy: {total} samples ({sampled})"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in threads.most_common(8)]
     lines.append("  own time:")
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
