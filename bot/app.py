@@ -118,8 +118,7 @@ class RecorderBot(discord.AutoShardedClient):
             except Exception:  # keep finalizing the other guilds' recordings
                 _log.exception("finalizing the recording of guild %s at shutdown failed", guild_id)
                 if manifest is None and session.recording is not None:  # as a stop that fails while running
-                    await self._notify_channel(channel, f"Recording stopped: {reason.text}.\n"
-                                                        f"{unfinished_text(session.recording.id, retrying=False)}")
+                    await self._notify_unfinished(channel, reason, session.recording.id, retrying=False)
         await asyncio.to_thread(self.recording_workers.close)
         for task in self._background:
             task.cancel()
@@ -169,13 +168,17 @@ class RecorderBot(discord.AutoShardedClient):
             await self._announce_stop(channel, reason, manifest)
         elif session.recording is not None:  # could not be finished; the session logged why
             self.finish_later(session, channel)
-            await self._notify_channel(channel, f"Recording stopped: {reason.text}.\n"
-                                                f"{unfinished_text(session.recording.id)}")
+            await self._notify_unfinished(channel, reason, session.recording.id, retrying=True)
+
+    async def _notify_unfinished(self, channel: discord.abc.Messageable | None, reason: StopReason,
+                                 recording_id: str, *, retrying: bool) -> None:
+        await self._notify_channel(channel, f"Recording stopped: {reason.text}.\n"
+                                            f"{unfinished_text(recording_id, retrying=retrying)}")
 
     def finish_later(self, session: RecordingSession, channel: discord.abc.Messageable | None) -> None:
         """Keep trying, in the background, to close the recording whose stop just failed;
         post its summary in `channel` once that works. Shutdown ends the tries (the next
-        start repairs the recording)."""
+        start closes the recording: ``RecordingStore.recover``)."""
         assert session.recording is not None
         recording_id = session.recording.id
         self._spawn(self._finish_in_retries(recording_id, session.pending_manifest, channel),
