@@ -18,7 +18,7 @@ from typing import Any
 
 import discord
 
-from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
+from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
 from bot.voice.client import RecordingVoiceClient
 from sinks import AudioSink, WorkerPool
 
@@ -53,7 +53,7 @@ class StopReason:
 
 #: Called once the session has stopped on its own, with the summary to announce, or
 #: None when the recording could not be finished (the error is logged; the index
-#: still says "recording" until ``RecordingStore.close_unfinished`` succeeds).
+#: still says "recording" until ``bot.recovery.close_unfinished`` succeeds).
 OnAutoStop = Callable[["RecordingSession", StopReason, Manifest | None], Awaitable[None]]
 
 
@@ -62,7 +62,7 @@ class RecordingSession:
 
     def __init__(
         self,
-        store: RecordingStore,
+        store: AsyncRecordingStore,
         channel: discord.VoiceChannel | discord.StageChannel,
         limits: SessionLimits,
         workers: WorkerPool,
@@ -88,7 +88,7 @@ class RecordingSession:
         self._watch_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[Manifest] | None = None
         #: The manifest :meth:`stop` built, once it has: if writing it to the index
-        #: fails, finishing can be retried with it (``RecordingStore.close_unfinished``).
+        #: fails, finishing can be retried with it (``bot.recovery.close_unfinished``).
         self.pending_manifest: Manifest | None = None
         #: Display names of everyone heard, learned while they were in voice: without the
         #: members intent discord.py forgets a member once they leave the channel.
@@ -112,9 +112,7 @@ class RecordingSession:
         )
         self.voice = voice
         try:
-            recording = await asyncio.to_thread(
-                self.store.create, self.guild.id, self.guild.name, self.channel.id, self.channel.name,
-            )
+            recording = await self.store.create(self.guild.id, self.guild.name, self.channel.id, self.channel.name)
             self.recording = recording
             self.sink = AudioSink(recording.directory, channels=recording.channels, pool=self.workers)
             self.started_monotonic = time.monotonic()
@@ -131,7 +129,7 @@ class RecordingSession:
         if self.sink is not None:
             await asyncio.to_thread(self.sink.close)
         if self.recording is not None:
-            await asyncio.to_thread(self.store.delete, self.recording.id)
+            await self.store.delete(self.recording.id)
             self.recording = None
         if self.voice is not None:
             await self.voice.disconnect(force=True)
@@ -166,7 +164,7 @@ class RecordingSession:
             # Leave even when that failed: a voice connection left behind would keep
             # the guild from recording again ("Already connected to a voice channel").
             await self._leave()
-        manifest = await asyncio.to_thread(self.store.new_manifest, self.recording)
+        manifest = await self.store.new_manifest(self.recording)
         per_user = sink_stats.get("per_user", {})
         for speaker in manifest.speakers:
             speaker.talk_seconds = round(sink_stats["talk_seconds"].get(speaker.user_id, 0.0), 2)
@@ -174,7 +172,7 @@ class RecordingSession:
             speaker.packets = user.get("packets")
             speaker.losses = user.get("lost")
         self.pending_manifest = manifest
-        final = await asyncio.to_thread(self.store.finish, self.recording.id, manifest)
+        final = await self.store.finish(self.recording.id, manifest)
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
                   stats["receive"] if stats else "n/a")
         return final
@@ -291,8 +289,7 @@ class RecordingSession:
                 continue  # placeholder already noted; a later check may learn the name
             else:
                 self._unnamed.add(user_id)
-            await asyncio.to_thread(self.store.note_speaker, self.recording.id, user_id,
-                                    self.display_name(user_id))
+            await self.store.note_speaker(self.recording.id, user_id, self.display_name(user_id))
 
     # -- nickname mark -------------------------------------------------------
 

@@ -52,11 +52,11 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
 def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
     """What people are told about a recording that stopped but could not be finished.
 
-    While the bot runs it keeps trying (``RecordingStore.close_unfinished``) and
+    While the bot runs it keeps trying (``bot.recovery.close_unfinished``) and
     posts the summary once that works; ``retrying`` False is for a bot that is
     shutting down. Its index entry still says "recording", which the next start
     of the bot takes for a crash: it repairs the files and marks the recording
-    interrupted (``RecordingStore.recover``). The cause stays in the bot's log:
+    interrupted (``bot.recovery.recover``). The cause stays in the bot's log:
     it may name paths.
     """
     head = f"Recording `{recording_id}` could not be finished (the error is in the bot's log). Its files are kept: "

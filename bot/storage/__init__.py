@@ -4,13 +4,15 @@ a WAV per speaker and ``manifest.json``, indexed in SQLite.
 Typical use by the bot::
 
     store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
-    for rec in store.recover(): ...            # tell those guilds their recording was cut
     rec = store.create(guild.id, guild.name, channel.id, channel.name)
     # the recording engine writes rec.directory / f"{user_id}.wav"
     store.note_speaker(rec.id, member.id, member.display_name)
     manifest = store.new_manifest(rec)        # then fill talk_seconds/packets/losses
     store.finish(rec.id, manifest)
     link = settings.public_url + rec.download_path
+
+On the event loop, the same calls go through :class:`AsyncRecordingStore`.
+What a crash left open (``store.unfinished()``) is closed by :mod:`bot.recovery`.
 """
 
 from bot.storage.asyncstore import AsyncRecordingStore

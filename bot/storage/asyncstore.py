@@ -1,5 +1,8 @@
-"""Awaitable access to a :class:`RecordingStore`, each call run in a thread so
-file work (renames, deletes, header repair) never blocks the event loop."""
+"""The one way to reach a :class:`RecordingStore` from the event loop.
+
+Each call runs in a thread, so file work (renames, deletes) and an index
+waiting out another process's lock never block the loop.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +16,22 @@ __all__ = ["AsyncRecordingStore"]
 
 
 class AsyncRecordingStore:
-    """The same operations as :class:`RecordingStore`, as coroutines."""
+    """The operations of :class:`RecordingStore` the bot and the download server use, as coroutines.
+
+    ``store`` is the synchronous store underneath, for work that already runs
+    in a thread (:mod:`bot.recovery`) and for closing it.
+    """
 
     __slots__ = ("store",)
 
     def __init__(self, store: RecordingStore) -> None:
         self.store = store
 
-    async def create(
-        self, guild_id: int, guild_name: str, channel_id: int, channel_name: str,
-        *, sample_rate: int = 48000, channels: int = 1, started_at: datetime | None = None,
-    ) -> Recording:
+    async def create(self, guild_id: int, guild_name: str, channel_id: int, channel_name: str,
+                     *, channels: int = 1) -> Recording:
         """See :meth:`RecordingStore.create`."""
-        return await asyncio.to_thread(
-            self.store.create, guild_id, guild_name, channel_id, channel_name,
-            sample_rate=sample_rate, channels=channels, started_at=started_at,
-        )
+        return await asyncio.to_thread(self.store.create, guild_id, guild_name, channel_id, channel_name,
+                                       channels=channels)
 
     async def get(self, recording_id: str) -> Recording | None:
         """See :meth:`RecordingStore.get`."""
@@ -50,19 +53,9 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.new_manifest`."""
         return await asyncio.to_thread(self.store.new_manifest, recording)
 
-    async def finish(self, recording_id: str, manifest: Manifest, *, ended_at: datetime | None = None) -> Manifest:
+    async def finish(self, recording_id: str, manifest: Manifest) -> Manifest:
         """See :meth:`RecordingStore.finish`."""
-        return await asyncio.to_thread(self.store.finish, recording_id, manifest, ended_at=ended_at)
-
-    async def mark_interrupted(
-        self, recording_id: str, manifest: Manifest | None = None, *, ended_at: datetime | None = None
-    ) -> Manifest:
-        """See :meth:`RecordingStore.mark_interrupted`."""
-        return await asyncio.to_thread(self.store.mark_interrupted, recording_id, manifest, ended_at=ended_at)
-
-    async def close_unfinished(self, recording_id: str, manifest: Manifest | None) -> Manifest:
-        """See :meth:`RecordingStore.close_unfinished`."""
-        return await asyncio.to_thread(self.store.close_unfinished, recording_id, manifest)
+        return await asyncio.to_thread(self.store.finish, recording_id, manifest)
 
     async def delete(self, recording_id: str) -> bool:
         """See :meth:`RecordingStore.delete`."""
@@ -72,9 +65,9 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.expire`."""
         return await asyncio.to_thread(self.store.expire, now)
 
-    async def recover(self) -> list[Recording]:
-        """See :meth:`RecordingStore.recover`."""
-        return await asyncio.to_thread(self.store.recover)
+    def is_expired(self, recording: Recording) -> bool:
+        """See :meth:`RecordingStore.is_expired` (arithmetic only: no thread needed)."""
+        return self.store.is_expired(recording)
 
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """See :meth:`RecordingStore.set_opt_out`."""

@@ -1,11 +1,11 @@
 """The SQLite index of recordings: per-guild listing, download keys, opt-outs,
-retention and crash recovery.
+retention.
 
 Every method is synchronous and thread-safe. Index operations take well under a
-millisecond and may run on the event loop; the ones that touch audio files
-(:meth:`RecordingStore.finish`, ``mark_interrupted``, ``delete``, ``expire``,
-``recover``) should run in a thread: :class:`bot.storage.AsyncRecordingStore`
-does that for every method.
+millisecond, but the ones that touch audio files (:meth:`RecordingStore.finish`,
+``mark_interrupted``, ``delete``, ``expire``) do not: on the event loop, reach
+the store through :class:`bot.storage.AsyncRecordingStore`, which runs each
+call in a thread. Closing what a crash left open is :mod:`bot.recovery`'s.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
-from bot.storage.manifest import Manifest, ManifestError, Speaker
+from bot.storage.manifest import Manifest, Speaker
 from bot.storage.names import user_id_of_raw_track
-from sinks import repair_directory
 
 __all__ = ["Recording", "RecordingStore", "StorageError"]
 
@@ -255,21 +254,9 @@ class RecordingStore:
         :meth:`finish` with status ``interrupted``; the manifest defaults to what
         the index knows."""
         if manifest is None:
-            rec = self._require(recording_id)
+            rec = self.require(recording_id)
             manifest = self.new_manifest(rec)
         return self._close(recording_id, manifest, "interrupted", ended_at)
-
-    def close_unfinished(self, recording_id: str, manifest: Manifest | None) -> Manifest:
-        """Close a recording whose stop failed part-way (the index locked by another
-        process, say), now that it may work: :meth:`finish` it with ``manifest``
-        when the stop got as far as describing it, else repair it like a crash
-        (:meth:`recover`) and mark it ``interrupted``. Safe to repeat after a
-        failure of its own. Raises :class:`StorageError` when the recording is gone."""
-        if manifest is not None:
-            return self.finish(recording_id, manifest)
-        rec = self._require(recording_id)
-        repair_directory(rec.directory)
-        return self.mark_interrupted(rec.id)
 
     def delete(self, recording_id: str) -> bool:
         """Remove a recording's files and rows; False when there was none."""
@@ -309,35 +296,14 @@ class RecordingStore:
             _log.info("retention removed %d recording(s)", len(removed))
         return removed
 
-    def recover(self) -> list[Recording]:
-        """Close recordings a crashed process left marked ``recording``: repair
-        their WAV headers (``sinks.repair_directory``), name their tracks as far
-        as known, write their manifest, mark them ``interrupted``. One whose stop
-        got as far as writing its ``finished`` manifest (only the index update
-        failed) is finished with that manifest instead. Call once at start-up,
-        before any new recording begins. Returns them so the bot can tell their
-        guilds."""
+    def unfinished(self) -> list[Recording]:
+        """Recordings still marked ``recording``, oldest first: after a crash, those
+        the dead process left open (see :mod:`bot.recovery`)."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM recordings WHERE status = 'recording' ORDER BY started_at"
             ).fetchall()
-        recovered = []
-        for row in rows:
-            rec = self._row(row)
-            stopped = _finished_manifest(rec)
-            if stopped is not None:
-                self.finish(rec.id, stopped, ended_at=stopped.ended_at)
-                recovered.append(self._require(rec.id))
-                _log.warning("recording %s had stopped, but its index entry was not updated: finished now", rec.id)
-                continue
-            rec.directory.mkdir(parents=True, exist_ok=True)
-            repair_directory(rec.directory)
-            tracks = list(rec.directory.glob("*.wav"))
-            ended = max((p.stat().st_mtime for p in tracks), default=None)
-            self.mark_interrupted(rec.id, ended_at=_dt(ended) or rec.started_at)
-            recovered.append(self._require(rec.id))
-            _log.warning("recording %s was interrupted by a crash; recovered %d track(s)", rec.id, len(tracks))
-        return recovered
+        return [self._row(row) for row in rows]
 
     # -- opt-outs ---------------------------------------------------------------
 
@@ -362,14 +328,15 @@ class RecordingStore:
         return Recording(rid, gid, gname, cid, cname, _dt(started), _dt(ended), status, secret, rate, channels,
                          self.recordings_dir / rid)
 
-    def _require(self, recording_id: str) -> Recording:
+    def require(self, recording_id: str) -> Recording:
+        """The recording with this id; :class:`StorageError` when there is none."""
         rec = self.get(recording_id)
         if rec is None:
             raise StorageError(f"no recording {recording_id!r}")
         return rec
 
     def _close(self, recording_id: str, manifest: Manifest, status: str, ended_at: datetime | None) -> Manifest:
-        rec = self._require(recording_id)
+        rec = self.require(recording_id)
         if manifest.recording_id != rec.id:
             raise StorageError(f"manifest of {manifest.recording_id!r} given for recording {rec.id!r}")
         known = self.new_manifest(rec).speakers
@@ -389,15 +356,6 @@ class RecordingStore:
         # The id was validated by get()/the schema, so this stays inside recordings_dir.
         if rec.directory.parent == self.recordings_dir and rec.directory.is_dir():
             shutil.rmtree(rec.directory, ignore_errors=True)
-
-
-def _finished_manifest(rec: Recording) -> Manifest | None:
-    """The ``finished`` manifest a stop of ``rec`` wrote before its index update failed, if any."""
-    try:
-        manifest = Manifest.read(rec.directory)
-    except (OSError, ManifestError):  # none (a crash), or unreadable: repair as a crash
-        return None
-    return manifest if manifest.status == "finished" and manifest.recording_id == rec.id else None
 
 
 def _finalize_tracks(directory: Path, speakers: list[Speaker], known: list[Speaker]) -> list[Speaker]:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import soundfile as sf
 from aiohttp import web
 
-from bot.storage import Manifest, ManifestError, Recording, RecordingStore, is_recording_id
+from bot.storage import AsyncRecordingStore, Manifest, ManifestError, Recording, is_recording_id
 from bot.web.activity import load_activity
 from bot.web.exports import flac_copy, mixdown_chunks, mixdown_size, zip_chunks
 from bot.web.files import servable
@@ -81,7 +81,7 @@ class _Routes:
     # One lock per derived file (and per recording's timeline) so two visitors
     # never compute the same thing twice at once; a few bytes per track served.
 
-    def __init__(self, store: RecordingStore, executor: ThreadPoolExecutor, send_timeout: float) -> None:
+    def __init__(self, store: AsyncRecordingStore, executor: ThreadPoolExecutor, send_timeout: float) -> None:
         self.store = store
         self.executor = executor
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -94,9 +94,9 @@ class _Routes:
         rid = request.match_info["rid"]
         if not is_recording_id(rid):
             raise _Denied
-        # In a thread: a store write waiting out a locked index holds the store's
-        # lock, and a read on the event loop would freeze the whole bot meanwhile.
-        rec = await asyncio.to_thread(self.store.get, rid)
+        # The async store reads in a thread: a store write waiting out a locked index
+        # holds the store's lock, and a read on the event loop would freeze the bot meanwhile.
+        rec = await self.store.get(rid)
         key = request.query.get("key", "")
         # Compare even when the id is unknown, so timing says nothing either way.
         expected = rec.secret if rec is not None else "x" * 32
@@ -108,7 +108,7 @@ class _Routes:
             _log.warning("recording %s: manifest.json is not a regular file; refused", rec.id)
             raise _Denied
         try:
-            manifest = await asyncio.to_thread(Manifest.read, rec.directory)
+            manifest = await self.store.read_manifest(rec)
         except (OSError, ManifestError) as exc:
             _log.warning("recording %s: unreadable manifest: %s", rec.id, exc)
             raise _Denied from None
@@ -229,7 +229,7 @@ class _Routes:
 
 
 def create_app(
-    store: RecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT
+    store: AsyncRecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT
 ) -> web.Application:
     """The download server as an aiohttp application. Exports (ZIP, mixdown,
     FLAC, timeline) run on a pool of ``export_threads`` threads, shut down with

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bot.storage import Recording, RecordingStore
+from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.web import WebServer, create_app
 from bot.web.server import IDLE_TIMEOUT
 from sinks import AudioSink, VoicePacket
@@ -315,7 +315,7 @@ async def main() -> None:
         store = RecordingStore(Path(tmp) / "rec")
         rec = _finished_recording(store, args.tracks, args.minutes)
         live_rec = store.create(1, "bench", 3, "live")
-        server = WebServer(create_app(store), "127.0.0.1", 0)  # as the bot runs it, default timeouts
+        server = WebServer(create_app(AsyncRecordingStore(store)), "127.0.0.1", 0)  # as the bot runs it, default timeouts
         await server.start()
         rss = RssSampler()
         feed = LiveRecording(live_rec.directory, args.speakers)

@@ -16,7 +16,7 @@ import aiohttp
 import numpy as np
 import soundfile as sf
 
-from bot.storage import RecordingStore
+from bot.storage import AsyncRecordingStore, RecordingStore
 from bot.web import WebServer, create_app
 
 RATE = 48000
@@ -87,7 +87,7 @@ async def main() -> None:
         total_mb = sum((rec.directory / s.file).stat().st_size for s in manifest.speakers) / 2**20
         print(f"{args.tracks} tracks x {args.minutes:g} min, {total_mb:.0f} MiB of WAV "
               f"(generated in {time.perf_counter() - t0:.1f} s)")
-        server = WebServer(create_app(store), "127.0.0.1", 0)
+        server = WebServer(create_app(AsyncRecordingStore(store)), "127.0.0.1", 0)
         await server.start()
         base = f"http://127.0.0.1:{server.port}/r/{rec.id}"
         key = f"?key={rec.secret}"

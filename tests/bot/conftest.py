@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.storage import Recording, RecordingStore
+from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.web import WebServer, create_app
 from tests.bot.wavgen import RATE, bursts, write_wav
 
@@ -73,7 +73,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store.finish(expired.id, store.new_manifest(expired))
 
     try:
-        with serving(WebServer(create_app(store), "127.0.0.1", 0)) as server:
+        with serving(WebServer(create_app(AsyncRecordingStore(store)), "127.0.0.1", 0)) as server:
             yield Site(f"http://127.0.0.1:{server.port}", store, store.get(rec.id), other, running, expired, samples)
     finally:
         store.close()

@@ -5,7 +5,7 @@ clients and downloads that never read, files planted next to and inside the
 recordings. Nothing outside a recording is served, every "not yours" answer is
 byte-identical, no key reaches the logs, and the server keeps serving.
 
-The server is the one the bot runs (``WebServer(create_app(store), ...)``),
+The server is the one the bot runs (``WebServer(create_app(AsyncRecordingStore(store)), ...)``),
 with its two timeouts shortened so the slow-client tests take seconds.
 """
 
@@ -25,7 +25,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from bot.storage import Recording, RecordingStore
+from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.web import NOT_FOUND_BODY, WebServer, create_app
 from tests.bot.conftest import serving
 from tests.bot.wavgen import bursts, tone, write_wav
@@ -87,7 +87,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     write_wav(running.directory / "31.wav", tone(500.0, 1.0))
 
     # As the bot builds it (bot/app.py), with short timeouts.
-    server = WebServer(create_app(store, send_timeout=SEND_TIMEOUT), "127.0.0.1", 0, idle_timeout=IDLE_TIMEOUT)
+    server = WebServer(create_app(AsyncRecordingStore(store), send_timeout=SEND_TIMEOUT), "127.0.0.1", 0, idle_timeout=IDLE_TIMEOUT)
     try:
         with serving(server):
             yield Hostile(server.port, store, a, b, running, secret, linked)

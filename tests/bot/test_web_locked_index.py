@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from bot.storage import RecordingStore
+from bot.storage import AsyncRecordingStore, RecordingStore
 from bot.web import WebServer, create_app
 from tests.bot.conftest import serving
 from tests.bot.wavgen import bursts, write_wav
@@ -43,7 +43,7 @@ def test_a_locked_index_does_not_stall_the_event_loop(tmp_path: Path) -> None:
     stopping = store.create(1, "G", 77, "vc")
     page = f"/r/{done.id}?key={done.secret}"
     try:
-        with serving(WebServer(create_app(store), "127.0.0.1", 0)) as server:
+        with serving(WebServer(create_app(AsyncRecordingStore(store)), "127.0.0.1", 0)) as server:
             locker = sqlite3.connect(store.database_path, isolation_level=None)
             locker.execute("BEGIN EXCLUSIVE")
             failed: list[BaseException] = []
