@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
+from bot.announce import Announcer
+from bot.config import Settings
+from bot.registry import RecordingRegistry
 from bot.session import StopReason
-from bot.storage import Recording, has_free_space
+from bot.storage import AsyncRecordingStore, Recording, has_free_space
 from bot.summary import recording_line, status_text, unfinished_text
-
-if TYPE_CHECKING:
-    from bot.app import RecorderBot
 
 __all__ = ["RecordGroup", "RecordingsGroup", "may_record"]
 
@@ -50,22 +49,26 @@ async def _require_recorder(interaction: discord.Interaction, recorder_role: str
 
 
 class _BotGroup(app_commands.Group):
-    """A command group that knows the bot and its recorder-permission rule."""
+    """A command group that knows the running recordings, what to post, and who may record."""
 
-    def __init__(self, bot: RecorderBot, *, name: str, description: str) -> None:
+    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer, *,
+                 name: str, description: str) -> None:
         super().__init__(name=name, description=description)
-        self.bot = bot
+        self.settings = settings
+        self.registry = registry
+        self.announcer = announcer
 
     async def _check_recorder(self, interaction: discord.Interaction) -> bool:
-        return await _require_recorder(interaction, self.bot.settings.recorder_role)
+        return await _require_recorder(interaction, self.settings.recorder_role)
 
 
 @app_commands.guild_only()
 class RecordGroup(_BotGroup):
     """Start, stop and inspect the recording of a voice channel."""
 
-    def __init__(self, bot: RecorderBot) -> None:
-        super().__init__(bot, name="record", description="Record a voice channel, one WAV file per speaker")
+    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer) -> None:
+        super().__init__(settings, registry, announcer, name="record",
+                         description="Record a voice channel, one WAV file per speaker")
 
     @app_commands.command(name="start", description="Start recording a voice channel (default: the one you are in)")
     @app_commands.describe(channel="The voice channel to record; default is the one you are in")
@@ -81,10 +84,10 @@ class RecordGroup(_BotGroup):
         if channel is None:
             await _refuse(interaction, "Join a voice channel first, or name one: `/record start channel:#voice`.")
             return
-        if self.bot.session_for(interaction.guild.id) is not None:
+        if self.registry.session(interaction.guild.id) is not None:
             await _refuse(interaction, "A recording is already running in this server. Stop it with `/record stop`.")
             return
-        settings = self.bot.settings
+        settings = self.settings
         if not has_free_space(settings.recordings_dir, settings.min_free_disk_mb):
             await _refuse(interaction, "The bot's disk is almost full, so it cannot record now. "
                                        "Tell the bot's operator.")
@@ -96,7 +99,8 @@ class RecordGroup(_BotGroup):
         # Joining voice and the DAVE handshake can take longer than Discord's 3 s.
         await interaction.response.defer(thinking=True)
         try:
-            session = await self.bot.start_session(channel, interaction)
+            report_channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
+            session = await self.registry.start(channel, started_by=interaction.user.id, report_channel=report_channel)
         except Exception as exc:
             _log.warning("starting a recording in guild %s failed: %s", interaction.guild.id, exc, exc_info=True)
             await interaction.followup.send(f"Could not start recording {channel.mention}: {_short(exc)}")
@@ -117,29 +121,26 @@ class RecordGroup(_BotGroup):
         assert interaction.guild is not None
         if not await self._check_recorder(interaction):
             return
-        session = self.bot.session_for(interaction.guild.id)
+        session = self.registry.session(interaction.guild.id)
         if session is None or session.stopping:
             await _refuse(interaction, "Nothing is being recorded in this server.")
             return
         assert session.recording is not None
         await interaction.response.defer(thinking=True)
         reason = StopReason(f"stopped by {interaction.user.display_name}", by_user=interaction.user.id)
-        try:
-            manifest = await self.bot.stop_session(interaction.guild.id, reason)
-        except Exception:  # e.g. the index locked by another process; the session is gone all the same
-            _log.exception("recording %s stopped but could not be finished", session.recording.id)
-            channel = interaction.channel
-            self.bot.finish_later(session, channel if isinstance(channel, discord.abc.Messageable) else None)
+        channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
+        manifest = await self.registry.stop(interaction.guild.id, reason, report_channel=channel)
+        if manifest is None:  # e.g. the index locked by another process; the registry keeps trying
             await interaction.followup.send(f"Recording stopped.\n{unfinished_text(session.recording.id)}")
             return
-        text, file = await self.bot.summary_and_zip(manifest, interaction.filesize_limit)
-        await self.bot.send_with_optional_file(interaction.followup.send, text, file)
+        text, file = await self.announcer.summary_and_zip(manifest, interaction.filesize_limit)
+        await self.announcer.send_with_optional_file(interaction.followup.send, text, file)
 
     @app_commands.command(name="status", description="How the running recording is going")
     async def status(self, interaction: discord.Interaction) -> None:
         """Elapsed time, speakers and their talk time, loss, disk used, worker lag."""
         assert interaction.guild is not None
-        session = self.bot.session_for(interaction.guild.id)
+        session = self.registry.session(interaction.guild.id)
         if session is None or session.recording is None:
             await _refuse(interaction, "Nothing is being recorded in this server.")
             return
@@ -153,7 +154,7 @@ class RecordGroup(_BotGroup):
     async def optout(self, interaction: discord.Interaction) -> None:
         """Stop recording the invoker, now and in future recordings of this server."""
         assert interaction.guild is not None
-        await self.bot.set_opt_out(interaction.guild.id, interaction.user.id, True)
+        await self.registry.set_opt_out(interaction.guild.id, interaction.user.id, True)
         await interaction.response.send_message(
             "You are opted out: your voice is not recorded in this server, from now on, until `/record optin`.",
             ephemeral=True,
@@ -163,7 +164,7 @@ class RecordGroup(_BotGroup):
     async def optin(self, interaction: discord.Interaction) -> None:
         """Undo /record optout."""
         assert interaction.guild is not None
-        await self.bot.set_opt_out(interaction.guild.id, interaction.user.id, False)
+        await self.registry.set_opt_out(interaction.guild.id, interaction.user.id, False)
         await interaction.response.send_message("You are opted in again: recordings in this server include you.",
                                                 ephemeral=True)
 
@@ -172,8 +173,10 @@ class RecordGroup(_BotGroup):
 class RecordingsGroup(_BotGroup):
     """This server's past recordings."""
 
-    def __init__(self, bot: RecorderBot) -> None:
-        super().__init__(bot, name="recordings", description="This server's recordings")
+    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer,
+                 store: AsyncRecordingStore) -> None:
+        super().__init__(settings, registry, announcer, name="recordings", description="This server's recordings")
+        self.store = store
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Every /recordings command needs the recorder permission."""
@@ -182,12 +185,12 @@ class RecordingsGroup(_BotGroup):
     async def _finished_recording(self, interaction: discord.Interaction, recording_id: str) -> Recording | None:
         """This guild's finished recording `recording_id`; otherwise tell the user why not and return None."""
         assert interaction.guild is not None
-        recording = await self.bot.astore.get(recording_id)
+        recording = await self.store.get(recording_id)
         if recording is None or recording.guild_id != interaction.guild.id:
             await _refuse(interaction, f"This server has no recording `{recording_id}`.")
             return None
         if recording.status == "recording":
-            session = self.bot.session_for(interaction.guild.id)
+            session = self.registry.session(interaction.guild.id)
             if session is not None and session.recording is not None and session.recording.id == recording.id:
                 await _refuse(interaction, f"Recording `{recording.id}` is still running; stop it first.")
             else:  # left so by a stop that failed: the bot keeps trying to close it
@@ -199,7 +202,7 @@ class RecordingsGroup(_BotGroup):
     async def list_(self, interaction: discord.Interaction) -> None:
         """Newest first, at most 20."""
         assert interaction.guild is not None
-        recordings = await self.bot.astore.list(interaction.guild.id)
+        recordings = await self.store.list(interaction.guild.id)
         if not recordings:
             await interaction.response.send_message("This server has no recordings.", ephemeral=True)
             return
@@ -216,9 +219,9 @@ class RecordingsGroup(_BotGroup):
         if recording is None:
             return
         await interaction.response.defer(thinking=True, ephemeral=True)
-        manifest = await self.bot.astore.read_manifest(recording)
-        text, file = await self.bot.summary_and_zip(manifest, interaction.filesize_limit)
-        await self.bot.send_with_optional_file(interaction.followup.send, text, file, ephemeral=True)
+        manifest = await self.store.read_manifest(recording)
+        text, file = await self.announcer.summary_and_zip(manifest, interaction.filesize_limit)
+        await self.announcer.send_with_optional_file(interaction.followup.send, text, file, ephemeral=True)
 
     @app_commands.command(name="delete", description="Delete a recording and its files")
     @app_commands.describe(recording_id="The recording's id, as /recordings list shows it")
@@ -227,7 +230,7 @@ class RecordingsGroup(_BotGroup):
         recording = await self._finished_recording(interaction, recording_id)
         if recording is None:
             return
-        await self.bot.astore.delete(recording.id)
+        await self.store.delete(recording.id)
         await interaction.response.send_message(f"Deleted recording `{recording.id}` and its files.", ephemeral=True)
 
 

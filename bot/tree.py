@@ -1,7 +1,9 @@
-"""A command tree that knows which commands are still running.
+"""A command tree that knows which commands are still running, and answers failures.
 
-Shutdown (SIGTERM) waits for them, so a `/record stop` that is finalizing or
-sending its files is answered instead of being cut off mid-request.
+Shutdown (SIGTERM) waits for running commands, so a `/record stop` that is
+finalizing or sending its files is answered instead of being cut off
+mid-request. A command that fails tells its user so in one line (the error
+goes to the log, never to Discord: it may name paths).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ class TrackedCommandTree(app_commands.CommandTree):
         if not self._running:
             self._idle.set()
 
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """A command failed: log it, tell the user, and count it as ended."""
+        try:
+            await _report_command_error(interaction, error)
+        finally:
+            self.finished(interaction)
+
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no command runs, at most `timeout` seconds; False if some still do."""
         try:
@@ -46,3 +55,18 @@ class TrackedCommandTree(app_commands.CommandTree):
             _log.warning("%d command(s) still running at shutdown", len(self._running))
             return False
         return True
+
+
+async def _report_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
+        return  # a refused check (RecordingsGroup.interaction_check) has already told the user why
+    _log.error("command /%s failed", interaction.command.qualified_name if interaction.command else "?",
+               exc_info=error)
+    text = "Something went wrong on the bot's side; the error was logged."
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        pass  # the interaction expired; the log has the error

@@ -1,0 +1,186 @@
+"""The running recordings of every guild, one record per guild.
+
+A record holds what goes with one guild's recording: the session, the text
+channel its reports go to, and the live set of members who opted out (read
+by the socket thread, so ``/record optout`` takes effect at once). Records
+are added by :meth:`RecordingRegistry.start` and removed in one place,
+however the recording ends: a command, a reason found by the session's own
+watch, or shutdown. A recording whose stop failed (its index locked by
+another process, say) leaves the registry at once, so its guild may record
+again, and the registry keeps trying to finish it in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+
+import discord
+
+from bot.announce import RECORDING_NOTICE, Announcer
+from bot.recovery import close_unfinished
+from bot.session import RecordingSession, SessionLimits, StopReason
+from bot.storage import AsyncRecordingStore, Manifest, StorageError
+from sinks import WorkerPool
+
+__all__ = ["RecordingRegistry", "GuildRecording"]
+
+_log = logging.getLogger(__name__)
+
+#: Seconds between tries to finish a recording whose stop failed; the last repeats.
+FINISH_RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0)
+
+
+@dataclasses.dataclass(slots=True)
+class GuildRecording:
+    """One guild's running recording."""
+
+    session: RecordingSession
+    #: Where the stop summary goes: the channel ``/record start`` came from.
+    report_channel: discord.abc.Messageable | None
+    #: Members whose audio is never written; the session reads this very set.
+    opted_out: set[int]
+
+
+class RecordingRegistry:
+    """Starts, finds and stops the recordings of every guild."""
+
+    def __init__(self, store: AsyncRecordingStore, limits: SessionLimits, workers: WorkerPool,
+                 announcer: Announcer) -> None:
+        self._store = store
+        self._limits = limits
+        self._workers = workers
+        self._announcer = announcer
+        self._running: dict[int, GuildRecording] = {}
+        self._retries: set[asyncio.Task[None]] = set()
+
+    def session(self, guild_id: int) -> RecordingSession | None:
+        """The guild's running recording, if any."""
+        record = self._running.get(guild_id)
+        return record.session if record is not None else None
+
+    async def start(self, channel: discord.VoiceChannel | discord.StageChannel, *, started_by: int,
+                    report_channel: discord.abc.Messageable | None) -> RecordingSession:
+        """Record ``channel``; reports go to ``report_channel``. Raises what joining raised."""
+        guild_id = channel.guild.id
+        opted_out: set[int] = set()
+        session = RecordingSession(self._store, channel, self._limits, self._workers, opted_out=opted_out,
+                                   on_auto_stop=self._on_auto_stop, started_by=started_by)
+        record = GuildRecording(session, report_channel, opted_out)
+        self._running[guild_id] = record
+        try:
+            opted_out |= await self._store.opted_out(guild_id)
+            await session.start()
+        except BaseException:
+            self._forget(record)
+            raise
+        await self._announcer.post(channel, RECORDING_NOTICE)
+        return session
+
+    async def stop(self, guild_id: int, reason: StopReason, *,
+                   report_channel: discord.abc.Messageable | None) -> Manifest | None:
+        """Finalize the guild's recording and return its manifest.
+
+        None when it stopped but could not be finished: the error is logged,
+        and the registry keeps trying, posting the summary in ``report_channel``
+        once that works.
+        """
+        record = self._running[guild_id]
+        manifest = await self._stop(record, reason)
+        if manifest is None and record.session.recording is not None:
+            self._finish_later(record.session, report_channel)
+        return manifest
+
+    async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
+        """Persist the choice and apply it to the guild's running recording at once."""
+        await self._store.set_opt_out(guild_id, user_id, opted_out)
+        record = self._running.get(guild_id)
+        if record is None:
+            return
+        if opted_out:
+            record.opted_out.add(user_id)
+        else:
+            record.opted_out.discard(user_id)
+
+    async def stop_all(self, reason: StopReason) -> None:
+        """Finalize every running recording and announce each (shutdown: no retries;
+        the next start closes what could not be finished)."""
+        for record in list(self._running.values()):
+            if record.session.stopping:  # whoever began this stop announces it; wait for its files all the same
+                with contextlib.suppress(Exception):
+                    await record.session.stop(reason)
+                continue
+            try:
+                manifest = await self._stop(record, reason)
+                if manifest is not None:
+                    await self._announcer.stopped(record.report_channel, reason, manifest)
+                elif record.session.recording is not None:
+                    _log.error("finalizing the recording of guild %s at shutdown failed; the next start closes it",
+                               record.session.guild.id)
+                    await self._announcer.unfinished(record.report_channel, reason, record.session.recording.id,
+                                                     retrying=False)
+            except Exception:  # keep finalizing the other guilds' recordings
+                _log.exception("finalizing the recording of guild %s at shutdown failed", record.session.guild.id)
+
+    def close(self) -> None:
+        """End the tries to finish recordings whose stop failed (the next start closes them)."""
+        for task in self._retries:
+            task.cancel()
+
+    async def _stop(self, record: GuildRecording, reason: StopReason) -> Manifest | None:
+        """Stop ``record``'s session and forget the record; None (logged) when finishing failed."""
+        try:
+            return await record.session.stop(reason)
+        except Exception:  # e.g. the index locked by another process; the guild is free all the same
+            recording_id = record.session.recording.id if record.session.recording else "?"
+            _log.exception("recording %s stopped (%s) but could not be finished", recording_id, reason.text)
+            return None
+        finally:
+            self._forget(record)
+
+    def _forget(self, record: GuildRecording) -> None:
+        """The one place a record leaves the registry (once, and never a newer one of its guild)."""
+        guild_id = record.session.guild.id
+        if self._running.get(guild_id) is record:
+            del self._running[guild_id]
+
+    async def _on_auto_stop(self, session: RecordingSession, reason: StopReason, manifest: Manifest | None) -> None:
+        """The session stopped by itself (see :data:`bot.session.OnAutoStop`)."""
+        record = self._running.get(session.guild.id)
+        channel = None
+        if record is not None and record.session is session:
+            channel = record.report_channel
+            self._forget(record)
+        if manifest is not None:
+            await self._announcer.stopped(channel, reason, manifest)
+        elif session.recording is not None:
+            self._finish_later(session, channel)
+            await self._announcer.unfinished(channel, reason, session.recording.id, retrying=True)
+
+    def _finish_later(self, session: RecordingSession, channel: discord.abc.Messageable | None) -> None:
+        """Keep trying, in the background, to close the recording whose stop just failed."""
+        assert session.recording is not None
+        recording_id = session.recording.id
+        task = asyncio.ensure_future(self._finish_in_retries(recording_id, session.pending_manifest, channel))
+        task.set_name(f"finish recording {recording_id}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _finish_in_retries(self, recording_id: str, manifest: Manifest | None,
+                                 channel: discord.abc.Messageable | None) -> None:
+        delays = itertools.chain(FINISH_RETRY_SECONDS, itertools.repeat(FINISH_RETRY_SECONDS[-1]))
+        while True:
+            await asyncio.sleep(next(delays))
+            try:
+                final = await asyncio.to_thread(close_unfinished, self._store.store, recording_id, manifest)
+                break
+            except StorageError as exc:  # deleted meanwhile: nothing left to finish
+                _log.warning("recording %s can no longer be finished: %s", recording_id, exc)
+                return
+            except Exception as exc:  # the traceback was logged at the first failure
+                _log.warning("recording %s still cannot be finished (%s); trying again", recording_id, exc)
+        _log.info("recording %s finished after its stop had failed", recording_id)
+        await self._announcer.finished_late(channel, final)
