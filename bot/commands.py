@@ -100,7 +100,7 @@ class RecordGroup(_BotGroup):
         await interaction.response.defer(thinking=True)
         try:
             report_channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
-            session = await self.registry.start(channel, started_by=interaction.user.id, report_channel=report_channel)
+            session = await self.registry.start(channel, report_channel=report_channel)
         except Exception as exc:
             _log.warning("starting a recording in guild %s failed: %s", interaction.guild.id, exc, exc_info=True)
             await interaction.followup.send(f"Could not start recording {channel.mention}: {_short(exc)}")

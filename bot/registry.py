@@ -62,13 +62,13 @@ class RecordingRegistry:
         record = self._running.get(guild_id)
         return record.session if record is not None else None
 
-    async def start(self, channel: discord.VoiceChannel | discord.StageChannel, *, started_by: int,
+    async def start(self, channel: discord.VoiceChannel | discord.StageChannel, *,
                     report_channel: discord.abc.Messageable | None) -> RecordingSession:
         """Record ``channel``; reports go to ``report_channel``. Raises what joining raised."""
         guild_id = channel.guild.id
         opted_out: set[int] = set()
         session = RecordingSession(self._store, channel, self._limits, self._workers, opted_out=opted_out,
-                                   on_auto_stop=self._on_auto_stop, started_by=started_by)
+                                   on_auto_stop=self._on_auto_stop)
         record = GuildRecording(session, report_channel, opted_out)
         self._running[guild_id] = record
         try:

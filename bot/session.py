@@ -69,7 +69,6 @@ class RecordingSession:
         *,
         opted_out: set[int],
         on_auto_stop: OnAutoStop,
-        started_by: int,
     ) -> None:
         self.store = store
         self.channel = channel
@@ -79,7 +78,6 @@ class RecordingSession:
         #: Live set: /record optout during a recording takes effect at once. Read
         #: by the socket thread (membership test is atomic under the GIL).
         self.opted_out = opted_out
-        self.started_by = started_by
         self.recording: Recording | None = None
         self.voice: RecordingVoiceClient | None = None
         self.sink: AudioSink | None = None
