@@ -87,7 +87,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     write_wav(running.directory / "31.wav", tone(500.0, 1.0))
 
     # As the bot builds it (bot/app.py), with short timeouts.
-    server = WebServer(create_app(AsyncRecordingStore(store), send_timeout=SEND_TIMEOUT), "127.0.0.1", 0, idle_timeout=IDLE_TIMEOUT)
+    app = create_app(AsyncRecordingStore(store), send_timeout=SEND_TIMEOUT)
+    server = WebServer(app, "127.0.0.1", 0, idle_timeout=IDLE_TIMEOUT)
     try:
         with serving(server):
             yield Hostile(server.port, store, a, b, running, secret, linked)
