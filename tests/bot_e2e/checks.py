@@ -3,7 +3,7 @@
 A speaker's WAV is compared with an offline decode of exactly the frames the
 simulated speaker put on the wire (``tests.e2e.truth.match_track``): every
 run of consecutive packets must appear sample for sample, and every run of
-every speaker must sit at the same offset from its send time (within one
+every speaker must sit at the same offset from its capture time (within one
 20 ms frame). Swapped or shifted tracks fail both.
 """
 
@@ -31,7 +31,7 @@ from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
 from tests.fakediscord.server import FakeDiscord
 
-#: Runs of all speakers must agree on their offset from send time within one frame.
+#: Runs of all speakers must agree on their offset from capture time within one frame.
 ALIGNMENT = FRAME_SAMPLES
 
 _RECORDING_ID = re.compile(r"recording `([^`]+)`", re.IGNORECASE)
@@ -117,7 +117,7 @@ def origin_guess(runner: ScenarioRunner, started_at: str) -> float:
 def check_tracks(tracks: dict[str, np.ndarray], runner: ScenarioRunner, origin: float,
                  before: float | None = None) -> dict[str, int]:
     """Assert each named track holds exactly what that speaker sent (before monotonic
-    time `before`, if given), all at one offset from send time.
+    time `before`, if given), all at one offset from capture time.
 
     Returns the samples matched sample-exact per speaker.
     """
@@ -134,7 +134,7 @@ def check_tracks(tracks: dict[str, np.ndarray], runner: ScenarioRunner, origin: 
         matched[name] = sum(len(r.pcm) for r in placed)
     values = [o for _, o in offsets]
     spread = max(values) - min(values)
-    assert spread <= ALIGNMENT, f"runs disagree on their offset from send time by {spread} samples: {offsets}"
+    assert spread <= ALIGNMENT, f"runs disagree on their offset from capture time by {spread} samples: {offsets}"
     return matched
 
 

@@ -67,7 +67,7 @@ def test_opted_out_member_is_not_recorded_until_opt_in(fake: FakeDiscord,
     # Not a sample of carol in the others' tracks: where she talked (after bob's last frame) they are silent.
     origin = origin_guess(runner, manifest(bot.recordings_dir / rid)["started_at"])
     quiet_from = max(f.mono_time for f in runner.truth("bob") if f.seq is not None) + 0.1
-    spoken = [round((f.mono_time - origin) * SAMPLE_RATE) for f in runner.truth("carol")
+    spoken = [round((f.scheduled - origin) * SAMPLE_RATE) for f in runner.truth("carol")
               if f.seq is not None and not f.silence and f.mono_time > quiet_from]
     assert spoken, "carol did not talk after the others"
     for name, data in files.items():

@@ -241,17 +241,13 @@ def _match(wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int, in
 def _locate(wav: np.ndarray, runs: list[Run], sent: dict[tuple[int, int], SentFrame],
             origin: float) -> tuple[dict[tuple[int, int], tuple[int, int]], set[tuple[int, int]]]:
     """Find each frame of `runs` (their reference decode) sample-exact in `wav`, next to the
-    previous frame or else near its due time. The due time is the speaker's 20 ms schedule:
-    a frame is sent at its tick or, when the fake's loop lagged, later, so the earliest frame
-    of a run relative to its tick shows where the run is due.
+    previous frame or else near its due time: the start of its 20 ms slot at the speaker.
     Returns (ssrc, seq) -> (position, position minus due position), and the frames that
     decode to silence (they cannot be located)."""
     found: dict[tuple[int, int], tuple[int, int]] = {}
     quiet: set[tuple[int, int]] = set()
     for run in runs:
-        start = min(sent[(p.ssrc, p.sequence)].mono_time - k * FRAME_SAMPLES / SAMPLE_RATE
-                    for k, p in enumerate(run.packets))
-        due = round((start - origin) * SAMPLE_RATE)
+        due = round((sent[(run.packets[0].ssrc, run.packets[0].sequence)].scheduled - origin) * SAMPLE_RATE)
         at: int | None = None
         for k, packet in enumerate(run.packets):
             frame = run.pcm[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]

@@ -4,7 +4,10 @@ The reference is an offline decode of exactly the packets the engine was
 handed: one fresh libopus decoder per SSRC, packets in sequence order,
 duplicates once. Each run of consecutive packets (no gap in sequence or in
 RTP time) must appear in the WAV sample for sample, near where its first
-frame was sent (on the shared ``time.monotonic`` clock).
+frame was captured: the start of that frame's 20 ms slot at the speaker, on
+the shared ``time.monotonic`` clock. (Not its send time: a sender that sends
+late still stamps the frame with its slot's RTP time, and the engine places
+it by that.)
 
 A sequence gap is concealed by the engine (PLC, then FEC from the next
 packet), which changes the decoder's state and so every sample after it.
@@ -28,7 +31,7 @@ from tests.fakediscord.speakers import SentFrame
 
 __all__ = ["Run", "match_track", "sent_frames"]
 
-#: How far from its send time a run is searched for (the test's assertion is tighter).
+#: How far from its capture time a run is searched for (the test's assertion is tighter).
 SEARCH = SAMPLE_RATE // 5
 _MAX_PLC = 5
 
@@ -37,14 +40,14 @@ Action = Callable[[OpusDecoder], None]
 
 @dataclass
 class Run:
-    """Consecutive packets of one SSRC, where they are in the WAV and how far from their send time."""
+    """Consecutive packets of one SSRC, where they are in the WAV and how far from their capture time."""
 
     ssrc: int
     packets: list[VoicePacket]
     lost_before: int
     pcm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     position: int | None = None
-    #: position minus the send time of the first frame, in samples.
+    #: position minus the capture time of the first frame, in samples.
     offset: int | None = None
 
     @property
@@ -176,7 +179,7 @@ def match_track(
         steps = history.setdefault(run.ssrc, [])
         before = previous.get(run.ssrc)
         gap = ts_delta(run.packets[0].timestamp, before.timestamp) - FRAME_SAMPLES if before else 0
-        expected = round((sent[(run.ssrc, run.packets[0].sequence)].mono_time - origin) * SAMPLE_RATE)
+        expected = round((sent[(run.ssrc, run.packets[0].sequence)].scheduled - origin) * SAMPLE_RATE)
         chosen: list[Action] | None = None
         for concealment in _concealments(run.lost_before, gap, run.packets[0].opus):
             decoder = OpusDecoder(1)

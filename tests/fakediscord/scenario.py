@@ -83,6 +83,11 @@ class Scenario:
     seed: int = 0
 
 
+def _talk_at(spec: SpeakerSpec, t: float) -> Talk | None:
+    """The talk of ``spec`` going on at scenario time ``t``, if any."""
+    return next((k for k in spec.talks if k.start <= t < k.end), None)
+
+
 def _turns(names: tuple[str, ...], pitches: tuple[float, ...], turn: float) -> tuple[SpeakerSpec, ...]:
     return tuple(
         SpeakerSpec(name, pitch, talks=(Talk(i * turn, i * turn + turn - 0.5),))
@@ -209,9 +214,14 @@ class ScenarioRunner:
                 flood.tick(room, t)
             for live in self._live:
                 self._membership(live, t)
-                talk = next((k for k in live.spec.talks if k.start <= cycle_t < k.end), None)
+                talk = _talk_at(live.spec, cycle_t)
                 live.speaker.tick(room if live.present else None, talk is not None,
-                                  talk.speaking_delay if talk else 0.0)
+                                  talk.speaking_delay if talk else 0.0, scheduled=deadline)
+            # The next slot's voice is encoded now, in this slot's spare time, so that
+            # every speaker sends on time even when several start together.
+            next_t = (t + FRAME_SECONDS) % scenario.duration if scenario.loop else t + FRAME_SECONDS
+            for live in self._live:
+                live.speaker.prepare(_talk_at(live.spec, next_t) is not None)
             slot += 1
 
     def _membership(self, live: _Live, t: float) -> None:

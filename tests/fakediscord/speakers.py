@@ -1,8 +1,11 @@
 """Simulated speakers: real Opus encoders (one each), real RTP streams, ground truth.
 
 A speaker is ticked every 20 ms by the scenario runner. While talking it
-encodes the next 20 ms of its synthetic voice; after a burst it sends five
-Opus silence frames, as Discord clients do, then goes quiet. Each frame is
+sends the next 20 ms of its synthetic voice, encoded ahead of its slot
+(:meth:`SimulatedSpeaker.prepare`) so that the tick only sends: synthesizing
+inside the tick made the later of several speakers starting in one slot send
+15-25 ms late. After a burst it sends five Opus silence frames, as Discord
+clients do, then goes quiet. Each frame is
 DAVE-encrypted by the speaker's own davey session when the room runs DAVE, and
 sent to every client in the room. Every frame is recorded, with what the
 impairment did to it, so a test can compare a recording with what was sent.
@@ -46,6 +49,11 @@ class SentFrame:
     timestamp: int
     opus: bytes
     silence: bool
+    #: When the frame's 20 ms slot began (its capture time), on ``time.monotonic``:
+    #: where the frame belongs on a recording's timeline.
+    scheduled: float
+    #: When it was handed to the room, on ``time.monotonic`` (the slot's start, or
+    #: later when the fake's loop lagged).
     mono_time: float
     wall_time: float
     fate: str
@@ -66,6 +74,8 @@ class SimulatedSpeaker:
         self._talking = False
         self._silence_left = 0
         self._speaking_due: asyncio.TimerHandle | None = None
+        #: The next slot's voice, encoded ahead by :meth:`prepare`.
+        self._next_voice: bytes | None = None
         self.new_stream(ssrc)
 
     def new_stream(self, ssrc: int) -> None:
@@ -76,14 +86,26 @@ class SimulatedSpeaker:
         self.timestamp = self._rng.randrange(1 << 32)
         self._talking = False
         self._silence_left = 0
+        self._next_voice = None  # encoded by the old stream's encoder
 
-    def tick(self, room: VoiceRoom | None, talking: bool, speaking_delay: float = 0.0) -> None:
-        """Produce this 20 ms slot's frame (if any) and send it to `room`'s clients."""
+    def prepare(self, talking: bool) -> None:
+        """Encode the next slot's voice now, when the speaker will talk in it."""
+        if talking and self._next_voice is None:
+            self._next_voice = self._encode()
+
+    def _encode(self) -> bytes:
+        mono = self.synth.frame()
+        return self.encoder.encode(np.repeat(mono[:, None], 2, axis=1))
+
+    def tick(self, room: VoiceRoom | None, talking: bool, speaking_delay: float = 0.0, *,
+             scheduled: float) -> None:
+        """Send this 20 ms slot's frame (if any) to `room`'s clients; the slot began at
+        `scheduled` on ``time.monotonic``."""
         if talking and not self._talking and room is not None:
             self._announce(room, speaking_delay)
         if talking:
-            mono = self.synth.frame()
-            opus = self.encoder.encode(np.repeat(mono[:, None], 2, axis=1))
+            opus = self._next_voice if self._next_voice is not None else self._encode()
+            self._next_voice = None
             self._silence_left = SILENCE_FRAMES_AFTER_TALK
         elif self._silence_left:
             opus = SILENCE_FRAME
@@ -92,7 +114,7 @@ class SimulatedSpeaker:
             opus = b""
         self._talking = talking
         if opus and room is not None:
-            self._send(room, opus)
+            self._send(room, opus, scheduled)
         self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
 
     def _announce(self, room: VoiceRoom, delay: float) -> None:
@@ -106,10 +128,10 @@ class SimulatedSpeaker:
         else:
             room.announce(self.user_id, self.ssrc)
 
-    def _send(self, room: VoiceRoom, opus: bytes) -> None:
+    def _send(self, room: VoiceRoom, opus: bytes, scheduled: float) -> None:
         wire = room.dave_frame(self.user_id, opus)
         record = SentFrame(self.user_id, self.ssrc, None, self.timestamp, opus, opus == SILENCE_FRAME,
-                           time.monotonic(), time.time(), "held")
+                           scheduled, time.monotonic(), time.time(), "held")
         self.frames.append(record)
         if wire is None:
             return
