@@ -9,7 +9,7 @@ from discord import app_commands
 
 from bot.announce import Announcer
 from bot.config import Settings
-from bot.registry import RecordingRegistry
+from bot.registry import AlreadyRecording, NothingToStop, RecordingRegistry
 from bot.session import StopReason
 from bot.storage import AsyncRecordingStore, Recording, has_free_space
 from bot.summary import recording_line, status_text, unfinished_text
@@ -17,6 +17,9 @@ from bot.summary import recording_line, status_text, unfinished_text
 __all__ = ["RecordGroup", "RecordingsGroup", "may_record"]
 
 _log = logging.getLogger(__name__)
+
+_ALREADY_RECORDING = "A recording is already running in this server. Stop it with `/record stop`."
+_NOTHING_RECORDED = "Nothing is being recorded in this server."
 
 
 def may_record(interaction: discord.Interaction, recorder_role: str | None) -> bool:
@@ -85,7 +88,7 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, "Join a voice channel first, or name one: `/record start channel:#voice`.")
             return
         if self.registry.session(interaction.guild.id) is not None:
-            await _refuse(interaction, "A recording is already running in this server. Stop it with `/record stop`.")
+            await _refuse(interaction, _ALREADY_RECORDING)
             return
         settings = self.settings
         if not has_free_space(settings.recordings_dir, settings.min_free_disk_mb):
@@ -98,9 +101,12 @@ class RecordGroup(_BotGroup):
             return
         # Joining voice and the DAVE handshake can take longer than Discord's 3 s.
         await interaction.response.defer(thinking=True)
+        report_channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
         try:
-            report_channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
             session = await self.registry.start(channel, report_channel=report_channel)
+        except AlreadyRecording:  # another start got there while this one was deferring
+            await interaction.followup.send(_ALREADY_RECORDING)
+            return
         except Exception as exc:
             _log.warning("starting a recording in guild %s failed: %s", interaction.guild.id, exc, exc_info=True)
             await interaction.followup.send(f"Could not start recording {channel.mention}: {_short(exc)}")
@@ -123,17 +129,20 @@ class RecordGroup(_BotGroup):
             return
         session = self.registry.session(interaction.guild.id)
         if session is None or session.stopping:
-            await _refuse(interaction, "Nothing is being recorded in this server.")
+            await _refuse(interaction, _NOTHING_RECORDED)
             return
-        assert session.recording is not None
         await interaction.response.defer(thinking=True)
         reason = StopReason(f"stopped by {interaction.user.display_name}", by_user=interaction.user.id)
         channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
-        manifest = await self.registry.stop(interaction.guild.id, reason, report_channel=channel)
-        if manifest is None:  # e.g. the index locked by another process; the registry keeps trying
-            await interaction.followup.send(f"Recording stopped.\n{unfinished_text(session.recording.id)}")
+        try:
+            stopped = await self.registry.stop(interaction.guild.id, reason, report_channel=channel)
+        except NothingToStop:  # another stop got there first, or the start it waited for failed
+            await interaction.followup.send(_NOTHING_RECORDED)
             return
-        text, file = await self.announcer.summary_and_zip(manifest, interaction.filesize_limit)
+        if stopped.manifest is None:  # e.g. the index locked by another process; the registry keeps trying
+            await interaction.followup.send(f"Recording stopped.\n{unfinished_text(stopped.recording_id)}")
+            return
+        text, file = await self.announcer.summary_and_zip(stopped.manifest, interaction.filesize_limit)
         await self.announcer.send_with_optional_file(interaction.followup.send, text, file)
 
     @app_commands.command(name="status", description="How the running recording is going")
@@ -141,8 +150,11 @@ class RecordGroup(_BotGroup):
         """Elapsed time, speakers and their talk time, loss, disk used, worker lag."""
         assert interaction.guild is not None
         session = self.registry.session(interaction.guild.id)
-        if session is None or session.recording is None:
-            await _refuse(interaction, "Nothing is being recorded in this server.")
+        if session is None:
+            await _refuse(interaction, _NOTHING_RECORDED)
+            return
+        if session.recording is None:
+            await _refuse(interaction, "A recording is starting in this server: the bot is joining the channel.")
             return
         stats = session.stats()
         names = {uid: session.display_name(uid) for uid in stats["sink"]["talk_seconds"]}

@@ -3,9 +3,11 @@
 A record holds what goes with one guild's recording: the session, the text
 channel its reports go to, and the live set of members who opted out (read
 by the socket thread, so ``/record optout`` takes effect at once). Records
-are added by :meth:`RecordingRegistry.start` and removed in one place,
-however the recording ends: a command, a reason found by the session's own
-watch, or shutdown. A recording whose stop failed (its index locked by
+are added by :meth:`RecordingRegistry.start`, which admits one recording per
+guild however many starts race, and removed in one place, however the
+recording ends: a command, a reason found by the session's own watch, or
+shutdown. Exactly one stop wins too: a stop that comes while the voice
+connection is still being set up waits for it, then stops it. A recording whose stop failed (its index locked by
 another process, say) leaves the registry at once, so its guild may record
 again, and the registry keeps trying to finish it in the background.
 """
@@ -26,12 +28,30 @@ from bot.session import RecordingSession, SessionLimits, StopReason
 from bot.storage import AsyncRecordingStore, Manifest, StorageError
 from sinks import WorkerPool
 
-__all__ = ["RecordingRegistry", "GuildRecording"]
+__all__ = ["RecordingRegistry", "GuildRecording", "Stopped", "AlreadyRecording", "NothingToStop"]
 
 _log = logging.getLogger(__name__)
 
 #: Seconds between tries to finish a recording whose stop failed; the last repeats.
 FINISH_RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0)
+
+
+class AlreadyRecording(Exception):
+    """The guild has a recording already (running, starting or stopping)."""
+
+
+class NothingToStop(Exception):
+    """The guild has no recording that this stop could end (none, or another stop has it)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stopped:
+    """What a stop ended."""
+
+    recording_id: str
+    #: The finished recording's manifest; None when it could not be finished (logged,
+    #: and the registry keeps trying).
+    manifest: Manifest | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -43,6 +63,8 @@ class GuildRecording:
     report_channel: discord.abc.Messageable | None
     #: Members whose audio is never written; the session reads this very set.
     opted_out: set[int]
+    #: Set once the start is over, joined or failed.
+    started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class RecordingRegistry:
@@ -64,8 +86,15 @@ class RecordingRegistry:
 
     async def start(self, channel: discord.VoiceChannel | discord.StageChannel, *,
                     report_channel: discord.abc.Messageable | None) -> RecordingSession:
-        """Record ``channel``; reports go to ``report_channel``. Raises what joining raised."""
+        """Record ``channel``; reports go to ``report_channel``.
+
+        Raises :class:`AlreadyRecording` when the guild has a recording (this
+        check and the registration happen without yielding, so of two starts
+        exactly one gets here), else what joining raised.
+        """
         guild_id = channel.guild.id
+        if guild_id in self._running:
+            raise AlreadyRecording(guild_id)
         opted_out: set[int] = set()
         session = RecordingSession(self._store, channel, self._limits, self._workers, opted_out=opted_out,
                                    on_auto_stop=self._on_auto_stop)
@@ -77,22 +106,31 @@ class RecordingRegistry:
         except BaseException:
             self._forget(record)
             raise
+        finally:
+            record.started.set()
         await self._announcer.post(channel, RECORDING_NOTICE)
         return session
 
     async def stop(self, guild_id: int, reason: StopReason, *,
-                   report_channel: discord.abc.Messageable | None) -> Manifest | None:
-        """Finalize the guild's recording and return its manifest.
+                   report_channel: discord.abc.Messageable | None) -> Stopped:
+        """Finalize the guild's recording.
 
-        None when it stopped but could not be finished: the error is logged,
-        and the registry keeps trying, posting the summary in ``report_channel``
-        once that works.
+        When it stops but cannot be finished the error is logged, and the
+        registry keeps trying, posting the summary in ``report_channel`` once
+        that works. Raises :class:`NothingToStop` when there is no
+        recording, its start failed, or another stop already ended it.
         """
-        record = self._running[guild_id]
+        record = self._running.get(guild_id)
+        if record is None:
+            raise NothingToStop(guild_id)
+        await record.started.wait()  # a stop during the voice connect stops what it brings
+        if self._running.get(guild_id) is not record or record.session.stopping:
+            raise NothingToStop(guild_id)
         manifest = await self._stop(record, reason)
-        if manifest is None and record.session.recording is not None:
+        assert record.session.recording is not None  # started, and not forgotten as a failed start
+        if manifest is None:
             self._finish_later(record.session, report_channel)
-        return manifest
+        return Stopped(record.session.recording.id, manifest)
 
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """Persist the choice and apply it to the guild's running recording at once."""
@@ -109,6 +147,9 @@ class RecordingRegistry:
         """Finalize every running recording and announce each (shutdown: no retries;
         the next start closes what could not be finished)."""
         for record in list(self._running.values()):
+            await record.started.wait()
+            if self._running.get(record.session.guild.id) is not record:  # its start failed meanwhile
+                continue
             if record.session.stopping:  # whoever began this stop announces it; wait for its files all the same
                 with contextlib.suppress(Exception):
                     await record.session.stop(reason)

@@ -135,8 +135,10 @@ class RecordingSession:
     def _should_record(self, user_id: int) -> bool:
         return user_id not in self.opted_out
 
-    async def stop(self, reason: StopReason) -> Manifest:
-        """Finalize the recording (idempotent: a second call waits for the first)."""
+    def begin_stop(self, reason: StopReason) -> asyncio.Future[Manifest]:
+        """Start finalizing the recording, at once and without yielding to the loop,
+        so no other stop (the session's own watch included) can begin meanwhile.
+        Later calls return the same future, whatever their reason."""
         if self._stopping is None:
             # Only here is the caller the current task: the watch task, when it
             # stops the recording itself, must not cancel its own wait for the
@@ -144,7 +146,11 @@ class RecordingSession:
             if self._watch_task is not None and self._watch_task is not asyncio.current_task():
                 self._watch_task.cancel()
             self._stopping = asyncio.ensure_future(self._stop(reason))
-        return await asyncio.shield(self._stopping)
+        return self._stopping
+
+    async def stop(self, reason: StopReason) -> Manifest:
+        """Finalize the recording (idempotent: a second call waits for the first)."""
+        return await asyncio.shield(self.begin_stop(reason))
 
     @property
     def stopping(self) -> bool:
