@@ -13,6 +13,7 @@ from bot.announce import Announcer
 from bot.commands import RecordGroup, RecordingsGroup
 from bot.config import Settings
 from bot.invite import PERMISSION_REASONS, invite_url
+from bot.nickname import clear_stale_mark
 from bot.recovery import recover
 from bot.registry import RecordingRegistry
 from bot.session import SessionLimits, StopReason
@@ -85,8 +86,12 @@ class RecorderBot(discord.AutoShardedClient):
         _log.info("download links start with %s", self.settings.public_url)
 
     async def on_ready(self) -> None:
-        """Tell guilds about the recordings the start-up closed (once): cut by a crash, or left unfinished."""
+        """Take off REC marks a dead process left, and tell guilds about the recordings
+        the start-up closed (once): cut by a crash, or left unfinished."""
         _log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+        for guild in self.guilds:
+            if self.recordings.session(guild.id) is None:
+                await clear_stale_mark(guild)
         recovered, self._recovered = self._recovered, []
         for recording in recovered:
             guild = self.get_guild(recording.guild_id)

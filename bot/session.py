@@ -18,6 +18,7 @@ from typing import Any
 
 import discord
 
+from bot.nickname import NicknameMark
 from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
 from bot.voice.client import RecordingVoiceClient
 from sinks import AudioSink, WorkerPool
@@ -26,9 +27,6 @@ __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
 
 _log = logging.getLogger(__name__)
 
-#: The mark shown at the front of the bot's nickname while it records.
-RECORDING_MARK = "\N{LARGE RED CIRCLE} REC"
-_NICK_MAX = 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,8 +90,7 @@ class RecordingSession:
         #: members intent discord.py forgets a member once they leave the channel.
         self._names: dict[int, str] = {}
         self._unnamed: set[int] = set()
-        self._previous_nick: str | None = None
-        self._marked_nick = False
+        self._mark = NicknameMark(self.guild)
         self._empty_since: float | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -119,7 +116,7 @@ class RecordingSession:
             await self._abandon_start()
             raise
         self._watch_task = asyncio.create_task(self._watch(), name=f"recording-watch-{recording.id}")
-        await self._mark_nick()
+        await self._mark.put_on()
         _log.info("recording %s started in guild %s channel %s", recording.id, self.guild.id, self.channel.id)
         return recording
 
@@ -189,7 +186,7 @@ class RecordingSession:
                 await self.voice.disconnect(force=True)
         except Exception:  # the connection may already be gone; the recording is what matters
             _log.warning("voice disconnect after recording %s failed", self.recording.id, exc_info=True)
-        await self._unmark_nick()
+        await self._mark.take_off()
 
     # -- status --------------------------------------------------------------
 
@@ -294,29 +291,6 @@ class RecordingSession:
             else:
                 self._unnamed.add(user_id)
             await self.store.note_speaker(self.recording.id, user_id, self.display_name(user_id))
-
-    # -- nickname mark -------------------------------------------------------
-
-    async def _mark_nick(self) -> None:
-        me = self.guild.me
-        if me is None or not me.guild_permissions.change_nickname:
-            return
-        self._previous_nick = me.nick
-        name = f"{RECORDING_MARK} {me.nick or me.name}"[:_NICK_MAX]
-        try:
-            await me.edit(nick=name, reason="recording started")
-            self._marked_nick = True
-        except discord.HTTPException as exc:
-            _log.info("could not mark the nickname in guild %s: %s", self.guild.id, exc)
-
-    async def _unmark_nick(self) -> None:
-        me = self.guild.me
-        if not self._marked_nick or me is None:
-            return
-        try:
-            await me.edit(nick=self._previous_nick, reason="recording stopped")
-        except discord.HTTPException as exc:
-            _log.info("could not restore the nickname in guild %s: %s", self.guild.id, exc)
 
 
 def _write_failure(code: int | None) -> str:

@@ -160,6 +160,9 @@ class Gateway:
         self.voice: VoiceBackend | None = None
         self.sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
+        #: Which gateway session holds each (guild, user) voice state: a new session
+        #: (a restarted bot) joining the same channel takes it over as Discord does.
+        self._voice_holders: dict[tuple[int, int], Session] = {}
         world.subscribe(self._on_world_event)
 
     # -- world events -------------------------------------------------------
@@ -332,13 +335,17 @@ class Gateway:
             return
         before = self.world.voice_states.get((guild_id, user_id))
         before_channel = before.channel_id if before else None
-        state = self.world.set_voice_state(guild_id, user_id, channel_id,
+        holder = self._voice_holders.get((guild_id, user_id))
+        taken_over = before_channel is not None and holder is not None and holder is not session
+        state = self.world.set_voice_state(guild_id, user_id, channel_id, new_session=taken_over,
                                            self_mute=bool(d.get("self_mute")), self_deaf=bool(d.get("self_deaf")))
         if channel_id is None:
+            self._voice_holders.pop((guild_id, user_id), None)
             if self.voice is not None and before_channel is not None:
                 self.voice.disconnect(guild_id, user_id)
             return
-        if channel_id == before_channel:
+        self._voice_holders[(guild_id, user_id)] = session
+        if channel_id == before_channel and not taken_over:
             return  # a mute/deafen change: Discord keeps the voice connection
         if self.voice is None:
             _log.error("op 4 joined voice but this fake runs without a voice server (no VOICE_SERVER_UPDATE)")

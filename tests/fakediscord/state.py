@@ -254,16 +254,18 @@ class World:
 
     def set_voice_state(
         self, guild_id: int, user_id: int, channel_id: int | None, *,
-        self_mute: bool = False, self_deaf: bool = False,
+        self_mute: bool = False, self_deaf: bool = False, new_session: bool = False,
     ) -> VoiceState:
         """Move a user into a voice channel (None: out of voice) and publish "voice_state".
 
-        A user keeps their session id while connected; joining anew starts a new one.
+        A user keeps their session id while connected; joining anew, or from
+        another client (``new_session``), starts a new one.
         """
         key = (guild_id, user_id)
         previous = self.voice_states.get(key)
         before = previous.channel_id if previous else None
-        session_id = previous.session_id if previous and previous.channel_id else f"{snowflake():x}"
+        kept = previous is not None and previous.channel_id is not None and not new_session
+        session_id = previous.session_id if kept and previous is not None else f"{snowflake():x}"
         state = VoiceState(guild_id, user_id, channel_id, session_id, self_mute, self_deaf)
         if channel_id is None:
             self.voice_states.pop(key, None)
