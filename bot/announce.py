@@ -19,7 +19,7 @@ import discord
 
 from bot.session import StopReason
 from bot.storage import AsyncRecordingStore, Manifest, Recording
-from bot.summary import recording_summary, unfinished_text
+from bot.summary import plain, recording_summary, unfinished_text
 from bot.web import download_url
 from bot.web.exports import write_zip
 
@@ -99,10 +99,10 @@ class Announcer:
         channel = guild.get_channel(recording.channel_id) or guild.system_channel
         link = self.link(recording)
         if recording.status == "finished":  # it had stopped; only its index entry was left behind
-            text = (f"Recording `{recording.id}` of **{recording.channel_name}**, which could not be finished "
+            text = (f"Recording `{recording.id}` of **{plain(recording.channel_name)}**, which could not be finished "
                     f"before the bot stopped, is finished now: {link}")
         else:
-            text = (f"The bot stopped unexpectedly while recording **{recording.channel_name}**. The recording "
+            text = (f"The bot stopped unexpectedly while recording **{plain(recording.channel_name)}**. The recording "
                     f"`{recording.id}` was repaired and kept up to the moment it stopped: {link}")
         await self.post(channel, text)
 

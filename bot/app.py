@@ -49,6 +49,8 @@ class RecorderBot(discord.AutoShardedClient):
         intents.voice_states = True
         super().__init__(
             intents=intents,
+            # Nothing the bot posts pings anyone: names in it are members' own text.
+            allowed_mentions=discord.AllowedMentions.none(),
             connector=connector,
             shard_count=settings.shard_count,
             shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,

@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.registry import AlreadyRecording, NothingToStop, RecordingRegistry
 from bot.session import StopReason
 from bot.storage import AsyncRecordingStore, Recording, has_free_space
-from bot.summary import recording_line, status_text, unfinished_text
+from bot.summary import plain, recording_line, status_text, unfinished_text
 
 __all__ = ["RecordGroup", "RecordingsGroup", "may_record"]
 
@@ -132,7 +132,7 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, _NOTHING_RECORDED)
             return
         await interaction.response.defer(thinking=True)
-        reason = StopReason(f"stopped by {interaction.user.display_name}", by_user=interaction.user.id)
+        reason = StopReason(f"stopped by {plain(interaction.user.display_name)}", by_user=interaction.user.id)
         channel = interaction.channel if isinstance(interaction.channel, discord.abc.Messageable) else None
         try:
             stopped = await self.registry.stop(interaction.guild.id, reason, report_channel=channel)

@@ -20,6 +20,7 @@ import discord
 
 from bot.nickname import NicknameMark
 from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
+from bot.summary import plain
 from bot.voice.client import RecordingVoiceClient
 from sinks import AudioSink, WorkerPool
 
@@ -255,7 +256,7 @@ class RecordingSession:
         if not self._voice_alive():
             return StopReason("the bot was disconnected from the voice channel", automatic=True)
         if here is not None and here.id != self.channel.id:
-            return StopReason(f"the bot was moved to {here.name}", automatic=True)
+            return StopReason(f"the bot was moved to {plain(here.name)}", automatic=True)
         humans = [m for m in self.channel.members if not m.bot]
         now = time.monotonic()
         if humans:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from discord.utils import escape_markdown, escape_mentions
+
 from bot.storage import Manifest, Recording
 
-__all__ = ["duration", "size", "recording_summary", "unfinished_text", "status_text", "recording_line"]
+__all__ = ["plain", "duration", "size", "recording_summary", "unfinished_text", "status_text", "recording_line"]
+
+
+def plain(name: str) -> str:
+    """A name members chose (display name, channel name) as literal text in a Discord
+    message: no markdown, masked link or mention of theirs takes effect."""
+    return escape_markdown(escape_mentions(name))
 
 
 def duration(seconds: float) -> str:
@@ -35,14 +43,14 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
     """The stop message: duration, each speaker's talk time, size, loss, link."""
     length = (manifest.ended_at - manifest.started_at).total_seconds() if manifest.ended_at else 0.0
     lines = [
-        f"Recording `{manifest.recording_id}` of **{manifest.channel_name}**: {duration(length)}, "
+        f"Recording `{manifest.recording_id}` of **{plain(manifest.channel_name)}**: {duration(length)}, "
         f"{len(manifest.speakers)} speaker(s), {size(total_bytes)}.",
     ]
     for speaker in manifest.speakers:
         detail = f"talked {duration(speaker.talk_seconds or 0.0)}"
         if speaker.losses:
             detail += f", {speaker.losses} packet(s) lost and concealed"
-        lines.append(f"- {speaker.display_name}: {detail}")
+        lines.append(f"- {plain(speaker.display_name)}: {detail}")
     if not manifest.speakers:
         lines.append("Nobody spoke.")
     lines.append(f"Download (page, players, ZIP, FLAC): {link}")
@@ -72,11 +80,11 @@ def status_text(channel_name: str, recording_id: str, elapsed: float, names: dic
     sink = stats["sink"]
     receive = stats.get("receive", {})
     talk = sink["talk_seconds"]
-    lines = [f"Recording `{recording_id}` of **{channel_name}** for {duration(elapsed)}."]
+    lines = [f"Recording `{recording_id}` of **{plain(channel_name)}** for {duration(elapsed)}."]
     if talk:
         lines.append("Speakers heard:")
         for user_id, seconds in sorted(talk.items(), key=lambda item: -item[1]):
-            lines.append(f"- {names.get(user_id, user_id)}: {duration(seconds)}")
+            lines.append(f"- {plain(names.get(user_id, str(user_id)))}: {duration(seconds)}")
     else:
         lines.append("Nobody has spoken yet.")
     undecryptable = sum(v for k, v in receive.items() if k.startswith("dave"))
@@ -94,4 +102,4 @@ def recording_line(recording: Recording) -> str:
     length = ""
     if recording.ended_at is not None:
         length = f", {duration((recording.ended_at - recording.started_at).total_seconds())}"
-    return f"`{recording.id}` {started}, **{recording.channel_name}**{length} ({recording.status})"
+    return f"`{recording.id}` {started}, **{plain(recording.channel_name)}**{length} ({recording.status})"

@@ -87,6 +87,9 @@ class Message:
     application_id: int | None = None
     created: float = field(default_factory=time.time)
     edited: float | None = None
+    #: The sender's ``allowed_mentions`` as given (None: not given, so Discord would
+    #: let every mention in the content ping).
+    allowed_mentions: dict[str, Any] | None = None
 
     @property
     def ephemeral(self) -> bool:

@@ -322,6 +322,7 @@ class RestApi:
             flags=(int(payload.get("flags") or 0) & FLAG_EPHEMERAL) | flags,
             webhook_id=self.application_id if webhook else None,
             application_id=self.application_id if webhook else None,
+            allowed_mentions=payload.get("allowed_mentions"),
         )
 
     def _edited(self, message: Message, upload: Upload) -> Message:
@@ -333,6 +334,8 @@ class RestApi:
             changes["content"] = payload["content"] or ""
         if "embeds" in payload:
             changes["embeds"] = tuple(payload["embeds"] or ())
+        if "allowed_mentions" in payload:
+            changes["allowed_mentions"] = payload["allowed_mentions"]
         new_files = self._new_files(upload, message.channel_id, payload.get("attachments"))
         if "attachments" in payload:
             keep = {str(entry.get("id")) for entry in payload["attachments"] or []}
