@@ -19,7 +19,7 @@ import discord
 
 from bot.session import StopReason
 from bot.storage import AsyncRecordingStore, Manifest, Recording
-from bot.summary import plain, recording_summary, unfinished_text
+from bot.summary import plain, recording_summary, unfinished_text, write_failure
 from bot.web import download_url
 from bot.web.exports import write_zip
 
@@ -59,7 +59,11 @@ class Announcer:
         text = recording_summary(manifest, total, self.link(recording))
         if not names:
             return text, None
-        zipped = await asyncio.to_thread(_zip_if_fits, recording, names, total, upload_limit - _UPLOAD_MARGIN)
+        try:
+            zipped = await asyncio.to_thread(_zip_if_fits, recording, names, total, upload_limit - _UPLOAD_MARGIN)
+        except OSError as exc:  # its temporary file: the link still serves every track
+            _log.warning("could not build the ZIP of recording %s to attach: %s", recording.id, exc)
+            return text + f"\n(The ZIP could not be attached: {write_failure(exc.errno)}. Use the link.)", None
         if zipped is None:
             return text + "\n(The ZIP is larger than this server's upload limit: use the link.)", None
         return text, discord.File(zipped, filename=f"recording-{recording.id}.zip")
@@ -136,7 +140,11 @@ def _zip_if_fits(recording: Recording, names: list[str], tracks_bytes: int, limi
     if limit <= 0 or tracks_bytes > limit:
         return None
     out = tempfile.TemporaryFile()
-    write_zip(recording.directory, names, out.write)
+    try:
+        write_zip(recording.directory, names, out.write)
+    except BaseException:
+        out.close()  # a full temporary disk: give the space back at once
+        raise
     if out.tell() > limit:
         out.close()
         return None

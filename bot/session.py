@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ import discord
 
 from bot.nickname import NicknameMark
 from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
-from bot.summary import plain
+from bot.summary import plain, write_failure
 from bot.voice.client import RecordingVoiceClient
 from sinks import AudioSink, WorkerPool
 
@@ -240,7 +239,7 @@ class RecordingSession:
         sink_stats = self.sink.stats()
         await self._note_speakers(sink_stats)
         if sink_stats["error"]:
-            return StopReason(f"writing the recording failed: {_write_failure(self.sink.error_errno)}",
+            return StopReason(f"writing the recording failed: {write_failure(self.sink.error_errno)}",
                               automatic=True)
         if self.voice.receive_error is not None:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
@@ -292,15 +291,6 @@ class RecordingSession:
             else:
                 self._unnamed.add(user_id)
             await self.store.note_speaker(self.recording.id, user_id, self.display_name(user_id))
-
-
-def _write_failure(code: int | None) -> str:
-    """Why writing failed, for the channel: the cause, never the file's path (the log has it)."""
-    if code == errno.ENOSPC:
-        return "the bot's disk is full"
-    if code == errno.EFBIG:
-        return "a file reached the size limit of the bot's system"
-    return "the bot could not write to its disk"
 
 
 def _duration(seconds: float) -> str:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.storage import Manifest, Recording
 
-__all__ = ["plain", "duration", "size", "recording_summary", "unfinished_text", "status_text", "recording_line"]
+__all__ = [
+    "plain", "write_failure", "duration", "size", "recording_summary", "unfinished_text", "status_text",
+    "recording_line",
+]
 
 
 def plain(name: str) -> str:
     """A name members chose (display name, channel name) as literal text in a Discord
     message: no markdown, masked link or mention of theirs takes effect."""
     return escape_markdown(escape_mentions(name))
+
+
+def write_failure(code: int | None) -> str:
+    """Why writing failed, for the channel: the cause, never the file's path (the log has it)."""
+    if code == errno.ENOSPC:
+        return "the bot's disk is full"
+    if code == errno.EFBIG:
+        return "a file reached the size limit of the bot's system"
+    return "the bot could not write to its disk"
 
 
 def duration(seconds: float) -> str:

@@ -39,9 +39,9 @@ from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Ta
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE
 
-from .checks import (check_get_serves, check_tracks, download_link, http_get, manifest, origin_guess, read_wav,
-                     recording_id, refusal, seconds, talk_samples, wait_posted, zip_members)
-from .conftest import REPLY_TIMEOUT, BotProcess
+from .checks import (check_get_serves, check_tracks, download_link, http_get, manifest, origin_guess, play,
+                     read_wav, recording_id, refusal, seconds, talk_samples, wait_posted, zip_members)
+from .conftest import REPLY_TIMEOUT, BotProcess, tmpfs
 
 #: The recordings file system: about 10 s of two mono 48 kHz tracks after B's turn.
 DISK_SIZE = "2m"
@@ -74,15 +74,8 @@ class SmallDisk:
 def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     """RECORDINGS_DIR on a DISK_SIZE tmpfs; request it before ``start_bot`` so the bot
     has exited before it is unmounted."""
-    path = tmp_path / "recordings"
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    assert mounted.returncode == 0, f"these tests mount a tmpfs and need root: {mounted.stderr.strip()}"
-    try:
+    with tmpfs(tmp_path / "recordings", DISK_SIZE) as path:
         yield SmallDisk(path)
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 @dataclass
@@ -258,3 +251,24 @@ def test_below_min_free_disk_a_recording_is_refused_or_stopped(
     notice = wait_posted(fake, [fake.config["text_channel_id"]], "Recording stopped:", timeout=REPLY_TIMEOUT)
     assert "Recording stopped: free disk space fell below 1 MB." in notice.content, notice.content
     assert manifest(bot.recordings_dir / rid)["status"] == "finished"
+
+
+#: The bot's temporary directory: room for Python's probe file, not for the ZIP of a turn of speech.
+TMP_SIZE = "64k"
+ALICE_TURN = Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.3, 1.5),)),), duration=1.8)
+
+
+def test_a_full_temporary_disk_at_stop_skips_the_attachment_and_still_gives_the_link(
+        fake: FakeDiscord, start_bot: Callable[..., BotProcess], tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "tmp", TMP_SIZE) as tmp:
+        bot = start_bot(TMPDIR=str(tmp))
+        rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
+        play(fake, ALICE_TURN)
+        reply = bot.ask("record", "stop")
+        assert f"Recording `{rid}`" in reply.content, reply.content
+        assert "(The ZIP could not be attached: the bot's disk is full. Use the link.)" in reply.content
+        assert not reply.attachments
+        status, page = http_get(download_link(reply))
+        assert status == 200 and b"alice" in page
+        assert bot.terminate() == 0
+        assert list(tmp.iterdir()) == []  # the half-written ZIP gave its space back

@@ -8,7 +8,7 @@ from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
 from .checks import recording_id, refusal
-from .conftest import REPLY_TIMEOUT, BotProcess
+from .conftest import BotProcess
 
 #: Markdown, a masked link and a mass mention, as a member's nickname.
 HOSTILE = "**Bob** @everyone [free nitro](http://evil.example)"
