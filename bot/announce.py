@@ -56,7 +56,7 @@ class Announcer:
         assert recording is not None
         names = [s.file for s in manifest.speakers]
         total = sum((recording.directory / n).stat().st_size for n in names)
-        text = recording_summary(manifest, total, self.link(recording))
+        text = recording_summary(manifest, total, self.link(recording), self._store.expires_at(recording))
         if not names:
             return text, None
         try:

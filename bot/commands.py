@@ -214,7 +214,8 @@ class RecordingsGroup(_BotGroup):
     async def list_(self, interaction: discord.Interaction) -> None:
         """Newest first, at most 20."""
         assert interaction.guild is not None
-        recordings = await self.store.list(interaction.guild.id)
+        # Expired ones are past their link's life: the retention sweep deletes them soon.
+        recordings = [r for r in await self.store.list(interaction.guild.id) if not self.store.is_expired(r)]
         if not recordings:
             await interaction.response.send_message("This server has no recordings.", ephemeral=True)
             return
@@ -230,6 +231,11 @@ class RecordingsGroup(_BotGroup):
         recording = await self._finished_recording(interaction, recording_id)
         if recording is None:
             return
+        if self.store.is_expired(recording):
+            await _refuse(interaction, f"Recording `{recording.id}` has expired (recordings are kept "
+                                       f"{_days(self.settings.retention_days)} after they end); its files are "
+                                       f"being deleted.")
+            return
         await interaction.response.defer(thinking=True, ephemeral=True)
         manifest = await self.store.read_manifest(recording)
         text, file = await self.announcer.summary_and_zip(manifest, interaction.filesize_limit)
@@ -244,6 +250,10 @@ class RecordingsGroup(_BotGroup):
             return
         await self.store.delete(recording.id)
         await interaction.response.send_message(f"Deleted recording `{recording.id}` and its files.", ephemeral=True)
+
+
+def _days(days: float) -> str:
+    return f"{days:g} day" if days == 1 else f"{days:g} days"
 
 
 def _short(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from datetime import datetime
 from typing import Any
 
 from discord.utils import escape_markdown, escape_mentions
@@ -52,8 +53,8 @@ def size(num_bytes: int) -> str:
     raise AssertionError("unreachable")
 
 
-def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
-    """The stop message: duration, each speaker's talk time, size, loss, link."""
+def recording_summary(manifest: Manifest, total_bytes: int, link: str, expires: datetime | None) -> str:
+    """The stop message: duration, each speaker's talk time, size, loss, link and until when it works."""
     length = (manifest.ended_at - manifest.started_at).total_seconds() if manifest.ended_at else 0.0
     lines = [
         f"Recording `{manifest.recording_id}` of **{plain(manifest.channel_name)}**: {duration(length)}, "
@@ -67,6 +68,8 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str) -> str:
     if not manifest.speakers:
         lines.append("Nobody spoke.")
     lines.append(f"Download (page, players, ZIP, FLAC): {link}")
+    if expires is not None:
+        lines.append(f"The recording and its link are kept until {expires.strftime('%Y-%m-%d %H:%M UTC')}.")
     return "\n".join(lines)
 
 

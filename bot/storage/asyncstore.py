@@ -69,6 +69,10 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.is_expired` (arithmetic only: no thread needed)."""
         return self.store.is_expired(recording)
 
+    def expires_at(self, recording: Recording) -> datetime | None:
+        """See :meth:`RecordingStore.expires_at` (arithmetic only: no thread needed)."""
+        return self.store.expires_at(recording)
+
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """See :meth:`RecordingStore.set_opt_out`."""
         await asyncio.to_thread(self.store.set_opt_out, guild_id, user_id, opted_out)

@@ -269,21 +269,28 @@ class RecordingStore:
         _log.info("recording %s deleted", rec.id)
         return True
 
+    def expires_at(self, recording: Recording) -> datetime | None:
+        """When ``recording`` and its link expire: retention counts from its end, so
+        a recording longer than the retention is not dead on arrival. None while it
+        runs, or when recordings are kept forever."""
+        if self.retention is None or recording.ended_at is None:
+            return None
+        return recording.ended_at + self.retention
+
     def is_expired(self, recording: Recording, now: datetime | None = None) -> bool:
         """True when ``recording`` is past retention (its link no longer works)."""
-        if self.retention is None:
-            return False
-        return recording.started_at + self.retention <= (now or _now())
+        expires = self.expires_at(recording)
+        return expires is not None and expires <= (now or _now())
 
     def expire(self, now: datetime | None = None) -> list[str]:
-        """Delete every recording older than the retention period (files and
-        rows); recordings still in progress are kept. Returns the ids removed."""
+        """Delete every recording that ended longer than the retention period ago
+        (files and rows); recordings still in progress are kept. Returns the ids removed."""
         if self.retention is None:
             return []
         cutoff = _ts((now or _now()) - self.retention)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE started_at <= ? AND status != 'recording'", (cutoff,)
+                f"SELECT {_COLUMNS} FROM recordings WHERE ended_at <= ? AND status != 'recording'", (cutoff,)
             ).fetchall()
         removed = []
         for row in rows:

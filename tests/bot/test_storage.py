@@ -154,20 +154,30 @@ def test_opt_outs_persist_across_reopen(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
-def test_retention(store: RecordingStore) -> None:
+def test_retention_counts_from_the_end(store: RecordingStore) -> None:
     now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-    old = store.create(GUILD_A, "A", 1, "vc", started_at=now - timedelta(days=31))
-    store.finish(old.id, store.new_manifest(old))
-    edge = store.create(GUILD_A, "A", 1, "vc", started_at=now - timedelta(days=29, hours=23))
-    store.finish(edge.id, store.new_manifest(edge))
-    running = store.create(GUILD_B, "B", 1, "vc", started_at=now - timedelta(days=40))
-    assert store.is_expired(store.get(old.id), now) and not store.is_expired(store.get(edge.id), now)
 
-    assert store.expire(now) == [old.id]
-    assert store.get(old.id) is None and not old.directory.exists()
-    assert store.get(edge.id) is not None and edge.directory.is_dir()
+    def recorded(started_days_ago: float, ended_days_ago: float) -> str:
+        rec = store.create(GUILD_A, "A", 1, "vc", started_at=now - timedelta(days=started_days_ago))
+        store.finish(rec.id, store.new_manifest(rec), ended_at=now - timedelta(days=ended_days_ago))
+        return rec.id
+
+    old = recorded(31, 30.9)
+    edge = recorded(30, 29.99)
+    # Longer than the retention itself: expiry counts from its end, so it is not dead on arrival.
+    long = recorded(40, 1)
+    running = store.create(GUILD_B, "B", 1, "vc", started_at=now - timedelta(days=40))
+    assert store.is_expired(store.get(old), now) and not store.is_expired(store.get(edge), now)
+    assert not store.is_expired(store.get(long), now)
+    assert store.expires_at(store.get(long)) == now + timedelta(days=29)
+    assert store.expires_at(store.get(running.id)) is None
+
+    assert store.expire(now) == [old]
+    assert store.get(old) is None and not (store.recordings_dir / old).exists()
+    assert store.get(edge) is not None and (store.recordings_dir / edge).is_dir()
     assert store.get(running.id) is not None  # still being recorded: never deleted under the recorder
-    assert store.expire(now + timedelta(days=1)) == [edge.id]
+    assert store.expire(now + timedelta(days=1)) == [edge]
+    assert store.expire(now + timedelta(days=29)) == [long]
 
 
 def test_no_retention_keeps_everything(tmp_path: Path) -> None:
