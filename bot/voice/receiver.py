@@ -25,7 +25,7 @@ from sinks import VoicePacket
 
 from .dave import DaveDecryptor, DaveError, DaveState
 from .reader import takes_arrival
-from .replay import DuplicateFilter
+from .duplicates import DuplicateFilter
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap
 from .transport import TransportDecryptor, TransportError, create_decryptor
@@ -141,7 +141,7 @@ class VoiceReceiver:
             sealed, self._sealed = self._sealed, deque()
             for data, received_at in sealed:
                 self._receive(data, received_at)
-        _log.debug("voice receive transport set to %s (%d held datagrams replayed)", mode, len(sealed))
+        _log.debug("voice receive transport set to %s (%d held datagrams released)", mode, len(sealed))
 
     def await_new_key(self) -> None:
         """A new voice session is being negotiated. Its media can arrive before its
@@ -232,7 +232,7 @@ class VoiceReceiver:
             self._count("excluded")
             return
         # Before DAVE: davey refuses a nonce twice, so a network copy would
-        # otherwise be counted as a DAVE failure (see replay.py).
+        # otherwise be counted as a DAVE failure (see duplicates.py).
         refused = self._duplicates.check(ssrc, sequence)
         if refused is not None:
             self._count(refused)
