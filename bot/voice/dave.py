@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import davey
 
+from .refused import DatagramRefused
+
 __all__ = ("OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
 
 #: The 3-byte Opus silence frame; senders emit it unencrypted.
@@ -31,14 +33,10 @@ class DaveState(Protocol):
     dave_protocol_version: int
 
 
-class DaveError(ValueError):
+class DaveError(DatagramRefused):
     """A frame DAVE could not open; ``reason`` is a counter key such as
     ``dave:NoDecryptorForUser`` (the sender's key is not known yet) or
     ``dave:no_session``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _reason(exc: ValueError) -> str:

@@ -13,6 +13,8 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from .refused import DatagramRefused
+
 __all__ = (
     "OPUS_PAYLOAD_TYPE",
     "RTP_HEADER_SIZE",
@@ -114,16 +116,12 @@ class RtpHeader:
                    sequence, timestamp, ssrc, length, extension_length)
 
 
-class PayloadError(ValueError):
+class PayloadError(DatagramRefused):
     """A decrypted payload whose extension length or padding byte lies.
 
     ``reason`` is a short counter key: ``bad_extension``, ``bad_padding`` or
     ``empty_frame``.
     """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def strip_payload(header: RtpHeader, plaintext: bytes) -> bytes:
