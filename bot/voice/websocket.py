@@ -19,13 +19,11 @@ import struct
 
 from discord.gateway import DiscordVoiceWebSocket
 
+from .rtp import IP_DISCOVERY_REPLY, IP_DISCOVERY_REQUEST, IP_DISCOVERY_SIZE
+
 __all__ = ("ListeningVoiceWebSocket",)
 
 _log = logging.getLogger(__name__)
-
-_DISCOVERY_SIZE = 74
-_DISCOVERY_REQUEST = 1
-_DISCOVERY_REPLY = 2
 
 
 class ListeningVoiceWebSocket(DiscordVoiceWebSocket):
@@ -34,8 +32,8 @@ class ListeningVoiceWebSocket(DiscordVoiceWebSocket):
     async def discover_ip(self) -> tuple[str, int]:
         """Ask the voice server for our public address, listening for the reply first."""
         state = self._connection
-        packet = bytearray(_DISCOVERY_SIZE)
-        struct.pack_into(">HHI", packet, 0, _DISCOVERY_REQUEST, _DISCOVERY_SIZE - 4, state.ssrc)
+        packet = bytearray(IP_DISCOVERY_SIZE)
+        struct.pack_into(">HHI", packet, 0, IP_DISCOVERY_REQUEST, IP_DISCOVERY_SIZE - 4, state.ssrc)
         reply: asyncio.Future[bytes] = self.loop.create_future()
 
         def settle(data: bytes) -> None:
@@ -43,7 +41,7 @@ class ListeningVoiceWebSocket(DiscordVoiceWebSocket):
                 reply.set_result(data)
 
         def on_packet(data: bytes) -> None:
-            if len(data) == _DISCOVERY_SIZE and data[1] == _DISCOVERY_REPLY:
+            if len(data) == IP_DISCOVERY_SIZE and data[1] == IP_DISCOVERY_REPLY:
                 self.loop.call_soon_threadsafe(settle, data)
 
         reply.add_done_callback(lambda _: state.remove_socket_listener(on_packet))
