@@ -11,7 +11,7 @@ a reconnect's new socket is picked up) while one :class:`_ReaderHub` thread
 selects over all of them.
 
 Once a socket is readable the hub reads every socket that is, until empty,
-then pauses :data:`BATCH_PAUSE` before it looks again, so datagrams are read
+then pauses :data:`READ_PAUSE` before it looks again, so datagrams are read
 in batches: a thread wake-up, a ``select()`` and a GIL hand-off per batch
 instead of per datagram. Each datagram still carries its own arrival time,
 the kernel's (:mod:`bot.voice.stamped`; the voice client turns stamping on
@@ -37,15 +37,16 @@ from discord.voice_state import SocketReader
 
 from .stamped import StampedReceiver, enable_timestamps
 
-__all__ = ("SharedSocketReader", "takes_arrival", "BATCH_PAUSE")
+__all__ = ("SharedSocketReader", "takes_arrival", "READ_PAUSE")
 
 _log = logging.getLogger(__name__)
 
 #: Datagrams read from one socket before the others get their turn.
 _MAX_BATCH: Final = 256
-#: Seconds the hub waits after a batch before it reads again. The socket
+#: Seconds the hub waits after a batch before it reads again (not the sink
+#: worker's ``sinks.worker.BATCH_PAUSE``, a pause of its own). The socket
 #: buffers (see client.RECEIVE_BUFFER_BYTES) hold far more than this much.
-BATCH_PAUSE: Final = 0.003
+READ_PAUSE: Final = 0.003
 _RECV_SIZE: Final = 2048
 #: select() timeout: the hub also wakes through its pipe on every change.
 _IDLE_WAIT: Final = 30.0
@@ -141,7 +142,7 @@ class _ReaderHub:
                 sock, reader = ready[fd]
                 read += reader.drain(sock, self._receiver)
             if read:
-                time.sleep(BATCH_PAUSE)
+                time.sleep(READ_PAUSE)
 
 
 _hub = _ReaderHub()
