@@ -11,10 +11,10 @@ transition) are davey's call: it lets them through only in passthrough mode.
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
 
 import davey
 
+from .discordpy import DaveState
 from .refused import DatagramRefused
 
 __all__ = ("OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
@@ -24,13 +24,6 @@ OPUS_SILENCE = b"\xf8\xff\xfe"
 
 _AUDIO = davey.MediaType.audio
 _KIND = re.compile(r"Failed to decrypt: (\w+)(?:\((\w+))?")
-
-
-class DaveState(Protocol):
-    """Where the current DAVE session lives (discord.py's ``VoiceConnectionState`` fits)."""
-
-    dave_session: Any
-    dave_protocol_version: int
 
 
 class DaveError(DatagramRefused):

@@ -23,7 +23,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 from sinks import VoicePacket
 
-from .dave import DaveDecryptor, DaveState
+from .dave import DaveDecryptor
+from .discordpy import DaveState
 from .reader import takes_arrival
 from .duplicates import DuplicateFilter
 from .refused import DatagramRefused
