@@ -225,22 +225,27 @@ class SocketReaderBase(SocketReader):
         raise NotImplementedError
 
     def register(self, callback: SocketListener) -> None:
+        """Add a listener (discord.py's ``add_socket_listener``)."""
         super().register(callback)
         self.on_change()
 
     def unregister(self, callback: SocketListener) -> None:
+        """Remove a listener (discord.py's ``remove_socket_listener``)."""
         super().unregister(callback)
         self.on_change()
 
     def pause(self) -> None:
+        """Stop reading until :meth:`resume` (discord.py pauses on disconnects)."""
         super().pause()
         self.on_change()
 
     def resume(self, *, force: bool = False) -> None:
+        """Read again, if listeners are registered or ``force`` (discord.py resumes on each new socket)."""
         super().resume(force=force)
         self.on_change()
 
     def stop(self) -> None:
+        """End this connection's reading for good."""
         self.on_stop()
         self._callbacks.clear()
 

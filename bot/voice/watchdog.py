@@ -1,9 +1,10 @@
 """Notices when discord.py's voice websocket poller dies.
 
 discord.py 2.7.1 runs the voice websocket in one task (the poller, see
-:meth:`bot.voice.discordpy.ReceivingConnectionState.poller_task`) that handles only connection-closed and timeout errors. Anything else raised
-while handling a message (for instance davey rejecting an MLS proposal, op 27)
-ends the task silently: heartbeats go on from their own thread, UDP audio keeps
+:meth:`bot.voice.discordpy.ReceivingConnectionState.poller_task`) that handles
+only connection-closed and timeout errors. Anything else raised while handling
+a message (for instance davey rejecting an MLS proposal, op 27) ends the task
+silently: heartbeats go on from their own thread, UDP audio keeps
 flowing, but DAVE key changes are no longer processed and the recording decays
 into decrypt failures. This watchdog turns that into one call of ``on_death``.
 """
