@@ -1,9 +1,10 @@
 """``RecordingVoiceClient``: discord.py's VoiceClient plus the receive layer.
 
-Only hooks discord.py 2.7.1 offers are used: ``create_connection_state()``
+discord.py's public hooks carry the receive layer: ``create_connection_state()``
 to pass a websocket ``hook`` (JSON messages, after discord.py handled them)
 and ``add_socket_listener``/``remove_socket_listener`` on the connection
-state for the UDP datagrams. Use it as
+state for the UDP datagrams. What needs more of discord.py goes through
+:mod:`bot.voice.discordpy`. Use it as
 ``await channel.connect(cls=RecordingVoiceClient)``.
 """
 
@@ -16,26 +17,25 @@ import socket
 from typing import Any, Callable
 
 import discord
-from discord.gateway import DiscordVoiceWebSocket
-from discord.utils import MISSING
-from discord.voice_state import ConnectionFlowState, VoiceConnectionState
 
+from .discordpy import (
+    CLIENT_DISCONNECT,
+    CLIENTS_CONNECT,
+    SESSION_DESCRIPTION,
+    SPEAKING,
+    DiscordVoiceWebSocket,
+    ReceivingConnectionState,
+)
 from .reader import SharedSocketReader
 from .stamped import enable_timestamps
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
 from .transport import UnsupportedModeError
 from .watchdog import PollerWatchdog
-from .websocket import ListeningVoiceWebSocket
 
 __all__ = ("RecordingVoiceClient",)
 
 _log = logging.getLogger(__name__)
-
-_SESSION_DESCRIPTION = DiscordVoiceWebSocket.SESSION_DESCRIPTION
-_SPEAKING = DiscordVoiceWebSocket.SPEAKING
-_CLIENTS_CONNECT = DiscordVoiceWebSocket.CLIENTS_CONNECT
-_CLIENT_DISCONNECT = DiscordVoiceWebSocket.CLIENT_DISCONNECT
 
 #: UDP receive buffer asked for. Each queued datagram costs the kernel about
 #: 1 KiB of accounting (skb truesize), so Linux's default 208 KiB holds only
@@ -67,74 +67,14 @@ class _WakingSocket(socket.socket):
         super().close()
 
 
-class _RecordingConnectionState(VoiceConnectionState):
-    """discord.py's connection state read by the process's shared socket reader
-    (see :mod:`bot.voice.reader`), with a socket that wakes the reader when
-    closed, and repairs of discord.py 2.7.1's voice reconnect flow (see the methods)."""
-
-    def __init__(self, voice_client: Any, *, hook: Any = None) -> None:
-        super().__init__(voice_client, hook=hook)
-        # discord.py has started a reader thread of its own (paused, no callbacks). Its
-        # run() clears the stop flag as it begins, so stop it until it is gone.
-        own = self._socket_reader
-        while own.is_alive():
-            own.stop()
-            own.join(0.01)
-        self._socket_reader = SharedSocketReader(self)
-
-    def _create_socket(self) -> None:
-        super()._create_socket()
-        plain = self.socket
-        self.socket = _WakingSocket(plain.family, plain.type, plain.proto, plain.detach())
-        self.socket.setblocking(False)
-        enlarge_receive_buffer(self.socket)
-        enable_timestamps(self.socket)  # before the first datagram (see bot.voice.stamped)
-
-    async def voice_state_update(self, data: Any) -> None:
-        """discord.py's handling, then forget a stale "left the channel" mark.
-
-        A reconnect after a dropped voice websocket (any close code but 1000,
-        4014, 4015, 4021, 4022) leaves the channel and rejoins it; the leave
-        sets ``_disconnected`` and nothing clears it on the rejoin. A later
-        close with 4014 (Discord moving the call to another voice server) then
-        looked like a kick and ended the connection for good.
-        """
-        await super().voice_state_update(data)
-        if data.get("channel_id") is not None:
-            self._disconnected.clear()
-
-    async def _voice_connect(self, *, self_deaf: bool = False, self_mute: bool = False) -> None:
-        """Ask the main gateway to join (ready for its answers before asking), except when
-        resuming a live session.
-
-        After close code 4015 discord.py resumes through its connect flow, which
-        sends op 4 again and waits for a VOICE_SERVER_UPDATE. Op 4 for the
-        channel the bot is already in brings none, so the resume sat out the
-        whole connect timeout and then gave up. A resume needs nothing new from
-        the main gateway: token, endpoint and session id are still valid.
-        """
-        if self.state is ConnectionFlowState.connected and self.token and self.endpoint and self.session_id:
-            _log.info("resuming the voice session on %s", self.endpoint)
-            self.state = ConnectionFlowState.got_both_voice_updates
-            return
-        if self.state is ConnectionFlowState.disconnected:
-            # discord.py marks the join as asked for only after op 4 is sent. Sending can
-            # yield to the loop long enough (a loaded machine, a fast gateway) for the
-            # answers to arrive first: VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE were then
-            # ignored as unexpected, and the (re)connect waited out its 30 s timeout.
-            self.state = ConnectionFlowState.set_guild_voice_state
-        await super()._voice_connect(self_deaf=self_deaf, self_mute=self_mute)
-
-    async def _connect_websocket(self, resume: bool) -> DiscordVoiceWebSocket:
-        """discord.py's, with :class:`ListeningVoiceWebSocket` (see there why), and the
-        receive layer told that a new session key may be on its way."""
-        client = self.voice_client
-        if isinstance(client, RecordingVoiceClient):
-            client.expect_new_key()
-        seq_ack = self.ws.seq_ack if self.ws is not MISSING else -1
-        ws = await ListeningVoiceWebSocket.from_connection_state(self, resume=resume, hook=self.hook, seq_ack=seq_ack)
-        self.state = ConnectionFlowState.websocket_connected
-        return ws
+def _adopt_socket(plain: socket.socket) -> socket.socket:
+    """The voice UDP socket to use in place of the one discord.py made: it wakes the
+    reader when closed, has a larger receive buffer and kernel arrival times."""
+    sock = _WakingSocket(plain.family, plain.type, plain.proto, plain.detach())
+    sock.setblocking(False)
+    enlarge_receive_buffer(sock)
+    enable_timestamps(sock)  # before the first datagram (see bot.voice.stamped)
+    return sock
 
 
 def enlarge_receive_buffer(sock: socket.socket) -> int:
@@ -173,6 +113,9 @@ class RecordingVoiceClient(discord.VoiceClient):
     reconnect, because DAVE key changes are no longer being processed.
     """
 
+    #: The connection state this client made for discord.py (discord.py keeps it too).
+    _receiving_state: ReceivingConnectionState
+
     def __init__(self, client: discord.Client, channel: Any) -> None:
         self._ssrc_map: SsrcMap[Any] = SsrcMap()
         self._receiver: VoiceReceiver | None = None
@@ -180,11 +123,21 @@ class RecordingVoiceClient(discord.VoiceClient):
         #: Why receiving broke (the poller's exception), or ``None``.
         self.receive_error: BaseException | None = None
         super().__init__(client, channel)
-        self._watchdog = PollerWatchdog(self._connection, self._on_poller_death)
+        self._watchdog = PollerWatchdog(self._receiving_state.poller_task, self._on_poller_death)
 
-    def create_connection_state(self) -> VoiceConnectionState:
-        """discord.py's connection state, with our websocket hook installed."""
-        return _RecordingConnectionState(self, hook=self._on_voice_ws_message)
+    def create_connection_state(self) -> ReceivingConnectionState:
+        """discord.py's connection state, read by the process's shared socket reader
+        (see :mod:`bot.voice.reader`), on sockets this module adopts, with our
+        websocket hook installed."""
+        state = ReceivingConnectionState(
+            self,
+            hook=self._on_voice_ws_message,
+            socket_reader=SharedSocketReader,
+            adopt_socket=_adopt_socket,
+            on_websocket_connecting=self.expect_new_key,
+        )
+        self._receiving_state = state
+        return state
 
     async def connect(self, *, reconnect: bool, timeout: float, self_deaf: bool = False, self_mute: bool = False) -> None:
         """Connect as discord.py does, then start watching the websocket poller."""
@@ -206,13 +159,13 @@ class RecordingVoiceClient(discord.VoiceClient):
             raise discord.ClientException("Not connected to voice.")
         if self._receiver is not None:
             raise discord.ClientException("Already recording in this voice channel.")
-        receiver = VoiceReceiver(sink, self._connection, self._ssrc_map, should_record=should_record)
+        receiver = VoiceReceiver(sink, self._receiving_state, self._ssrc_map, should_record=should_record)
         try:
             receiver.set_transport(self.mode, self.secret_key)
         except UnsupportedModeError as exc:
             raise discord.ClientException(f"Cannot record: {exc}.") from None
         self._receiver = receiver
-        self._connection.add_socket_listener(receiver.on_datagram)
+        self._receiving_state.add_socket_listener(receiver.on_datagram)
         _log.info("recording started in channel %s", self.channel.id)
         return receiver
 
@@ -225,7 +178,7 @@ class RecordingVoiceClient(discord.VoiceClient):
         receiver = self._receiver
         if receiver is None:
             raise discord.ClientException("Not recording.")
-        self._connection.remove_socket_listener(receiver.on_datagram)
+        self._receiving_state.remove_socket_listener(receiver.on_datagram)
         receiver.close()
         stats = self._stats_of(receiver)
         self._receiver = None
@@ -261,7 +214,7 @@ class RecordingVoiceClient(discord.VoiceClient):
     def cleanup(self) -> None:
         """Stop the watchdog and any recording, then discord.py's cleanup."""
         self._watchdog.stop()
-        runner: asyncio.Task[Any] | None = getattr(self._connection, "_runner", None)
+        runner = self._receiving_state.poller_task()
         if runner is not None:
             # discord.py's disconnect closes the websocket without cancelling the
             # poller; a DAVE commit arriving meanwhile (someone left as we stopped)
@@ -284,15 +237,15 @@ class RecordingVoiceClient(discord.VoiceClient):
     def _handle_voice_message(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         data = msg.get("d") or {}
-        if op == _SPEAKING:
+        if op == SPEAKING:
             # server->client SPEAKING names the sender; our own echo has no user_id
             if "user_id" in data:
                 self._ssrc_map.bind(int(data["ssrc"]), int(data["user_id"]))
-        elif op == _CLIENT_DISCONNECT:
+        elif op == CLIENT_DISCONNECT:
             self._ssrc_map.forget_user(int(data["user_id"]))
-        elif op == _CLIENTS_CONNECT:
+        elif op == CLIENTS_CONNECT:
             _log.debug("users in voice: %s", data.get("user_ids"))
-        elif op == _SESSION_DESCRIPTION and self._receiver is not None:
+        elif op == SESSION_DESCRIPTION and self._receiver is not None:
             # a voice reconnect negotiates a new key; the old one opens nothing now
             try:
                 self._receiver.set_transport(data["mode"], data["secret_key"])

@@ -11,9 +11,11 @@ transition) are davey's call: it lets them through only in passthrough mode.
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
 
 import davey
+
+from .discordpy import DaveState
+from .refused import DatagramRefused
 
 __all__ = ("OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
 
@@ -24,21 +26,10 @@ _AUDIO = davey.MediaType.audio
 _KIND = re.compile(r"Failed to decrypt: (\w+)(?:\((\w+))?")
 
 
-class DaveState(Protocol):
-    """Where the current DAVE session lives (discord.py's ``VoiceConnectionState`` fits)."""
-
-    dave_session: Any
-    dave_protocol_version: int
-
-
-class DaveError(ValueError):
+class DaveError(DatagramRefused):
     """A frame DAVE could not open; ``reason`` is a counter key such as
     ``dave:NoDecryptorForUser`` (the sender's key is not known yet) or
     ``dave:no_session``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _reason(exc: ValueError) -> str:

@@ -11,7 +11,7 @@ a reconnect's new socket is picked up) while one :class:`_ReaderHub` thread
 selects over all of them.
 
 Once a socket is readable the hub reads every socket that is, until empty,
-then pauses :data:`BATCH_PAUSE` before it looks again, so datagrams are read
+then pauses :data:`READ_PAUSE` before it looks again, so datagrams are read
 in batches: a thread wake-up, a ``select()`` and a GIL hand-off per batch
 instead of per datagram. Each datagram still carries its own arrival time,
 the kernel's (:mod:`bot.voice.stamped`; the voice client turns stamping on
@@ -33,19 +33,19 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from discord.voice_state import SocketReader
-
+from .discordpy import SocketReaderBase
 from .stamped import StampedReceiver, enable_timestamps
 
-__all__ = ("SharedSocketReader", "takes_arrival", "BATCH_PAUSE")
+__all__ = ("SharedSocketReader", "takes_arrival", "READ_PAUSE")
 
 _log = logging.getLogger(__name__)
 
 #: Datagrams read from one socket before the others get their turn.
 _MAX_BATCH: Final = 256
-#: Seconds the hub waits after a batch before it reads again. The socket
+#: Seconds the hub waits after a batch before it reads again (not the sink
+#: worker's ``sinks.worker.BATCH_PAUSE``, a pause of its own). The socket
 #: buffers (see client.RECEIVE_BUFFER_BYTES) hold far more than this much.
-BATCH_PAUSE: Final = 0.003
+READ_PAUSE: Final = 0.003
 _RECV_SIZE: Final = 2048
 #: select() timeout: the hub also wakes through its pipe on every change.
 _IDLE_WAIT: Final = 30.0
@@ -141,13 +141,13 @@ class _ReaderHub:
                 sock, reader = ready[fd]
                 read += reader.drain(sock, self._receiver)
             if read:
-                time.sleep(BATCH_PAUSE)
+                time.sleep(READ_PAUSE)
 
 
 _hub = _ReaderHub()
 
 
-class SharedSocketReader(SocketReader):
+class SharedSocketReader(SocketReaderBase):
     """discord.py's ``SocketReader`` interface, read by the process's shared thread.
 
     It is a ``Thread`` only by inheritance (discord.py's type): it is never started.
@@ -156,14 +156,12 @@ class SharedSocketReader(SocketReader):
     def __init__(self, state: Any) -> None:
         super().__init__(state)
         self._stopped = False
-        # As discord.py's reader once started: paused until resume(), whatever registers.
-        super().pause()
         _hub.add(self)
 
     def socket_to_read(self) -> socket.socket | None:
         """The connection's socket while reading is on, else None."""
-        sock = self.state.socket
-        if self._stopped or not self._running.is_set() or not isinstance(sock, socket.socket):
+        sock = self.connection_socket()
+        if self._stopped or not self.reading() or sock is None:
             return None
         return sock if sock.fileno() >= 0 else None
 
@@ -172,7 +170,7 @@ class SharedSocketReader(SocketReader):
 
         Returns how many were read.
         """
-        callbacks = [(callback, getattr(callback, "takes_arrival", False)) for callback in self._callbacks]
+        callbacks = [(callback, getattr(callback, "takes_arrival", False)) for callback in self.listeners()]
         fd = sock.fileno()
         for count in range(_MAX_BATCH):
             try:
@@ -195,25 +193,13 @@ class SharedSocketReader(SocketReader):
                 return count + 1  # shut down on close (see client._WakingSocket): the next round drops it
         return _MAX_BATCH
 
-    def register(self, callback: Any) -> None:
-        super().register(callback)
+    def on_change(self) -> None:
+        """Listeners or pause state changed: the hub looks again."""
         _hub.changed()
 
-    def unregister(self, callback: Any) -> None:
-        super().unregister(callback)
-        _hub.changed()
-
-    def pause(self) -> None:
-        super().pause()
-        _hub.changed()
-
-    def resume(self, *, force: bool = False) -> None:
-        super().resume(force=force)
-        _hub.changed()
-
-    def stop(self) -> None:
+    def on_stop(self) -> None:
+        """discord.py ends this connection's reading: never read for it again."""
         self._stopped = True
-        self._callbacks.clear()
         _hub.remove(self)
 
     def start(self) -> None:

@@ -23,12 +23,14 @@ from typing import Any, Callable, Protocol, Sequence
 
 from sinks import VoicePacket
 
-from .dave import DaveDecryptor, DaveError, DaveState
+from .dave import DaveDecryptor
+from .discordpy import DaveState
 from .reader import takes_arrival
-from .replay import DuplicateFilter
-from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload
+from .duplicates import DuplicateFilter
+from .refused import DatagramRefused
+from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap
-from .transport import TransportDecryptor, TransportError, create_decryptor
+from .transport import AUTH_FAILED, TransportDecryptor, create_decryptor
 
 __all__ = ("PacketSink", "VoiceReceiver")
 
@@ -141,7 +143,7 @@ class VoiceReceiver:
             sealed, self._sealed = self._sealed, deque()
             for data, received_at in sealed:
                 self._receive(data, received_at)
-        _log.debug("voice receive transport set to %s (%d held datagrams replayed)", mode, len(sealed))
+        _log.debug("voice receive transport set to %s (%d held datagrams released)", mode, len(sealed))
 
     def await_new_key(self) -> None:
         """A new voice session is being negotiated. Its media can arrive before its
@@ -187,8 +189,8 @@ class VoiceReceiver:
             return
         try:
             frame = strip_payload(header, transport.decrypt(data, header))
-        except (TransportError, PayloadError) as exc:
-            if self._awaiting_key and exc.reason == "auth_failed":
+        except DatagramRefused as exc:
+            if self._awaiting_key and exc.reason == AUTH_FAILED:
                 self._hold_sealed(data, received_at)
             else:
                 self._count(exc.reason)
@@ -214,7 +216,7 @@ class VoiceReceiver:
     def _hold_sealed(self, data: bytes, received_at: float) -> None:
         if len(self._sealed) >= SEALED_HOLD:
             self._sealed.popleft()
-            self._count("auth_failed")
+            self._count(AUTH_FAILED)
         self._sealed.append((data, received_at))
 
     def _deliver_held(self, user_id: int, item: _Held) -> None:
@@ -232,14 +234,14 @@ class VoiceReceiver:
             self._count("excluded")
             return
         # Before DAVE: davey refuses a nonce twice, so a network copy would
-        # otherwise be counted as a DAVE failure (see replay.py).
+        # otherwise be counted as a DAVE failure (see duplicates.py).
         refused = self._duplicates.check(ssrc, sequence)
         if refused is not None:
             self._count(refused)
             return
         try:
             opus = self._dave.decrypt(user_id, frame)
-        except DaveError as exc:
+        except DatagramRefused as exc:
             self._count(exc.reason)
             return
         if self._sink.write(user_id, VoicePacket(sequence, timestamp, opus, received_at, ssrc)):
@@ -258,7 +260,7 @@ class VoiceReceiver:
                 return
             self._closed = True
             if self._sealed:
-                self._count("auth_failed", len(self._sealed))
+                self._count(AUTH_FAILED, len(self._sealed))
                 self._sealed.clear()
             for user_id, item in self._ssrc_map.drain():
                 if user_id is None:

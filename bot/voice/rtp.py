@@ -13,7 +13,16 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from .refused import DatagramRefused
+
 __all__ = (
+    "CSRC_SIZE",
+    "EXTENSION_PREAMBLE_SIZE",
+    "EXTENSION_PROFILE",
+    "EXTENSION_WORD_SIZE",
+    "IP_DISCOVERY_REPLY",
+    "IP_DISCOVERY_REQUEST",
+    "IP_DISCOVERY_SIZE",
     "OPUS_PAYLOAD_TYPE",
     "RTP_HEADER_SIZE",
     "DatagramKind",
@@ -27,11 +36,21 @@ __all__ = (
 OPUS_PAYLOAD_TYPE = 120
 #: Fixed part of every RTP header (RFC 3550 section 5.1).
 RTP_HEADER_SIZE = 12
+#: Bytes of each contributing-source id after the fixed header.
+CSRC_SIZE = 4
+#: The header extension's clear preamble: profile (u16) and length in words (u16).
+EXTENSION_PREAMBLE_SIZE = 4
+#: RFC 8285 one-byte-header profile, the only one Discord sends.
+EXTENSION_PROFILE = 0xBEDE
+#: The extension length counts 32-bit words.
+EXTENSION_WORD_SIZE = 4
+#: IP discovery packets, request and reply alike: u16 type, u16 length (70), u32 SSRC,
+#: 64-byte address, u16 port.
+IP_DISCOVERY_SIZE = 74
+IP_DISCOVERY_REQUEST = 1
+IP_DISCOVERY_REPLY = 2
 
-_IP_DISCOVERY_SIZE = 74
-_IP_DISCOVERY_REPLY = 2
 _RTCP_TYPES = range(200, 205)
-_EXTENSION_PROFILE = 0xBEDE
 _FIXED = struct.Struct(">BBHII")
 _EXTENSION = struct.Struct(">HH")
 
@@ -55,7 +74,7 @@ def classify(data: bytes) -> DatagramKind:
     if len(data) < RTP_HEADER_SIZE:
         return DatagramKind.TOO_SHORT
     if data[0] >> 6 != 2:
-        if len(data) == _IP_DISCOVERY_SIZE and data[0] == 0 and data[1] == _IP_DISCOVERY_REPLY:
+        if len(data) == IP_DISCOVERY_SIZE and data[0] == 0 and data[1] == IP_DISCOVERY_REPLY:
             return DatagramKind.IP_DISCOVERY
         return DatagramKind.NOT_RTP
     if data[1] in _RTCP_TYPES:
@@ -97,16 +116,16 @@ class RtpHeader:
         if first >> 6 != 2:
             return None
         csrc_count = first & 0x0F
-        length = RTP_HEADER_SIZE + 4 * csrc_count
+        length = RTP_HEADER_SIZE + CSRC_SIZE * csrc_count
         extension = bool(first & 0x10)
         extension_length = 0
         if extension:
-            if len(data) < length + 4:
+            if len(data) < length + EXTENSION_PREAMBLE_SIZE:
                 return None
             profile, extension_length = _EXTENSION.unpack_from(data, length)
-            if profile != _EXTENSION_PROFILE:
+            if profile != EXTENSION_PROFILE:
                 return None
-            length += 4
+            length += EXTENSION_PREAMBLE_SIZE
         elif len(data) < length:
             return None
         # Positional, in field order: keywords cost the socket thread a third more per header.
@@ -114,16 +133,12 @@ class RtpHeader:
                    sequence, timestamp, ssrc, length, extension_length)
 
 
-class PayloadError(ValueError):
+class PayloadError(DatagramRefused):
     """A decrypted payload whose extension length or padding byte lies.
 
     ``reason`` is a short counter key: ``bad_extension``, ``bad_padding`` or
     ``empty_frame``.
     """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def strip_payload(header: RtpHeader, plaintext: bytes) -> bytes:
@@ -134,7 +149,7 @@ def strip_payload(header: RtpHeader, plaintext: bytes) -> bytes:
     (left on, padding corrupts the DAVE trailer read from the frame's end).
     Raises :class:`PayloadError` when either length does not fit.
     """
-    start = 4 * header.extension_length
+    start = EXTENSION_WORD_SIZE * header.extension_length
     end = len(plaintext)
     if start > end:
         raise PayloadError("bad_extension")

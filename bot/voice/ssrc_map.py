@@ -10,10 +10,10 @@ Two threads touch this object, with a strict split of who writes what:
   held packets (:meth:`SsrcMap.hold`, :meth:`SsrcMap.release`,
   :meth:`SsrcMap.drain`).
 
-So replay cannot race the map update: the loop only flips ``_version``; the
-socket thread notices the change on its next datagram, takes out every held
-queue whose SSRC is now mapped, and replays it *before* the packet in hand, in
-arrival order. ``_version`` is read before the map is scanned, so a binding
+So releasing held packets cannot race the map update: the loop only flips
+``_version``; the socket thread notices the change on its next datagram, takes
+out every held queue whose SSRC is now mapped, and releases it *before* the
+packet in hand, in arrival order. ``_version`` is read before the map is scanned, so a binding
 that lands mid-scan is seen by the next :meth:`SsrcMap.release`; and a packet
 whose SSRC is found mapped while some of its packets are still held first
 takes those out (:meth:`SsrcMap.take`). Nothing on the socket thread waits for the loop. Anyone else
@@ -116,7 +116,7 @@ class SsrcMap(Generic[T]):
             if user_id is not None:
                 queue = self._held.pop(ssrc)
                 self.held -= len(queue)
-                _log.debug("replaying %d held packets of ssrc %d as user %d", len(queue), ssrc, user_id)
+                _log.debug("releasing %d held packets of ssrc %d as user %d", len(queue), ssrc, user_id)
                 released.extend((user_id, item) for item in queue)
         return released
 

@@ -14,15 +14,17 @@ until the next SESSION_DESCRIPTION), so the per-packet cost is the AEAD call.
 from __future__ import annotations
 
 import ctypes
-from typing import Protocol, Sequence
+from typing import Final, Protocol, Sequence
 
 import nacl._sodium
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .refused import DatagramRefused
 from .rtp import RtpHeader
 
 __all__ = (
+    "AUTH_FAILED",
     "AesGcmDecryptor",
     "TransportDecryptor",
     "TransportError",
@@ -31,24 +33,24 @@ __all__ = (
     "create_decryptor",
 )
 
+#: Drop reason of a datagram whose tag does not match (wrong key, tampered bytes).
+AUTH_FAILED: Final = "auth_failed"
+
 _TAG_SIZE = 16
 _NONCE_COUNTER_SIZE = 4
-_TRAILER_SIZE = _TAG_SIZE + _NONCE_COUNTER_SIZE
 _KEY_SIZE = 32
-_XCHACHA_NONCE_PAD = bytes(20)
-_GCM_NONCE_PAD = bytes(8)
+_XCHACHA_NONCE_SIZE = 24
+_GCM_NONCE_SIZE = 12
+_XCHACHA_NONCE_PAD = bytes(_XCHACHA_NONCE_SIZE - _NONCE_COUNTER_SIZE)
+_GCM_NONCE_PAD = bytes(_GCM_NONCE_SIZE - _NONCE_COUNTER_SIZE)
 
 
-class TransportError(ValueError):
+class TransportError(DatagramRefused):
     """A datagram that failed transport decryption.
 
     ``reason`` is a counter key: ``truncated`` (no room for tag and nonce) or
-    ``auth_failed`` (tag mismatch: wrong key, tampered header or payload).
+    :data:`AUTH_FAILED` (tag mismatch: wrong key, tampered header or payload).
     """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class UnsupportedModeError(ValueError):
@@ -121,7 +123,7 @@ class XChaChaDecryptor:
             self._plain_view = memoryview(plain).cast("B")
         if _xchacha_open(plain, None, None, ciphertext, size, aad, len(aad), counter + _XCHACHA_NONCE_PAD,
                          self._key):
-            raise TransportError("auth_failed")
+            raise TransportError(AUTH_FAILED)
         return self._plain_view[:size - _TAG_SIZE].tobytes()
 
 
@@ -140,7 +142,7 @@ class AesGcmDecryptor:
         try:
             return self._cipher.decrypt(counter + _GCM_NONCE_PAD, ciphertext, aad)
         except InvalidTag:
-            raise TransportError("auth_failed") from None
+            raise TransportError(AUTH_FAILED) from None
 
 
 _DECRYPTORS: dict[str, type[XChaChaDecryptor] | type[AesGcmDecryptor]] = {

@@ -1,9 +1,10 @@
 """Notices when discord.py's voice websocket poller dies.
 
-discord.py 2.7.1 runs the voice websocket in one task (``VoiceConnectionState._runner``)
-that handles only connection-closed and timeout errors. Anything else raised
-while handling a message (for instance davey rejecting an MLS proposal, op 27)
-ends the task silently: heartbeats go on from their own thread, UDP audio keeps
+discord.py 2.7.1 runs the voice websocket in one task (the poller, see
+:meth:`bot.voice.discordpy.ReceivingConnectionState.poller_task`) that handles
+only connection-closed and timeout errors. Anything else raised while handling
+a message (for instance davey rejecting an MLS proposal, op 27) ends the task
+silently: heartbeats go on from their own thread, UDP audio keeps
 flowing, but DAVE key changes are no longer processed and the recording decays
 into decrypt failures. This watchdog turns that into one call of ``on_death``.
 """
@@ -19,16 +20,17 @@ __all__ = ("PollerWatchdog",)
 class PollerWatchdog:
     """Checks the connection's poller task every ``interval`` seconds.
 
-    :param connection: discord.py's ``VoiceConnectionState``; its ``_runner``
-        is re-read on every check because a reconnect or move replaces it.
+    :param poller: returns the poller task (or ``None``); called on every
+        check because a reconnect or move replaces the task.
     :param on_death: called once, on the event loop, with the exception that
         ended the poller.
     """
 
-    __slots__ = ("_connection", "_on_death", "_interval", "_task")
+    __slots__ = ("_poller", "_on_death", "_interval", "_task")
 
-    def __init__(self, connection: Any, on_death: Callable[[BaseException], None], *, interval: float = 0.5) -> None:
-        self._connection = connection
+    def __init__(self, poller: Callable[[], asyncio.Task[Any] | None], on_death: Callable[[BaseException], None], *,
+                 interval: float = 0.5) -> None:
+        self._poller = poller
         self._on_death = on_death
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -46,7 +48,7 @@ class PollerWatchdog:
 
     async def _watch(self) -> None:
         while True:
-            runner: asyncio.Task[Any] | None = getattr(self._connection, "_runner", None)
+            runner = self._poller()
             if runner is not None and runner.done() and not runner.cancelled():
                 error = runner.exception()
                 if error is not None:

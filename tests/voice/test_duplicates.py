@@ -1,6 +1,6 @@
 """Network copies are counted as ``duplicate`` before DAVE, never as DAVE failures.
 
-The filter itself (bot/voice/replay.py) is checked on sequence numbers; the
+The filter itself (bot/voice/duplicates.py) is checked on sequence numbers; the
 receiver is checked with a real davey group, whose sessions refuse a nonce
 twice, so a copy that slipped through would show up as ``dave:*``.
 """
@@ -15,7 +15,7 @@ import davey
 import pytest
 
 from bot.voice.receiver import VoiceReceiver
-from bot.voice.replay import RESTART_JUMP, WINDOW, DuplicateFilter
+from bot.voice.duplicates import RESTART_JUMP, WINDOW, DuplicateFilter
 from bot.voice.ssrc_map import SsrcMap
 
 from .dave_group import settled_group
@@ -156,7 +156,7 @@ def test_replays_of_old_packets(group: dict[int, Any]) -> None:
     assert sink.packets[-1][1].opus == b"\x78live"
 
 
-def test_held_copies_are_caught_when_replayed(group: dict[int, Any]) -> None:
+def test_held_copies_are_caught_when_released(group: dict[int, Any]) -> None:
     receiver, sink, ssrc_map = _receiver(group)
     late = SSRC + 7
     first = _datagram(group, b"\x78held", 5, ssrc=late)

@@ -1,4 +1,4 @@
-"""The receive pipeline: drops by reason, hold and replay, filters, DAVE, key changes."""
+"""The receive pipeline: drops by reason, hold and release, filters, DAVE, key changes."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_no_key_yet() -> None:
     assert receiver.stats()["no_key"] == 1
 
 
-def test_held_until_speaking_then_replayed_in_order() -> None:
+def test_held_until_speaking_then_released_in_order() -> None:
     receiver, sink, ssrc_map, key = _receiver()
     for seq in range(10):
         receiver.on_datagram(voice_datagram(XCHACHA, key, bytes([seq]) * 4, sequence=seq, timestamp=960 * seq, ssrc=SSRC))
@@ -114,7 +114,7 @@ def test_held_until_speaking_then_replayed_in_order() -> None:
     assert receiver.stats() == {"datagrams": 11, "accepted": 11, "held": 0}
 
 
-def test_replay_triggered_by_another_speakers_packet() -> None:
+def test_release_triggered_by_another_speakers_packet() -> None:
     receiver, sink, ssrc_map, key = _receiver()
     ssrc_map.bind(2, 22)
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"held", sequence=5, timestamp=0, ssrc=SSRC))

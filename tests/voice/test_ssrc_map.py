@@ -1,4 +1,4 @@
-"""SSRC -> user map: hold-and-replay order, bounds, eviction, reconnects, threads."""
+"""SSRC -> user map: hold-and-release order, bounds, eviction, reconnects, threads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from bot.voice.ssrc_map import SsrcMap
 
 
-def test_hold_then_replay_in_order() -> None:
+def test_hold_then_release_in_order() -> None:
     ssrc_map: SsrcMap[int] = SsrcMap()
     for seq in range(5):
         ssrc_map.hold(10, seq)
@@ -76,7 +76,7 @@ def test_drain_reports_unmapped_as_none() -> None:
     assert ssrc_map.held == 0
 
 
-def test_bindings_from_another_thread_replay_every_item_once_in_order() -> None:
+def test_bindings_from_another_thread_release_every_item_once_in_order() -> None:
     """The loop thread binds while the socket thread holds/looks up/releases."""
     ssrc_map: SsrcMap[int] = SsrcMap(hold_per_ssrc=10_000, max_unmapped=1000)
     ssrcs = list(range(1, 201))

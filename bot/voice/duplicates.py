@@ -22,6 +22,10 @@ For each SSRC it keeps the highest sequence number seen and a bit mask of the
   (``dave:DecryptionFailed``), and with DAVE off the sink starts a new stream
   as it would for any such jump.
 
+Words: a *replay* is an old datagram sent again (by the network or anyone who
+captured it); held packets handed on once their SSRC is mapped or their key
+arrives are *released* (:mod:`bot.voice.ssrc_map`, :mod:`bot.voice.receiver`).
+
 Per packet: one dict lookup and a few int operations; state is allocated
 only for an SSRC's first packet.
 """
