@@ -20,7 +20,7 @@ import discord
 
 from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
 from bot.voice.client import RecordingVoiceClient
-from sinks import AudioSink, WorkerPool
+from sinks import AudioSink, EngineStats, WorkerPool
 
 __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
 
@@ -167,12 +167,11 @@ class RecordingSession:
             # the guild from recording again ("Already connected to a voice channel").
             await self._leave()
         manifest = await asyncio.to_thread(self.store.new_manifest, self.recording)
-        per_user = sink_stats.get("per_user", {})
         for speaker in manifest.speakers:
-            speaker.talk_seconds = round(sink_stats["talk_seconds"].get(speaker.user_id, 0.0), 2)
-            user = per_user.get(speaker.user_id, {})
-            speaker.packets = user.get("packets")
-            speaker.losses = user.get("lost")
+            user = sink_stats.per_user.get(speaker.user_id)
+            speaker.talk_seconds = round(user.talk_seconds if user is not None else 0.0, 2)
+            speaker.packets = user.packets if user is not None else None
+            speaker.losses = user.lost if user is not None else None
         self.pending_manifest = manifest
         final = await asyncio.to_thread(self.store.finish, self.recording.id, manifest)
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
@@ -239,8 +238,8 @@ class RecordingSession:
         limits = self.limits
         sink_stats = self.sink.stats()
         await self._note_speakers(sink_stats)
-        if sink_stats["error"]:
-            return StopReason(f"writing the recording failed: {_write_failure(self.sink.error_errno)}",
+        if sink_stats.failure is not None:
+            return StopReason(f"writing the recording failed: {_write_failure(sink_stats.failure.errno)}",
                               automatic=True)
         if self.voice.receive_error is not None:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
@@ -277,11 +276,11 @@ class RecordingSession:
         assert self.voice is not None
         return self.guild.voice_client is self.voice
 
-    async def _note_speakers(self, sink_stats: dict[str, Any]) -> None:
+    async def _note_speakers(self, sink_stats: EngineStats) -> None:
         """Remember each new speaker's name in the index as soon as they are heard,
         so even a recording cut short by a crash names its files."""
         assert self.recording is not None
-        for user_id in sink_stats["talk_seconds"]:
+        for user_id in sink_stats.per_user:
             if user_id in self._names:
                 continue
             member = self.guild.get_member(user_id)

@@ -71,7 +71,7 @@ def status_text(channel_name: str, recording_id: str, elapsed: float, names: dic
     """The /record status answer."""
     sink = stats["sink"]
     receive = stats.get("receive", {})
-    talk = sink["talk_seconds"]
+    talk = {user_id: user.talk_seconds for user_id, user in sink.per_user.items()}
     lines = [f"Recording `{recording_id}` of **{channel_name}** for {duration(elapsed)}."]
     if talk:
         lines.append("Speakers heard:")
@@ -81,9 +81,9 @@ def status_text(channel_name: str, recording_id: str, elapsed: float, names: dic
         lines.append("Nobody has spoken yet.")
     undecryptable = sum(v for k, v in receive.items() if k.startswith("dave"))
     lines.append(
-        f"Packets: {sink['received']} received, {sink['lost']} lost, {sink['dropped']} dropped "
-        f"(queue full), {undecryptable} undecryptable. Disk used: {size(sink['bytes_written'])}. "
-        f"Worker lag: {sink['worker_lag'] * 1000:.0f} ms."
+        f"Packets: {sink.received} received, {sink.lost} lost, {sink.dropped} dropped "
+        f"(queue full), {undecryptable} undecryptable. Disk used: {size(sink.bytes_written)}. "
+        f"Worker lag: {sink.worker_lag * 1000:.0f} ms."
     )
     return "\n".join(lines)
 

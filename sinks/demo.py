@@ -12,6 +12,7 @@ Run: ``python -m sinks.demo [--out DIR]``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import pathlib
@@ -136,11 +137,11 @@ def run(out_dir: pathlib.Path) -> int:
     for user, path in sorted(sink.files().items()):
         info = sf.info(path)
         print(f"  {path}  {info.frames / info.samplerate:6.2f} s  "
-              f"talk {stats['talk_seconds'][user]:5.2f} s  {info.channels} ch {info.samplerate} Hz")
-    shown = {k: v for k, v in stats.items() if k != "talk_seconds"}
+              f"talk {stats.per_user[user].talk_seconds:5.2f} s  {info.channels} ch {info.samplerate} Hz")
+    shown = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
     print("stats: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
-    if stats["error"]:
-        print(f"error: {stats['error']}", file=sys.stderr)
+    if stats.failure is not None:
+        print(f"error: {stats.failure.message}", file=sys.stderr)
         return 1
     return 0
 

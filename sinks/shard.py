@@ -24,6 +24,7 @@ from typing import Final
 from .metrics import WorkerCounters
 from .opus import SAMPLE_RATE
 from .packet import VoicePacket
+from .stats import RecordingFailure
 from .talk import TalkMeter
 from .track import Backlog, Track
 from .wavfile import WavWriter
@@ -100,10 +101,8 @@ class Shard:
         #: Largest sampled lag (seconds from a packet's arrival to its processing).
         self.lag_max = 0.0
         self._lag_countdown = LAG_SAMPLE_EVERY
-        #: First fatal error, as a one-line message; None while healthy.
-        self.error: str | None = None
-        #: The errno of that error when the OS gave one (ENOSPC: the disk is full).
-        self.error_errno: int | None = None
+        #: First fatal error; None while healthy.
+        self.failure: RecordingFailure | None = None
         #: Set by the sink before it closes: the recording's end on ``clock``.
         self.end_time: float | None = None
         #: True once this shard has committed everything for the close: later items are discarded.
@@ -117,7 +116,7 @@ class Shard:
         """
         counters = self.counters
         counters.dequeued += 1
-        if self.error is not None or self.closing:
+        if self.failure is not None or self.closing:
             counters.discarded += 1
             return None
         try:
@@ -159,7 +158,7 @@ class Shard:
 
     def commit_quiet(self) -> bool:
         """Commit reorder windows whose stream went quiet; return whether any still hold packets."""
-        if self.error is not None or self.closing:
+        if self.failure is not None or self.closing:
             return False
         now = round((self._clock() - self._origin) * SAMPLE_RATE)
         holding = False
@@ -178,7 +177,7 @@ class Shard:
 
     def sync(self) -> None:
         """Bring the WAV header of every track that grew up to date (crash safety)."""
-        if self.error is not None:
+        if self.failure is not None:
             return
         synced = self._synced
         try:
@@ -192,9 +191,8 @@ class Shard:
 
     def fail(self, message: str, errno: int | None = None) -> None:
         """Stop the recording with ``message``: nothing more is written, the files are still finished."""
-        if self.error is None:
-            self.error = message
-            self.error_errno = errno
+        if self.failure is None:
+            self.failure = RecordingFailure(message, errno)
             _log.error("%s; recording stopped, packets are dropped until close", message)
 
     def _write_failed(self, exc: OSError) -> None:
@@ -205,7 +203,7 @@ class Shard:
         end = self.end_time if self.end_time is not None else self._clock()
         length = round((end - self._origin) * SAMPLE_RATE)
         try:
-            if self.error is None and not self.closing:
+            if self.failure is None and not self.closing:
                 for track in self.tracks.values():
                     track.flush()
                 length = max([length, *(t.writer.frames for t in self.tracks.values())])
@@ -219,7 +217,7 @@ class Shard:
     def finish(self, length: int) -> None:
         """Last step of the close: pad every track to ``length`` frames and close the files."""
         try:
-            if self.error is None:
+            if self.failure is None:
                 try:
                     for track in self.tracks.values():
                         track.pad_to(length)

@@ -42,6 +42,7 @@ from .metrics import ThreadCounter
 from .opus import SAMPLE_RATE
 from .packet import VoicePacket
 from .shard import FinishLine, Shard
+from .stats import EngineStats, RecordingFailure, UserStats
 from .worker import DEFAULT_QUEUE_SIZE, WorkerPool
 
 __all__ = ["AudioSink", "WriteLatency", "WRITE_SAMPLE_EVERY", "DEFAULT_QUEUE_SIZE"]
@@ -156,7 +157,7 @@ class AudioSink:
         """Queue one packet for ``user_id``. Never blocks.
 
         Returns False when the packet was dropped: the queue is full (counted
-        in ``stats()["dropped"]``) or the sink is closed.
+        in ``stats().dropped``) or the sink is closed.
         """
         # A racy decrement between producer threads only shifts which write is timed.
         left = self._countdown - 1
@@ -199,15 +200,9 @@ class AudioSink:
         return self._closed
 
     @property
-    def error(self) -> str | None:
+    def failure(self) -> RecordingFailure | None:
         """The fatal error that stopped the recording, or None."""
-        return next((s.error for s in self._shards if s.error is not None), None)
-
-    @property
-    def error_errno(self) -> int | None:
-        """The errno of :attr:`error` when the OS gave one (``errno.ENOSPC``: the disk
-        is full), so a caller can say why in words without the file's path."""
-        return next((s.error_errno for s in self._shards if s.error is not None), None)
+        return next((s.failure for s in self._shards if s.failure is not None), None)
 
     def _tracks(self) -> dict[int, Any]:
         return self._per_user("tracks")
@@ -224,52 +219,53 @@ class AudioSink:
         """The WAV file of every user with a track so far."""
         return {uid: track.writer.path for uid, track in self._tracks().items()}
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters (each exact; read one after another, not atomically).
-
-        Keys: received, dropped, drop_rate, decoded, lost, concealed,
-        duplicates, late, decode_errors, invalid, discarded, queue_depth,
-        queue_high_water, worker_lag (seconds; 0 when idle), worker_lag_max
-        (seconds, the largest sampled since the start), write_samples,
-        write_p50_us and write_p99_us (sampled write() latency; None before
-        any sample), workers, bytes_written, users, talk_seconds ({user_id:
-        seconds of non-silent decoded audio}), per_user ({user_id:
-        {"packets": decoded, "lost": never received}}), error (None or a
-        one-line message), closed.
-        """
+    def stats(self) -> EngineStats:
+        """A snapshot of the counters (each exact; read one after another, not atomically)."""
         counters: dict[str, int] = {}
         for shard in self._shards:
             for name, value in shard.counters.snapshot().items():
                 counters[name] = counters.get(name, 0) + value
         dropped = self._dropped.value
         accepted = self._accepted.value
-        depth = max(0, accepted - counters.pop("dequeued"))
+        depth = max(0, accepted - counters["dequeued"])
         received = accepted + dropped
         tracks = self._tracks()
+        # After the tracks: a shard publishes a user's talk meter before the track.
+        talk = self._per_user("talk")
         now = self._clock()
         refs = [w.lag_ref for w in self._workers if w.lag_ref is not None]
         lag = max(0.0, now - min(refs)) if refs and not self._closed else 0.0
         samples, p50, p99 = self._latency.summary()
-        return {
-            "received": received,
-            "dropped": dropped,
-            "drop_rate": dropped / received if received else 0.0,
-            **counters,
-            "queue_depth": depth,
-            "queue_high_water": max(max(s.high_water for s in self._shards), depth),
-            "worker_lag": lag,
-            "worker_lag_max": max(lag, *(s.lag_max for s in self._shards)),
-            "write_samples": samples,
-            "write_p50_us": p50,
-            "write_p99_us": p99,
-            "workers": self._lanes,
-            "bytes_written": sum(t.writer.bytes_written for t in tracks.values()),
-            "users": len(tracks),
-            "talk_seconds": {uid: meter.talk_frames / SAMPLE_RATE for uid, meter in self._per_user("talk").items()},
-            "per_user": {uid: {"packets": t.packets, "lost": t.lost} for uid, t in tracks.items()},
-            "error": self.error,
-            "closed": self._closed,
-        }
+        return EngineStats(
+            received=received,
+            dropped=dropped,
+            drop_rate=dropped / received if received else 0.0,
+            decoded=counters["decoded"],
+            lost=counters["lost"],
+            concealed=counters["concealed"],
+            shed=counters["shed"],
+            duplicates=counters["duplicates"],
+            late=counters["late"],
+            decode_errors=counters["decode_errors"],
+            invalid=counters["invalid"],
+            discarded=counters["discarded"],
+            queue_depth=depth,
+            queue_high_water=max(max(s.high_water for s in self._shards), depth),
+            worker_lag=lag,
+            worker_lag_max=max(lag, *(s.lag_max for s in self._shards)),
+            write_samples=samples,
+            write_p50_us=p50,
+            write_p99_us=p99,
+            workers=self._lanes,
+            bytes_written=sum(t.writer.bytes_written for t in tracks.values()),
+            users=len(tracks),
+            per_user={
+                uid: UserStats(packets=t.packets, lost=t.lost, talk_seconds=talk[uid].talk_frames / SAMPLE_RATE)
+                for uid, t in tracks.items()
+            },
+            failure=self.failure,
+            closed=self._closed,
+        )
 
     def close(self) -> None:
         """Stop accepting packets, let the workers finish and finalize every file. Idempotent.
@@ -292,8 +288,7 @@ class AudioSink:
             if self._own_pool:
                 self._pool.close()
         if first:
-            stats = self.stats()
-            summary = {key: stats[key] for key in _CLOSE_KEYS}
+            summary = self.stats().log_fields(_CLOSE_FIELDS)
             _log.info("recording engine %s closed: %s", self.directory.name, json.dumps(summary))
 
     def _agreed(self, length: int) -> None:
@@ -312,8 +307,8 @@ class AudioSink:
 
 
 #: The counters logged when a sink closes (what an operator reads after a recording).
-_CLOSE_KEYS: Final = (
+_CLOSE_FIELDS: Final = (
     "users", "received", "dropped", "decoded", "lost", "late", "duplicates", "decode_errors",
     "queue_high_water", "worker_lag_max", "write_samples", "write_p50_us", "write_p99_us", "workers",
-    "error",
+    "failure",
 )

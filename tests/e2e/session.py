@@ -17,7 +17,7 @@ from typing import Any, Callable
 import discord
 
 from bot.voice.client import RecordingVoiceClient
-from sinks import AudioSink, VoicePacket
+from sinks import AudioSink, EngineStats, VoicePacket
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
@@ -41,7 +41,7 @@ class TeeSink:
                 self.packets.setdefault(user_id, []).append(packet)
         return accepted
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EngineStats:
         """The real sink's counters."""
         return self.sink.stats()
 

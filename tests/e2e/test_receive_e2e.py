@@ -89,7 +89,7 @@ def _record_three_speakers(fake: FakeDiscord, tmp_path: Path) -> None:
         session.wait_played()
         stats = session.stop()
         receive, sink_stats = stats["receive"], stats["sink"]
-        assert sink.error is None
+        assert sink.failure is None
         dave = fake.voice.dave_version > 0
 
         checked = {name: _check_speaker(session, runner, name) for name in ("alice", "bob", "carol")}
@@ -112,9 +112,9 @@ def _record_three_speakers(fake: FakeDiscord, tmp_path: Path) -> None:
         carol = checked["carol"]
         dropped = sum(1 for f in carol["sent"].values() if f.fate == "dropped")
         assert dropped > 0 and any(f.fate == "delayed" for f in carol["sent"].values())
-        assert sink_stats["lost"] == _expected_lost(carol["sent"], carol["handed"]) > 0
-        assert sink_stats["decoded"] == sum(len({(p.ssrc, p.sequence) for p in r["handed"]}) for r in checked.values())
-        assert sink_stats["decode_errors"] == sink_stats["invalid"] == sink_stats["dropped"] == 0
+        assert sink_stats.lost == _expected_lost(carol["sent"], carol["handed"]) > 0
+        assert sink_stats.decoded == sum(len({(p.ssrc, p.sequence) for p in r["handed"]}) for r in checked.values())
+        assert sink_stats.decode_errors == sink_stats.invalid == sink_stats.dropped == 0
         assert receive["accepted"] == sum(len(r["handed"]) for r in checked.values())
         lengths = {len(r["wav"]) for r in checked.values()}
         assert len(lengths) == 1, lengths
@@ -137,7 +137,7 @@ def _record(session: RecordingSession, scenario: Scenario) -> tuple[ScenarioRunn
     runner = session.play(scenario)
     session.wait_played()
     stats = session.stop()
-    assert session.sink.error is None  # type: ignore[union-attr]
+    assert session.sink.failure is None  # type: ignore[union-attr]
     return runner, stats["receive"], stats["sink"]
 
 
@@ -194,4 +194,4 @@ def test_garbage_and_rtcp_are_counted_and_harmless(dave_fake: FakeDiscord, tmp_p
         assert sum(refused.values()) == 40 + 30 + 5 * 2, receive
         assert receive["rtcp"] >= 10, receive
         assert len(refused) >= 3, receive
-        assert sink_stats["invalid"] == sink_stats["decode_errors"] == 0
+        assert sink_stats.invalid == sink_stats.decode_errors == 0

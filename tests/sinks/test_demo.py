@@ -16,4 +16,4 @@ def test_demo_writes_three_equal_tracks(tmp_path: pathlib.Path, capsys) -> None:
     assert len({i.frames for i in infos.values()}) == 1
     assert all(i.frames > 10 * 48_000 for i in infos.values())
     out = capsys.readouterr().out
-    assert "dropped=0" in out and "error=None" in out
+    assert "dropped=0" in out and "failure=None" in out

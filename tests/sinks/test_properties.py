@@ -95,10 +95,10 @@ def test_length_counters_and_alignment_hold(net: dict) -> None:
     delivered = sorted(k for k in range(n) if k not in net["lost"])
     interior_losses = sum(1 for k in net["lost"] if delivered[0] < k < delivered[-1])
     assert len(track) == round((end - origin) * SAMPLE_RATE)
-    assert stats["decoded"] == len(delivered)
-    assert stats["duplicates"] == len(net["dups"])
-    assert stats["lost"] == interior_losses
-    assert stats["late"] == stats["dropped"] == stats["decode_errors"] == 0
+    assert stats.decoded == len(delivered)
+    assert stats.duplicates == len(net["dups"])
+    assert stats.lost == interior_losses
+    assert stats.late == stats.dropped == stats.decode_errors == 0
 
     # Where every frame belongs (loss-free decode, lost frames silent); the track must
     # match it best at a shift within the 20 ms budget.
