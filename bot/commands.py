@@ -144,7 +144,7 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, "Nothing is being recorded in this server.")
             return
         stats = session.stats()
-        names = {uid: session.display_name(uid) for uid in stats["sink"].per_user}
+        names = {uid: session.display_name(uid) for uid in stats.engine.per_user}
         await interaction.response.send_message(
             status_text(session.channel.name, session.recording.id, session.elapsed(), names, stats), ephemeral=True,
         )

@@ -14,12 +14,12 @@ import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import discord
 
 from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
 from bot.voice.client import RecordingVoiceClient
+from bot.voice.stats import ReceiveStats, RecordingStats
 from sinks import AudioSink, EngineStats, WorkerPool
 
 __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
@@ -175,7 +175,7 @@ class RecordingSession:
         self.pending_manifest = manifest
         final = await asyncio.to_thread(self.store.finish, self.recording.id, manifest)
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
-                  stats["receive"] if stats else "n/a")
+                  stats.receive.as_dict() if stats else "n/a")
         return final
 
     async def _leave(self) -> None:
@@ -194,12 +194,12 @@ class RecordingSession:
         """Seconds since recording began."""
         return time.monotonic() - self.started_monotonic
 
-    def stats(self) -> dict[str, Any]:
-        """Receive and sink counters of the running recording."""
+    def stats(self) -> RecordingStats:
+        """Receive and sink counters of the running recording (no receive counters once receiving stopped)."""
         assert self.voice is not None and self.sink is not None
         if self.voice.is_recording():
             return self.voice.recording_stats()
-        return {"receive": {}, "sink": self.sink.stats()}
+        return RecordingStats(receive=ReceiveStats(), engine=self.sink.stats())
 
     def display_name(self, user_id: int) -> str:
         """The member's display name as the guild knows it (or knew it while they

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from bot.storage import Manifest, Recording
+from bot.voice.stats import RecordingStats
 
 __all__ = ["duration", "size", "recording_summary", "unfinished_text", "status_text", "recording_line"]
 
@@ -67,10 +66,9 @@ def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
 
 
 def status_text(channel_name: str, recording_id: str, elapsed: float, names: dict[int, str],
-                stats: dict[str, Any]) -> str:
+                stats: RecordingStats) -> str:
     """The /record status answer."""
-    sink = stats["sink"]
-    receive = stats.get("receive", {})
+    sink = stats.engine
     talk = {user_id: user.talk_seconds for user_id, user in sink.per_user.items()}
     lines = [f"Recording `{recording_id}` of **{channel_name}** for {duration(elapsed)}."]
     if talk:
@@ -79,7 +77,7 @@ def status_text(channel_name: str, recording_id: str, elapsed: float, names: dic
             lines.append(f"- {names.get(user_id, user_id)}: {duration(seconds)}")
     else:
         lines.append("Nobody has spoken yet.")
-    undecryptable = sum(v for k, v in receive.items() if k.startswith("dave"))
+    undecryptable = sum(stats.receive.dave_failures.values())
     lines.append(
         f"Packets: {sink.received} received, {sink.lost} lost, {sink.dropped} dropped "
         f"(queue full), {undecryptable} undecryptable. Disk used: {size(sink.bytes_written)}. "

@@ -10,7 +10,8 @@ bounded hold (``held``) until it reaches one of those: the hold for unmapped
 SSRCs, or, while a new session key is awaited, the hold for datagrams the
 current key cannot open.
 Counters are written by the socket thread only (and by :meth:`close` once that
-thread is shut out by the lock); :meth:`stats` copies them from any thread.
+thread is shut out by the lock); :meth:`stats` copies them from any thread
+into a :class:`~bot.voice.stats.ReceiveStats`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import time
 from collections import deque
 from typing import Any, Callable, Protocol, Sequence
 
-from sinks import VoicePacket
+from sinks import EngineStats, VoicePacket
 
 from .dave import DaveDecryptor, DaveError, DaveState
 from .reader import takes_arrival
 from .replay import DuplicateFilter
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, PayloadError, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap
+from .stats import ReceiveStats
 from .transport import TransportDecryptor, TransportError, create_decryptor
 
 __all__ = ("PacketSink", "VoiceReceiver")
@@ -46,7 +48,7 @@ class PacketSink(Protocol):
         """Queue one packet; O(1), never blocks; ``False`` means dropped."""
         ...
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EngineStats:
         """The sink's own counters."""
         ...
 
@@ -266,8 +268,8 @@ class VoiceReceiver:
                 else:
                     self._deliver_held(user_id, item)
 
-    def stats(self) -> dict[str, int]:
-        """Snapshot of the counters: ``datagrams`` fed, ``accepted``, ``held`` now, one key per drop reason."""
-        snapshot = {"datagrams": self._datagrams, "accepted": self._accepted, **self._counts}
-        snapshot["held"] = self._ssrc_map.held + len(self._sealed)
-        return snapshot
+    def stats(self) -> ReceiveStats:
+        """Snapshot of the counters: datagrams fed, accepted, held now, and the drops by reason."""
+        return ReceiveStats.from_counts(
+            self._datagrams, self._accepted, self._ssrc_map.held + len(self._sealed), dict(self._counts),
+        )

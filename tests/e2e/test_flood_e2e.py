@@ -84,8 +84,8 @@ def test_hostile_flood_is_counted_and_harmless(dave_fake: FakeDiscord, tmp_path:
         sent_to_bot = dave_fake.voice.media.stats.sent - sent_before
         assert session.connection._socket_reader.is_alive(), "discord.py's socket reader died"
         assert session.vc.receive_error is None, session.vc.receive_error  # type: ignore[union-attr]
-        receive = session.stop()["receive"]
-        sink = session.final_stats["sink"]  # type: ignore[index]
+        stats = session.stop()
+        receive, sink = stats.receive.as_dict(), stats.engine
         assert sink.failure is None
 
         flood = runner.floods[0].sent

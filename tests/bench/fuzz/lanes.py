@@ -123,8 +123,8 @@ class Lane:
     def accounting_gap(self) -> int:
         """Datagrams fed minus those in a counter (accepted, a drop reason, or held): must be 0."""
         stats = self.receiver.stats()
-        in_counters = sum(n for key, n in stats.items() if key != "datagrams")
-        return (self.fed - stats["datagrams"]) + (stats["datagrams"] - in_counters)
+        in_counters = stats.accepted + stats.held + stats.dropped
+        return (self.fed - stats.datagrams) + (stats.datagrams - in_counters)
 
     def finish(self) -> dict[str, Any]:
         """Close receiver and sink; return the lane's figures and the speaker check."""
@@ -136,7 +136,7 @@ class Lane:
         speaker_ok, speaker_note = self._speaker_matches()
         return {
             "fed": self.fed,
-            "receive": receive,
+            "receive": receive.as_dict(),
             "accounting_gap": self.accounting_gap(),
             "sink_received": sink.received,
             "sink_decode_errors": sink.decode_errors,
