@@ -1,5 +1,5 @@
-"""Users sharded over several workers; recordings sharing a worker pool; sampled write() latency;
-worker lag high-water; the close log."""
+"""Users divided among several workers (a slice of the recording each); recordings sharing a
+worker pool; sampled write() latency; worker lag high-water; the close log."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import soundfile as sf
 
 from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.sink import WRITE_SAMPLE_EVERY
-from sinks.shard import LAG_SAMPLE_EVERY
+from sinks.slices import LAG_SAMPLE_EVERY
 from sinks.worker import WorkerPool
 from tests.sinks.streams import FakeClock, arrival_order, encode, packets, tone
 
@@ -44,7 +44,7 @@ def _record(directory: pathlib.Path, workers: int) -> tuple[dict[int, np.ndarray
     return tracks, sink.stats()
 
 
-def test_sharded_workers_write_the_same_files_as_one(tmp_path: pathlib.Path) -> None:
+def test_slices_on_several_workers_write_the_same_files_as_one(tmp_path: pathlib.Path) -> None:
     one, one_stats = _record(tmp_path / "one", 1)
     three, three_stats = _record(tmp_path / "three", 3)
     assert sorted(three) == sorted(USERS)
@@ -63,7 +63,7 @@ def test_every_worker_gets_users(tmp_path: pathlib.Path) -> None:
     for user in USERS:
         assert sink.add_user(user)
     sink.close()
-    owned = [sorted(shard.tracks) for shard in sink._shards]  # noqa: SLF001 - which worker owns whom
+    owned = [sorted(slice_.tracks) for slice_ in sink._slices]  # noqa: SLF001 - which worker owns whom
     assert owned == [[12, 15], [13, 16], [11, 14, 17]]
 
 
