@@ -99,7 +99,7 @@ def _speech(user: int, text: str) -> np.ndarray:
 def _packets(rng: random.Random) -> list[tuple[int, VoicePacket]]:
     """Every speaker's packets with arrival times: 20-35 ms delay, 2% loss, some reordering."""
     out = []
-    streams = {u: (OpusEncoder(1, 48_000, fec=True), rng.randrange(1 << 16), rng.randrange(1 << 32))
+    streams = {u: (OpusEncoder(1, bitrate=48_000, fec=True), rng.randrange(1 << 16), rng.randrange(1 << 32))
                for u in _VOICES}
     sent = dict.fromkeys(_VOICES, 0)
     for user, start, text in _SCRIPT:

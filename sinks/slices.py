@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .metrics import WorkerCounters
-from .opus import SAMPLE_RATE
+from .opus import FRAME_SAMPLES, SAMPLE_RATE
 from .packet import VoicePacket
 from .stats import RecordingFailure
 from .talk import TalkMeter
@@ -34,7 +34,7 @@ __all__ = ["RecordingSlice", "FinishLine", "LAG_SAMPLE_EVERY"]
 _log = logging.getLogger(__name__)
 
 #: A stream whose newest packet is this old (samples) has its reorder window committed.
-_HOLD: Final = 6 * 960
+_HOLD: Final = 6 * FRAME_SAMPLES
 #: One packet in this many has its lag (clock minus arrival) measured for ``lag_max``.
 LAG_SAMPLE_EVERY: Final = 64
 

@@ -15,11 +15,9 @@ import soundfile as sf
 from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.sinks.streams import (
-    CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
+    ALIGNMENT_LIMIT, CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
     packets, tone,
 )
-
-LIMIT = 20 * SAMPLE_RATE // 1000  # alignment budget: 20 ms
 
 
 def record(
@@ -46,7 +44,7 @@ def test_batch_equals_streaming_sample_for_sample(tmp_path: pathlib.Path) -> Non
     for k in (7, 40, 41, 90, 120):
         delays[k] = 0.025 + 0.012 * (k % 5)  # overtaken by 1-4 later packets
     start = clock.now + 0.3
-    sent = packets(frames, start=start, seq0=65_500, ts0=0xFFFF_FFFF - 20 * 960, ssrc=9, delays=delays)
+    sent = packets(frames, start=start, seq0=65_500, ts0=0xFFFF_FFFF - 20 * FRAME_SAMPLES, ssrc=9, delays=delays)
     dups = [VoicePacket(p.sequence, p.timestamp, p.opus, p.received_at + 0.03, p.ssrc) for p in sent[::17]]
     items = arrival_order([(42, p) for p in sent + dups])
     tracks, stats = record(tmp_path, clock, items, end=start + 4.0)
@@ -76,7 +74,7 @@ def test_two_users_land_where_they_were_received(tmp_path: pathlib.Path) -> None
     for user, first in ((1, a[0]), (2, b[0])):
         expected = round((first.received_at - origin) * SAMPLE_RATE) + CODEC_DELAY
         (onset,) = onsets(tracks[user])
-        assert abs(onset - expected) <= LIMIT, (user, onset, expected)
+        assert abs(onset - expected) <= ALIGNMENT_LIMIT, (user, onset, expected)
     assert stats.users == 2 and stats.decoded == 100
 
 
@@ -85,14 +83,14 @@ def test_ssrc_change_continues_the_same_track(tmp_path: pathlib.Path) -> None:
     before = packets(encode(tone(500, 40)), start=0.2, seq0=100, ts0=5_000, ssrc=11)
     after = packets(encode(tone(500, 40)), start=1.5, seq0=40_000, ts0=4_000_000_000, ssrc=12)
     # A straggler from the old SSRC after the switch is late, not a new stream.
-    straggler = VoicePacket(140, 5_000 + 40 * 960, before[-1].opus, 1.52, 11)
+    straggler = VoicePacket(140, 5_000 + 40 * FRAME_SAMPLES, before[-1].opus, 1.52, 11)
     items = [(5, p) for p in before] + [(5, p) for p in after[:2]] + [(5, straggler)] + [(5, p) for p in after[2:]]
     tracks, stats = record(tmp_path, clock, items, end=3.0)
     assert list(tracks) == [5]
     starts = onsets(tracks[5])
     assert len(starts) == 2
-    assert abs(starts[0] - (round(0.2 * SAMPLE_RATE) + CODEC_DELAY)) <= LIMIT
-    assert abs(starts[1] - (round(1.5 * SAMPLE_RATE) + CODEC_DELAY)) <= LIMIT
+    assert abs(starts[0] - (round(0.2 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
+    assert abs(starts[1] - (round(1.5 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
     assert stats.decoded == 80 and stats.late == 1 and stats.lost == 0
 
 
@@ -103,12 +101,12 @@ def test_burst_after_silence_is_placed_by_arrival(tmp_path: pathlib.Path, rtp_ad
     clock = FakeClock(0.0)
     frames = encode(tone(600, 60))
     first = packets(frames[:30], start=0.2, seq0=1000, ts0=0, ssrc=3)
-    ts_after = 30 * 960 + (round(1.3 * SAMPLE_RATE) if rtp_advances else 0)
+    ts_after = 30 * FRAME_SAMPLES + (round(1.3 * SAMPLE_RATE) if rtp_advances else 0)
     second = packets(frames[30:], start=1.8, seq0=1030, ts0=ts_after, ssrc=3, delays=[0.003] * 30)
     tracks, stats = record(tmp_path, clock, [(1, p) for p in first + second], end=3.0)
     starts = onsets(tracks[1])
     assert len(starts) == 2
-    assert abs(starts[1] - (round(1.803 * SAMPLE_RATE) + CODEC_DELAY)) <= LIMIT
+    assert abs(starts[1] - (round(1.803 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
     assert stats.lost == 0 and stats.decoded == 60
 
 
@@ -171,7 +169,7 @@ def test_sender_clock_drift_is_followed(tmp_path: pathlib.Path) -> None:
     assert len(starts) == 6
     for mark, onset in enumerate(starts):
         expected = round((0.1 + mark * 10 * 1.002 + 0.01) * SAMPLE_RATE) + CODEC_DELAY
-        assert abs(onset - expected) <= LIMIT, (mark, onset - expected)
+        assert abs(onset - expected) <= ALIGNMENT_LIMIT, (mark, onset - expected)
 
 
 def test_loss_is_concealed_and_counted(tmp_path: pathlib.Path) -> None:
@@ -214,7 +212,7 @@ def test_bad_packets_are_counted_and_the_worker_carries_on(tmp_path: pathlib.Pat
     clock = FakeClock(0.0)
     frames = encode(tone(400, 30))
     sent = packets(frames, start=0.1, seq0=0, ts0=0, ssrc=1)
-    sent[5] = VoicePacket(5, 5 * 960, b"\xff\xff\xff\xff\x00", sent[5].received_at, 1)
+    sent[5] = VoicePacket(5, 5 * FRAME_SAMPLES, b"\xff\xff\xff\xff\x00", sent[5].received_at, 1)
     items: list = [(1, p) for p in sent]
     items.insert(3, (1, "not a packet"))
     items.insert(9, (1, VoicePacket(None, 0, b"", 0.2, 1)))  # type: ignore[arg-type]

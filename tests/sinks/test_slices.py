@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from sinks import AudioSink, EngineStats, VoicePacket
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from sinks.sink import WRITE_SAMPLE_EVERY
 from sinks.slices import LAG_SAMPLE_EVERY
 from sinks.worker import WorkerPool
@@ -72,7 +73,7 @@ def test_write_latency_is_sampled(tmp_path: pathlib.Path) -> None:
     frame = encode(tone(300, 1))[0]
     assert sink.stats().write_p99_us is None
     for i in range(5 * WRITE_SAMPLE_EVERY):
-        sink.write(7, VoicePacket(i, i * 960, frame, 0.0, 1))
+        sink.write(7, VoicePacket(i, i * FRAME_SAMPLES, frame, 0.0, 1))
     stats = sink.stats()
     sink.close()
     assert stats.write_samples == 5
@@ -156,7 +157,7 @@ def test_a_shared_pool_keeps_running_until_closed(tmp_path: pathlib.Path) -> Non
             assert sink.add_user(7)
             clock.now = 10.5
             sink.close()
-            assert sf.info(tmp_path / str(n) / "7.wav").frames == 24_000 and pool.alive
+            assert sf.info(tmp_path / str(n) / "7.wav").frames == SAMPLE_RATE // 2 and pool.alive
     finally:
         pool.close()
     assert not pool.alive
@@ -202,7 +203,7 @@ def test_a_worker_far_behind_leaves_gaps_silent_instead_of_concealing(tmp_path: 
     assert stats.lost == 2 and stats.decoded == 88
     assert stats.shed == 1 and stats.concealed == 1
     track = sf.read(tmp_path / "1.wav", dtype="int16")[0]
-    early = round((0.1 + early_gap * 0.02) * 48_000)
-    late = round((0.1 + late_gap * 0.02) * 48_000)
-    assert not track[early:early + 960].any()
-    assert np.abs(track[late:late + 960]).max() > 1000
+    early = round((0.1 + early_gap * 0.02) * SAMPLE_RATE)
+    late = round((0.1 + late_gap * 0.02) * SAMPLE_RATE)
+    assert not track[early:early + FRAME_SAMPLES].any()
+    assert np.abs(track[late:late + FRAME_SAMPLES]).max() > 1000
