@@ -21,7 +21,7 @@ class RecordingFailure:
     message: str
     #: The OS's errno when it gave one (``errno.ENOSPC``: the disk is full), so a
     #: caller can say why in words without the path.
-    errno: int | None = None
+    errno: int | None
 
 
 @dataclass(frozen=True, slots=True)

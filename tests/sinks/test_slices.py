@@ -106,6 +106,7 @@ def test_close_logs_the_counters(tmp_path: pathlib.Path, caplog: pytest.LogCaptu
     logged = json.loads(lines[0].split("closed: ", 1)[1])
     assert logged["received"] == sink.stats().received > 0
     assert logged["dropped"] == 0 and logged["workers"] == 2 and logged["users"] == len(USERS)
+    assert logged["failure"] is None
 
 
 def test_workers_must_be_positive(tmp_path: pathlib.Path) -> None:
