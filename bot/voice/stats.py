@@ -71,7 +71,10 @@ class ReceiveStats:
 
     @classmethod
     def from_counts(cls, datagrams: int, accepted: int, held: int, reasons: Mapping[str, int]) -> ReceiveStats:
-        """The snapshot of these tallies and drop counts keyed by reason (the receiver's own keys)."""
+        """The snapshot of these tallies and drop counts keyed by reason (the receiver's own keys).
+
+        A reason with no field here raises ``TypeError``: a new drop reason needs its field.
+        """
         dave = {reason: n for reason, n in reasons.items() if reason.startswith(_DAVE_PREFIX)}
         others = {reason: n for reason, n in reasons.items() if not reason.startswith(_DAVE_PREFIX)}
         return cls(datagrams=datagrams, accepted=accepted, held=held, dave_failures=dave, **others)
