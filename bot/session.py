@@ -195,7 +195,7 @@ class RecordingSession:
         return time.monotonic() - self.started_monotonic
 
     def stats(self) -> RecordingStats:
-        """Receive and sink counters of the running recording (no receive counters once receiving stopped)."""
+        """Receive and sink counters of the running recording (the receive ones all 0 once receiving stopped)."""
         assert self.voice is not None and self.sink is not None
         if self.voice.is_recording():
             return self.voice.recording_stats()
