@@ -157,7 +157,7 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, "A recording is starting in this server: the bot is joining the channel.")
             return
         stats = session.stats()
-        names = {uid: session.display_name(uid) for uid in stats["sink"]["talk_seconds"]}
+        names = {uid: session.display_name(uid) for uid in stats.engine.per_user}
         await interaction.response.send_message(
             status_text(session.channel.name, session.recording.id, session.elapsed(), names, stats), ephemeral=True,
         )

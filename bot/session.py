@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import discord
 
@@ -21,7 +20,8 @@ from bot.nickname import NicknameMark
 from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
 from bot.summary import plain, write_failure
 from bot.voice.client import RecordingVoiceClient
-from sinks import AudioSink, WorkerPool
+from bot.voice.stats import ReceiveStats, RecordingStats
+from sinks import AudioSink, EngineStats, WorkerPool
 
 __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
 
@@ -166,16 +166,15 @@ class RecordingSession:
             # the guild from recording again ("Already connected to a voice channel").
             await self._leave()
         manifest = await self.store.new_manifest(self.recording)
-        per_user = sink_stats.get("per_user", {})
         for speaker in manifest.speakers:
-            speaker.talk_seconds = round(sink_stats["talk_seconds"].get(speaker.user_id, 0.0), 2)
-            user = per_user.get(speaker.user_id, {})
-            speaker.packets = user.get("packets")
-            speaker.losses = user.get("lost")
+            user = sink_stats.per_user.get(speaker.user_id)
+            speaker.talk_seconds = round(user.talk_seconds if user is not None else 0.0, 2)
+            speaker.packets = user.packets if user is not None else None
+            speaker.losses = user.lost if user is not None else None
         self.pending_manifest = manifest
         final = await self.store.finish(self.recording.id, manifest)
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
-                  stats["receive"] if stats else "n/a")
+                  stats.receive.as_dict() if stats else "n/a")
         return final
 
     async def _leave(self) -> None:
@@ -194,12 +193,12 @@ class RecordingSession:
         """Seconds since recording began."""
         return time.monotonic() - self.started_monotonic
 
-    def stats(self) -> dict[str, Any]:
-        """Receive and sink counters of the running recording."""
+    def stats(self) -> RecordingStats:
+        """Receive and sink counters of the running recording (the receive ones all 0 once receiving stopped)."""
         assert self.voice is not None and self.sink is not None
         if self.voice.is_recording():
             return self.voice.recording_stats()
-        return {"receive": {}, "sink": self.sink.stats()}
+        return RecordingStats(receive=ReceiveStats(), engine=self.sink.stats())
 
     def display_name(self, user_id: int) -> str:
         """The member's display name as the guild knows it (or knew it while they
@@ -238,8 +237,8 @@ class RecordingSession:
         limits = self.limits
         sink_stats = self.sink.stats()
         await self._note_speakers(sink_stats)
-        if sink_stats["error"]:
-            return StopReason(f"writing the recording failed: {write_failure(self.sink.error_errno)}",
+        if sink_stats.failure is not None:
+            return StopReason(f"writing the recording failed: {write_failure(sink_stats.failure.errno)}",
                               automatic=True)
         if self.voice.receive_error is not None:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
@@ -276,11 +275,11 @@ class RecordingSession:
         assert self.voice is not None
         return self.guild.voice_client is self.voice
 
-    async def _note_speakers(self, sink_stats: dict[str, Any]) -> None:
+    async def _note_speakers(self, sink_stats: EngineStats) -> None:
         """Remember each new speaker's name in the index as soon as they are heard,
         so even a recording cut short by a crash names its files."""
         assert self.recording is not None
-        for user_id in sink_stats["talk_seconds"]:
+        for user_id in sink_stats.per_user:
             if user_id in self._names:
                 continue
             member = self.guild.get_member(user_id)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 from datetime import datetime
-from typing import Any
 
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.storage import Manifest, Recording
+from bot.voice.stats import RecordingStats
 
 __all__ = [
     "plain", "write_failure", "duration", "size", "recording_summary", "unfinished_text", "status_text",
@@ -91,11 +91,10 @@ def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
 
 
 def status_text(channel_name: str, recording_id: str, elapsed: float, names: dict[int, str],
-                stats: dict[str, Any]) -> str:
+                stats: RecordingStats) -> str:
     """The /record status answer."""
-    sink = stats["sink"]
-    receive = stats.get("receive", {})
-    talk = sink["talk_seconds"]
+    sink = stats.engine
+    talk = {user_id: user.talk_seconds for user_id, user in sink.per_user.items()}
     lines = [f"Recording `{recording_id}` of **{plain(channel_name)}** for {duration(elapsed)}."]
     if talk:
         lines.append("Speakers heard:")
@@ -103,11 +102,11 @@ def status_text(channel_name: str, recording_id: str, elapsed: float, names: dic
             lines.append(f"- {plain(names.get(user_id, str(user_id)))}: {duration(seconds)}")
     else:
         lines.append("Nobody has spoken yet.")
-    undecryptable = sum(v for k, v in receive.items() if k.startswith("dave"))
+    undecryptable = sum(stats.receive.dave_failures.values())
     lines.append(
-        f"Packets: {sink['received']} received, {sink['lost']} lost, {sink['dropped']} dropped "
-        f"(queue full), {undecryptable} undecryptable. Disk used: {size(sink['bytes_written'])}. "
-        f"Worker lag: {sink['worker_lag'] * 1000:.0f} ms."
+        f"Packets: {sink.received} received, {sink.lost} lost, {sink.dropped} dropped "
+        f"(queue full), {undecryptable} undecryptable. Disk used: {size(sink.bytes_written)}. "
+        f"Worker lag: {sink.worker_lag * 1000:.0f} ms."
     )
     return "\n".join(lines)
 

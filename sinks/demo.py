@@ -12,6 +12,7 @@ Run: ``python -m sinks.demo [--out DIR]``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import pathlib
@@ -98,7 +99,7 @@ def _speech(user: int, text: str) -> np.ndarray:
 def _packets(rng: random.Random) -> list[tuple[int, VoicePacket]]:
     """Every speaker's packets with arrival times: 20-35 ms delay, 2% loss, some reordering."""
     out = []
-    streams = {u: (OpusEncoder(1, 48_000, fec=True), rng.randrange(1 << 16), rng.randrange(1 << 32))
+    streams = {u: (OpusEncoder(1, bitrate=48_000, fec=True), rng.randrange(1 << 16), rng.randrange(1 << 32))
                for u in _VOICES}
     sent = dict.fromkeys(_VOICES, 0)
     for user, start, text in _SCRIPT:
@@ -136,11 +137,11 @@ def run(out_dir: pathlib.Path) -> int:
     for user, path in sorted(sink.files().items()):
         info = sf.info(path)
         print(f"  {path}  {info.frames / info.samplerate:6.2f} s  "
-              f"talk {stats['talk_seconds'][user]:5.2f} s  {info.channels} ch {info.samplerate} Hz")
-    shown = {k: v for k, v in stats.items() if k != "talk_seconds"}
+              f"talk {stats.per_user[user].talk_seconds:5.2f} s  {info.channels} ch {info.samplerate} Hz")
+    shown = {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
     print("stats: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
-    if stats["error"]:
-        print(f"error: {stats['error']}", file=sys.stderr)
+    if stats.failure is not None:
+        print(f"error: {stats.failure.message}", file=sys.stderr)
         return 1
     return 0
 

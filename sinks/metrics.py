@@ -1,6 +1,6 @@
 """Counters of the recording engine, each with exactly one writer thread.
 
-A recording's shard on a worker owns its :class:`WorkerCounters` (plain
+A recording's slice on a worker owns its :class:`WorkerCounters` (plain
 ints, only that worker writes them). Packets accepted and dropped by
 ``AudioSink.write`` are counted by the producer threads, which may be
 several: each thread gets its own cell in a :class:`ThreadCounter`, so every

@@ -10,15 +10,15 @@ mutex the consumer holds. The bound is ``qsize()`` against the pool's
 one item per producer, which a bound meant to cap memory tolerates. Accepted
 and dropped packets are counted in per-thread cells
 (:class:`~sinks.metrics.ThreadCounter`), everything else by the workers
-(:mod:`sinks.shard`), so no counter has two writers.
+(:mod:`sinks.slices`), so no counter has two writers.
 
 The workers are a :class:`~sinks.worker.WorkerPool`: the sink's own (started
 here, ``workers`` threads, stopped at close by a sentinel and join) or one
-shared by every recording of the process. Users are sharded over its threads
-(``user_id % threads``), each owning its users' decoders and files; libopus
+shared by every recording of the process. Users are divided among its threads
+(``user_id % threads``), one slice of the recording each, each owning its users' decoders and files; libopus
 runs without the GIL, so on several cores two workers decode in parallel. At
-close every shard commits what it holds, all agree on the recording's length,
-then each pads and finalizes its own files (:class:`~sinks.shard.FinishLine`).
+close every slice commits what it holds, all agree on the recording's length,
+then each pads and finalizes its own files (:class:`~sinks.slices.FinishLine`).
 
 One ``write()`` in :data:`WRITE_SAMPLE_EVERY` is timed into a fixed
 histogram (per producer thread, like the drop counter), so ``stats()``
@@ -41,7 +41,8 @@ from typing import Any, Final
 from .metrics import ThreadCounter
 from .opus import SAMPLE_RATE
 from .packet import VoicePacket
-from .shard import FinishLine, Shard
+from .slices import FinishLine, RecordingSlice
+from .stats import EngineStats, RecordingFailure, UserStats
 from .worker import DEFAULT_QUEUE_SIZE, WorkerPool
 
 __all__ = ["AudioSink", "WriteLatency", "WRITE_SAMPLE_EVERY", "DEFAULT_QUEUE_SIZE"]
@@ -130,7 +131,7 @@ class AudioSink:
         self.channels = channels
         self._clock = clock
         self._workers = self._pool.workers
-        # Bound methods, looked up once: write() indexes these by shard.
+        # Bound methods, looked up once: write() indexes these by slice.
         self._puts = [w.items.put for w in self._workers]
         self._qsizes = [w.items.qsize for w in self._workers]
         self._lanes = len(self._workers)
@@ -144,19 +145,19 @@ class AudioSink:
         #: The recording's sample 0, on ``clock``.
         self.started_at = clock()
         self._finish = FinishLine(self._lanes, self._agreed)
-        self._shards = [
-            Shard(self.directory, channels=channels, origin=self.started_at, clock=clock, finish=self._finish,
+        self._slices = [
+            RecordingSlice(self.directory, channels=channels, origin=self.started_at, clock=clock, finish=self._finish,
                   backlog=worker.backlog)
             for worker in self._workers
         ]
-        for worker, shard in zip(self._workers, self._shards):
-            worker.serve(shard)
+        for worker, slice_ in zip(self._workers, self._slices):
+            worker.serve(slice_)
 
     def write(self, user_id: int, packet: VoicePacket) -> bool:
         """Queue one packet for ``user_id``. Never blocks.
 
         Returns False when the packet was dropped: the queue is full (counted
-        in ``stats()["dropped"]``) or the sink is closed.
+        in ``stats().dropped``) or the sink is closed.
         """
         # A racy decrement between producer threads only shifts which write is timed.
         left = self._countdown - 1
@@ -182,7 +183,7 @@ class AudioSink:
             self._dropped.increment()
             return False
         self._accepted.increment()  # before the put, so the depth in stats() is never negative
-        self._puts[lane]((self._shards[lane], user_id, packet))
+        self._puts[lane]((self._slices[lane], user_id, packet))
         return True
 
     def add_user(self, user_id: int) -> bool:
@@ -199,77 +200,72 @@ class AudioSink:
         return self._closed
 
     @property
-    def error(self) -> str | None:
+    def failure(self) -> RecordingFailure | None:
         """The fatal error that stopped the recording, or None."""
-        return next((s.error for s in self._shards if s.error is not None), None)
-
-    @property
-    def error_errno(self) -> int | None:
-        """The errno of :attr:`error` when the OS gave one (``errno.ENOSPC``: the disk
-        is full), so a caller can say why in words without the file's path."""
-        return next((s.error_errno for s in self._shards if s.error is not None), None)
+        return next((s.failure for s in self._slices if s.failure is not None), None)
 
     def _tracks(self) -> dict[int, Any]:
         return self._per_user("tracks")
 
     def _per_user(self, name: str) -> dict[int, Any]:
-        """Every shard's ``tracks`` or ``talk`` in one dict (each shard replaces its dicts whole:
+        """Every slice's ``tracks`` or ``talk`` in one dict (each slice replaces its dicts whole:
         a consistent copy)."""
         merged: dict[int, Any] = {}
-        for shard in self._shards:
-            merged.update(getattr(shard, name))
+        for slice_ in self._slices:
+            merged.update(getattr(slice_, name))
         return merged
 
     def files(self) -> dict[int, pathlib.Path]:
         """The WAV file of every user with a track so far."""
         return {uid: track.writer.path for uid, track in self._tracks().items()}
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters (each exact; read one after another, not atomically).
-
-        Keys: received, dropped, drop_rate, decoded, lost, concealed,
-        duplicates, late, decode_errors, invalid, discarded, queue_depth,
-        queue_high_water, worker_lag (seconds; 0 when idle), worker_lag_max
-        (seconds, the largest sampled since the start), write_samples,
-        write_p50_us and write_p99_us (sampled write() latency; None before
-        any sample), workers, bytes_written, users, talk_seconds ({user_id:
-        seconds of non-silent decoded audio}), per_user ({user_id:
-        {"packets": decoded, "lost": never received}}), error (None or a
-        one-line message), closed.
-        """
+    def stats(self) -> EngineStats:
+        """A snapshot of the counters (each exact; read one after another, not atomically)."""
         counters: dict[str, int] = {}
-        for shard in self._shards:
-            for name, value in shard.counters.snapshot().items():
+        for slice_ in self._slices:
+            for name, value in slice_.counters.snapshot().items():
                 counters[name] = counters.get(name, 0) + value
         dropped = self._dropped.value
         accepted = self._accepted.value
-        depth = max(0, accepted - counters.pop("dequeued"))
+        depth = max(0, accepted - counters["dequeued"])
         received = accepted + dropped
         tracks = self._tracks()
+        # After the tracks: a slice publishes a user's talk meter before the track.
+        talk = self._per_user("talk")
         now = self._clock()
         refs = [w.lag_ref for w in self._workers if w.lag_ref is not None]
         lag = max(0.0, now - min(refs)) if refs and not self._closed else 0.0
         samples, p50, p99 = self._latency.summary()
-        return {
-            "received": received,
-            "dropped": dropped,
-            "drop_rate": dropped / received if received else 0.0,
-            **counters,
-            "queue_depth": depth,
-            "queue_high_water": max(max(s.high_water for s in self._shards), depth),
-            "worker_lag": lag,
-            "worker_lag_max": max(lag, *(s.lag_max for s in self._shards)),
-            "write_samples": samples,
-            "write_p50_us": p50,
-            "write_p99_us": p99,
-            "workers": self._lanes,
-            "bytes_written": sum(t.writer.bytes_written for t in tracks.values()),
-            "users": len(tracks),
-            "talk_seconds": {uid: meter.talk_frames / SAMPLE_RATE for uid, meter in self._per_user("talk").items()},
-            "per_user": {uid: {"packets": t.packets, "lost": t.lost} for uid, t in tracks.items()},
-            "error": self.error,
-            "closed": self._closed,
-        }
+        return EngineStats(
+            received=received,
+            dropped=dropped,
+            drop_rate=dropped / received if received else 0.0,
+            decoded=counters["decoded"],
+            lost=counters["lost"],
+            concealed=counters["concealed"],
+            shed=counters["shed"],
+            duplicates=counters["duplicates"],
+            late=counters["late"],
+            decode_errors=counters["decode_errors"],
+            invalid=counters["invalid"],
+            discarded=counters["discarded"],
+            queue_depth=depth,
+            queue_high_water=max(max(s.high_water for s in self._slices), depth),
+            worker_lag=lag,
+            worker_lag_max=max(lag, *(s.lag_max for s in self._slices)),
+            write_samples=samples,
+            write_p50_us=p50,
+            write_p99_us=p99,
+            workers=self._lanes,
+            bytes_written=sum(t.writer.bytes_written for t in tracks.values()),
+            users=len(tracks),
+            per_user={
+                uid: UserStats(packets=t.packets, lost=t.lost, talk_seconds=talk[uid].talk_frames / SAMPLE_RATE)
+                for uid, t in tracks.items()
+            },
+            failure=self.failure,
+            closed=self._closed,
+        )
 
     def close(self) -> None:
         """Stop accepting packets, let the workers finish and finalize every file. Idempotent.
@@ -283,23 +279,22 @@ class AudioSink:
             if first:
                 self._closed = True
                 end = self._clock()
-                for worker, shard in zip(self._workers, self._shards):
-                    shard.end_time = end
-                    worker.send(shard.wind_up)
+                for worker, slice_ in zip(self._workers, self._slices):
+                    slice_.end_time = end
+                    worker.send(slice_.wind_up)
             while not self._finish.done.wait(_CLOSE_POLL):
                 if not self._pool.alive:
                     raise RuntimeError(f"the recording workers stopped before {self.directory.name} was finished")
             if self._own_pool:
                 self._pool.close()
         if first:
-            stats = self.stats()
-            summary = {key: stats[key] for key in _CLOSE_KEYS}
+            summary = self.stats().log_fields(_CLOSE_FIELDS)
             _log.info("recording engine %s closed: %s", self.directory.name, json.dumps(summary))
 
     def _agreed(self, length: int) -> None:
-        """Every shard has offered its length (on the last one's worker): finish them all at ``length``."""
-        for worker, shard in zip(self._workers, self._shards):
-            worker.finish(shard, length)
+        """Every slice has offered its length (on the last one's worker): finish them all at ``length``."""
+        for worker, slice_ in zip(self._workers, self._slices):
+            worker.finish(slice_, length)
 
     def __enter__(self) -> AudioSink:
         return self
@@ -312,8 +307,8 @@ class AudioSink:
 
 
 #: The counters logged when a sink closes (what an operator reads after a recording).
-_CLOSE_KEYS: Final = (
+_CLOSE_FIELDS: Final = (
     "users", "received", "dropped", "decoded", "lost", "late", "duplicates", "decode_errors",
     "queue_high_water", "worker_lag_max", "write_samples", "write_p50_us", "write_p99_us", "workers",
-    "error",
+    "failure",
 )

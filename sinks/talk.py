@@ -13,12 +13,14 @@ from typing import Final
 
 import numpy as np
 
+from .opus import FRAME_SAMPLES
+
 __all__ = ["TalkMeter", "TALK_PEAK", "BLOCK_FRAMES"]
 
 #: Peak below which a block counts as silence (about -50 dBFS).
 TALK_PEAK: Final = 100
-#: Frames per block: one Opus packet's worth at 48 kHz (20 ms).
-BLOCK_FRAMES: Final = 960
+#: Frames per block: one Opus packet's worth (20 ms).
+BLOCK_FRAMES: Final = FRAME_SAMPLES
 
 
 class TalkMeter:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from .opus import SAMPLE_RATE
 from .packet import ts_delta
 
 __all__ = ["StreamTimeline", "DEFAULT_TOLERANCE", "DEFAULT_BLOCK"]
 
-#: 10 ms at 48 kHz: the largest correction made at once (half the 20 ms budget).
-DEFAULT_TOLERANCE: Final = 480
+#: 10 ms: the largest correction made at once (half the 20 ms budget).
+DEFAULT_TOLERANCE: Final = SAMPLE_RATE // 100
 #: Offsets per block of the sliding minimum; two blocks (about 1 s of audio) make the window.
 DEFAULT_BLOCK: Final = 25
 _NONE: Final = 1 << 62

@@ -43,6 +43,8 @@ from typing import Final, Literal
 
 import numpy as np
 
+from .opus import SAMPLE_RATE
+
 __all__ = [
     "HEADER_SIZE",
     "RIFF_MAX_DATA",
@@ -133,7 +135,7 @@ class WavWriter:
         self,
         path: str | os.PathLike[str],
         channels: int,
-        sample_rate: int = 48_000,
+        sample_rate: int = SAMPLE_RATE,
         *,
         rf64_threshold: int = RIFF_MAX_DATA,
         on_samples: Callable[[memoryview], None] | None = None,

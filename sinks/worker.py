@@ -2,7 +2,7 @@
 
 A :class:`WorkerPool` runs a few :class:`Worker` threads, each with its own
 unbounded ``queue.SimpleQueue`` (the sink bounds it by ``qsize()``). Any
-number of recordings share one pool: each has a :class:`~sinks.shard.Shard`
+number of recordings share one pool: each has a :class:`~sinks.slices.RecordingSlice`
 on every worker, and a user's packets always go to the same worker. Every
 track, decoder and WAV file is touched by that worker thread alone, and all
 disk I/O happens there, outside any lock. A worker wakes at least every
@@ -16,7 +16,7 @@ the GIL. 300 speakers cost 107 % of a core and lost 35 % of their datagrams
 in the kernel, while the same 300 over one connection and one worker cost
 93 % and lost none (``python -m tests.bench load``).
 
-Packets travel as ``(shard, user_id, packet)`` tuples; anything else on the
+Packets travel as ``(slice, user_id, packet)`` tuples; anything else on the
 queue is a control step (a callable run on the worker) or :data:`STOP`,
 the sentinel that ends the thread. :meth:`WorkerPool.close` sends it to
 every worker and joins them.
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from .shard import Shard
+from .slices import RecordingSlice
 from .track import Backlog
 
 __all__ = ["Worker", "WorkerPool", "STOP", "SYNC_INTERVAL", "BATCH_PAUSE", "DEFAULT_QUEUE_SIZE"]
@@ -68,7 +68,7 @@ STOP: Final = object()
 
 
 class Worker:
-    """One thread's queue and the shards it serves."""
+    """One thread's queue and the slices it serves."""
 
     def __init__(self, items: queue.SimpleQueue[Any], deep: int) -> None:
         self.items = items
@@ -76,7 +76,7 @@ class Worker:
         self.backlog = Backlog()
         self._deep = deep
         #: Only the worker thread touches this set.
-        self._shards: set[Shard] = set()
+        self._slices: set[RecordingSlice] = set()
         #: received_at of the packet being processed; None when the queue is empty.
         self.lag_ref: float | None = None
         # Control steps in the queue, so its depth in packets is known.
@@ -89,17 +89,17 @@ class Worker:
             self._controls += 1
         self.items.put(step)
 
-    def serve(self, shard: Shard) -> None:
-        """Start looking after ``shard`` (header refreshes, quiet reorder windows)."""
-        self.send(functools.partial(self._shards.add, shard))
+    def serve(self, slice_: RecordingSlice) -> None:
+        """Start looking after ``slice_`` (header refreshes, quiet reorder windows)."""
+        self.send(functools.partial(self._slices.add, slice_))
 
-    def finish(self, shard: Shard, length: int) -> None:
-        """Finish ``shard``'s files at ``length`` frames, then stop looking after it."""
-        self.send(functools.partial(self._finish, shard, length))
+    def finish(self, slice_: RecordingSlice, length: int) -> None:
+        """Finish ``slice_``'s files at ``length`` frames, then stop looking after it."""
+        self.send(functools.partial(self._finish, slice_, length))
 
-    def _finish(self, shard: Shard, length: int) -> None:
-        self._shards.discard(shard)
-        shard.finish(length)
+    def _finish(self, slice_: RecordingSlice, length: int) -> None:
+        self._slices.discard(slice_)
+        slice_.finish(length)
 
     def run(self) -> None:
         """The thread body: serve until STOP. A bug fails the recordings it touched, not the thread."""
@@ -109,10 +109,10 @@ class Worker:
                 break
             except Exception as exc:
                 _log.exception("recording worker crashed")
-                for shard in self._shards:
-                    shard.fail(f"recording worker crashed: {exc!r}")
-        if self._shards:
-            _log.warning("recording worker stopped with %d recordings unfinished", len(self._shards))
+                for slice_ in self._slices:
+                    slice_.fail(f"recording worker crashed: {exc!r}")
+        if self._slices:
+            _log.warning("recording worker stopped with %d recordings unfinished", len(self._slices))
             self._sync()
 
     def _serve(self) -> None:
@@ -151,12 +151,12 @@ class Worker:
             else:
                 item = get()
             if item.__class__ is tuple:
-                shard, user_id, packet = item
+                slice_, user_id, packet = item
                 packets = depth - self._controls
-                if packets > shard.high_water:
-                    shard.high_water = packets
+                if packets > slice_.high_water:
+                    slice_.high_water = packets
                 backlog.deep = packets > deep
-                arrival = shard.handle(user_id, packet)
+                arrival = slice_.handle(user_id, packet)
                 if arrival is not None:
                     self.lag_ref = arrival
                 maybe_pending = True
@@ -176,13 +176,13 @@ class Worker:
 
     def _commit_quiet(self) -> bool:
         holding = False
-        for shard in self._shards:
-            holding = shard.commit_quiet() or holding
+        for slice_ in self._slices:
+            holding = slice_.commit_quiet() or holding
         return holding
 
     def _sync(self) -> None:
-        for shard in self._shards:
-            shard.sync()
+        for slice_ in self._slices:
+            slice_.sync()
 
 
 class WorkerPool:

@@ -30,6 +30,7 @@ from .reader import SharedSocketReader
 from .stamped import enable_timestamps
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
+from .stats import RecordingStats
 from .transport import UnsupportedModeError
 from .watchdog import PollerWatchdog
 
@@ -169,7 +170,7 @@ class RecordingVoiceClient(discord.VoiceClient):
         _log.info("recording started in channel %s", self.channel.id)
         return receiver
 
-    def stop_recording(self) -> dict[str, Any]:
+    def stop_recording(self) -> RecordingStats:
         """Stop feeding the sink and return the final :meth:`recording_stats`.
 
         Held packets of speakers mapped by now are flushed to the sink. The
@@ -182,7 +183,7 @@ class RecordingVoiceClient(discord.VoiceClient):
         receiver.close()
         stats = self._stats_of(receiver)
         self._receiver = None
-        _log.info("recording stopped in channel %s: %s", self.channel.id, stats["receive"])
+        _log.info("recording stopped in channel %s: %s", self.channel.id, stats.receive.as_dict())
         return stats
 
     def expect_new_key(self) -> None:
@@ -195,15 +196,15 @@ class RecordingVoiceClient(discord.VoiceClient):
         """Whether a sink is being fed."""
         return self._receiver is not None
 
-    def recording_stats(self) -> dict[str, Any]:
-        """``{"receive": receiver counters, "sink": sink.stats()}`` of the current recording."""
+    def recording_stats(self) -> RecordingStats:
+        """The receiver's and the sink's counters of the current recording."""
         if self._receiver is None:
             raise discord.ClientException("Not recording.")
         return self._stats_of(self._receiver)
 
     @staticmethod
-    def _stats_of(receiver: VoiceReceiver) -> dict[str, Any]:
-        return {"receive": receiver.stats(), "sink": receiver.sink.stats()}
+    def _stats_of(receiver: VoiceReceiver) -> RecordingStats:
+        return RecordingStats(receive=receiver.stats(), engine=receiver.sink.stats())
 
     async def wait_for_receive_error(self) -> BaseException:
         """Wait until receiving breaks (the voice websocket poller died) and return why."""

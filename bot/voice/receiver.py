@@ -10,7 +10,8 @@ bounded hold (``held``) until it reaches one of those: the hold for unmapped
 SSRCs, or, while a new session key is awaited, the hold for datagrams the
 current key cannot open.
 Counters are written by the socket thread only (and by :meth:`close` once that
-thread is shut out by the lock); :meth:`stats` copies them from any thread.
+thread is shut out by the lock); :meth:`stats` copies them from any thread
+into a :class:`~bot.voice.stats.ReceiveStats`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Protocol, Sequence
 
-from sinks import VoicePacket
+from sinks import EngineStats, VoicePacket
 
 from .dave import DaveDecryptor
 from .discordpy import DaveState
@@ -30,6 +31,7 @@ from .duplicates import DuplicateFilter
 from .refused import DatagramRefused
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap
+from .stats import ReceiveStats
 from .transport import AUTH_FAILED, TransportDecryptor, create_decryptor
 
 __all__ = ("PacketSink", "VoiceReceiver")
@@ -48,7 +50,7 @@ class PacketSink(Protocol):
         """Queue one packet; O(1), never blocks; ``False`` means dropped."""
         ...
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EngineStats:
         """The sink's own counters."""
         ...
 
@@ -268,8 +270,8 @@ class VoiceReceiver:
                 else:
                     self._deliver_held(user_id, item)
 
-    def stats(self) -> dict[str, int]:
-        """Snapshot of the counters: ``datagrams`` fed, ``accepted``, ``held`` now, one key per drop reason."""
-        snapshot = {"datagrams": self._datagrams, "accepted": self._accepted, **self._counts}
-        snapshot["held"] = self._ssrc_map.held + len(self._sealed)
-        return snapshot
+    def stats(self) -> ReceiveStats:
+        """Snapshot of the counters: datagrams fed, accepted, held now, and the drops by reason."""
+        return ReceiveStats.from_counts(
+            self._datagrams, self._accepted, self._ssrc_map.held + len(self._sealed), dict(self._counts),
+        )

@@ -97,7 +97,7 @@ def main() -> None:
             receiver.set_transport(XCHACHA, KEY)
             cost = _per_call_us(lambda i: receiver.on_datagram(next_dgram()))
             stats = receiver.stats()
-            assert stats["accepted"] + stats.get("sink_full", 0) == stats["datagrams"], stats
+            assert stats.accepted + stats.sink_full == stats.datagrams, stats
             return cost
 
         rows.append(("on_datagram, whole path, DAVE off", pipeline(plain_dgrams.__next__, _ConnectionState(None, 0))))

@@ -118,7 +118,7 @@ def _worker_throughput(directory: str, frames: list[bytes], speakers: int, per_s
     cpu0 = time.clock_gettime(cpu_clock)
     t0 = time.perf_counter()
     gate.set()
-    while sink.stats()["queue_depth"]:
+    while sink.stats().queue_depth:
         time.sleep(0.002)
     elapsed = time.perf_counter() - t0
     cpu = time.clock_gettime(cpu_clock) - cpu0
@@ -151,7 +151,7 @@ def run(speakers: int, seconds: float, out: Callable[[str], None] = print) -> No
         sink = AudioSink(a)
         lat_sink, refused_sink = _paced_latencies(sink, frames, speakers, seconds)
         sink.close()
-        dropped = sink.stats()["dropped"]
+        dropped = sink.stats().dropped
         base = LockedRecorder(b)
         lat_base, _ = _paced_latencies(base, frames, speakers, seconds)
         base.close()

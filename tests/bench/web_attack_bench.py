@@ -41,7 +41,7 @@ import numpy as np
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.web import WebServer, create_app
 from bot.web.server import IDLE_TIMEOUT
-from sinks import AudioSink, VoicePacket
+from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.opus import FRAME_SAMPLES, OpusEncoder
 from tests.bot.wavgen import tone, write_wav
 
@@ -122,11 +122,11 @@ class LiveRecording:
                 self.sent += 1
             k += 1
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EngineStats:
         """The sink's counters now."""
         return self.sink.stats()
 
-    def close(self) -> dict[str, Any]:
+    def close(self) -> EngineStats:
         """Stop feeding, finalize the files; returns the final counters."""
         self._stop.set()
         self._thread.join()
@@ -293,10 +293,10 @@ class _Row:
     recording: str
 
 
-def _recording_cell(before: dict[str, Any], after: dict[str, Any], feed: LiveRecording) -> str:
-    dropped = after["dropped"] - before["dropped"]
-    lost = after["lost"] - before["lost"]
-    return (f"dropped {dropped}, lost {lost}, worker lag max {after['worker_lag_max'] * 1000:.0f} ms, "
+def _recording_cell(before: EngineStats, after: EngineStats, feed: LiveRecording) -> str:
+    dropped = after.dropped - before.dropped
+    lost = after.lost - before.lost
+    return (f"dropped {dropped}, lost {lost}, worker lag max {after.worker_lag_max * 1000:.0f} ms, "
             f"feeder late max {feed.late_max * 1000:.0f} ms")
 
 
@@ -365,16 +365,16 @@ async def main() -> None:
             rss.stop()
             await server.stop()
             store.close()
-    per_user = final["per_user"]
+    per_user = final.per_user
     sent_each = feed.sent // args.speakers
-    short = {uid: sent_each - u["packets"] for uid, u in per_user.items() if u["packets"] != sent_each}
+    short = {uid: sent_each - u.packets for uid, u in per_user.items() if u.packets != sent_each}
     print(f"Download server under attack; a recording of {args.speakers} speakers runs in the same process "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     for row in rows:
         print(f"- {row.phase}\n    result:    {row.result}\n    server RSS: {row.rss}\n    recording: {row.recording}")
     print(f"recording at the end: {feed.sent} packets sent, {feed.refused} refused by write(), "
-          f"{final['decoded']} decoded, {final['lost']} lost, {final['late']} late, {final['dropped']} dropped, "
-          f"worker lag max {final['worker_lag_max'] * 1000:.0f} ms; "
+          f"{final.decoded} decoded, {final.lost} lost, {final.late} late, {final.dropped} dropped, "
+          f"worker lag max {final.worker_lag_max * 1000:.0f} ms; "
           f"speakers missing packets: {short or 'none'}")
 
 

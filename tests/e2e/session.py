@@ -17,7 +17,8 @@ from typing import Any, Callable
 import discord
 
 from bot.voice.client import RecordingVoiceClient
-from sinks import AudioSink, VoicePacket
+from bot.voice.stats import ReceiveStats, RecordingStats
+from sinks import AudioSink, EngineStats, VoicePacket
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
@@ -41,7 +42,7 @@ class TeeSink:
                 self.packets.setdefault(user_id, []).append(packet)
         return accepted
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EngineStats:
         """The real sink's counters."""
         return self.sink.stats()
 
@@ -82,7 +83,7 @@ class RecordingSession:
         self.sink: AudioSink | None = None
         self.tee: TeeSink | None = None
         self.runner: ScenarioRunner | None = None
-        self.final_stats: dict[str, Any] | None = None
+        self.final_stats: RecordingStats | None = None
 
     def __enter__(self) -> RecordingSession:
         try:
@@ -144,22 +145,22 @@ class RecordingSession:
         """Wait until the scenario is over and the last datagrams were read and queued."""
         assert self.runner is not None
         self.fake.run(self.runner.wait_done(), timeout=60)
-        settle(lambda: (self.receive_stats()["datagrams"], self.fake.voice.media.stats.sent),
+        settle(lambda: (self.receive_stats().datagrams, self.fake.voice.media.stats.sent),
                what="the last datagrams")
 
-    def receive_stats(self) -> dict[str, int]:
+    def receive_stats(self) -> ReceiveStats:
         """The receiver's counters now."""
         assert self.vc is not None
-        return self.vc.recording_stats()["receive"]
+        return self.vc.recording_stats().receive
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self) -> RecordingStats:
         """Stop recording and close the sink; return the final stats."""
         assert self.vc is not None and self.sink is not None
 
-        async def stop() -> dict[str, Any]:
+        async def stop() -> RecordingStats:
             return self.vc.stop_recording()  # type: ignore[union-attr]
 
-        receive = self.thread.call(stop())["receive"]
+        receive = self.thread.call(stop()).receive
         self.sink.close()
-        self.final_stats = {"receive": receive, "sink": self.sink.stats()}
+        self.final_stats = RecordingStats(receive=receive, engine=self.sink.stats())
         return self.final_stats

@@ -84,9 +84,9 @@ def test_hostile_flood_is_counted_and_harmless(dave_fake: FakeDiscord, tmp_path:
         sent_to_bot = dave_fake.voice.media.stats.sent - sent_before
         assert session.connection._socket_reader.is_alive(), "discord.py's socket reader died"
         assert session.vc.receive_error is None, session.vc.receive_error  # type: ignore[union-attr]
-        receive = session.stop()["receive"]
-        sink = session.final_stats["sink"]  # type: ignore[index]
-        assert sink["error"] is None
+        stats = session.stop()
+        receive, sink = stats.receive.as_dict(), stats.engine
+        assert sink.failure is None
 
         flood = runner.floods[0].sent
         flooded = sum(flood.values())
@@ -112,7 +112,7 @@ def test_hostile_flood_is_counted_and_harmless(dave_fake: FakeDiscord, tmp_path:
     real_lost = sum(lost for _, lost in speakers.values())
     assert real_lost <= drops, speakers
     assert receive["accepted"] == real_sent - real_lost
-    assert sink["decode_errors"] == sink["invalid"] == sink["dropped"] == 0
+    assert sink.decode_errors == sink.invalid == sink.dropped == 0
 
     print(f"\nflood: {flooded} hostile datagrams in {FLOOD[1]} s ({FLOOD_RATE}/s) among {real_sent} real frames "
           f"of {len(SPEAKERS)} speakers; kernel drops {drops}; real frames lost {real_lost}")

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from bot.voice.stats import ReceiveStats
+from sinks import EngineStats
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.fakediscord.impair import Impairment
 from tests.fakediscord.scenario import Event, Scenario, ScenarioRunner, SpeakerSpec, Talk
@@ -41,8 +43,8 @@ def _read(path: Path) -> np.ndarray:
     return audio
 
 
-def _dave_failures(receive: dict[str, int]) -> int:
-    return sum(n for reason, n in receive.items() if reason.startswith("dave:"))
+def _dave_failures(receive: ReceiveStats) -> int:
+    return sum(receive.dave_failures.values())
 
 
 def _check_speaker(session: RecordingSession, runner: ScenarioRunner, name: str) -> dict[str, Any]:
@@ -88,8 +90,8 @@ def _record_three_speakers(fake: FakeDiscord, tmp_path: Path) -> None:
         runner = session.play(THREE_SPEAKERS)
         session.wait_played()
         stats = session.stop()
-        receive, sink_stats = stats["receive"], stats["sink"]
-        assert sink.error is None
+        receive, sink_stats = stats.receive, stats.engine
+        assert sink.failure is None
         dave = fake.voice.dave_version > 0
 
         checked = {name: _check_speaker(session, runner, name) for name in ("alice", "bob", "carol")}
@@ -106,16 +108,16 @@ def _record_three_speakers(fake: FakeDiscord, tmp_path: Path) -> None:
         # Every datagram was accepted, a network copy (caught before DAVE, which
         # would refuse its nonce), or refused by DAVE: an overtaken first frame
         # after a key change.
-        assert receive["datagrams"] == receive["accepted"] + receive.get("duplicate", 0) + _dave_failures(receive)
-        assert receive.get("duplicate", 0) == copies > 0, (copies, receive)
+        assert receive.datagrams == receive.accepted + receive.duplicate + _dave_failures(receive)
+        assert receive.duplicate == copies > 0, (copies, receive)
         assert _dave_failures(receive) == lost_to_dave, receive
         carol = checked["carol"]
         dropped = sum(1 for f in carol["sent"].values() if f.fate == "dropped")
         assert dropped > 0 and any(f.fate == "delayed" for f in carol["sent"].values())
-        assert sink_stats["lost"] == _expected_lost(carol["sent"], carol["handed"]) > 0
-        assert sink_stats["decoded"] == sum(len({(p.ssrc, p.sequence) for p in r["handed"]}) for r in checked.values())
-        assert sink_stats["decode_errors"] == sink_stats["invalid"] == sink_stats["dropped"] == 0
-        assert receive["accepted"] == sum(len(r["handed"]) for r in checked.values())
+        assert sink_stats.lost == _expected_lost(carol["sent"], carol["handed"]) > 0
+        assert sink_stats.decoded == sum(len({(p.ssrc, p.sequence) for p in r["handed"]}) for r in checked.values())
+        assert sink_stats.decode_errors == sink_stats.invalid == sink_stats.dropped == 0
+        assert receive.accepted == sum(len(r["handed"]) for r in checked.values())
         lengths = {len(r["wav"]) for r in checked.values()}
         assert len(lengths) == 1, lengths
         # alice left at 2.8 s: her track is silent from then on but as long as the others.
@@ -132,13 +134,13 @@ def test_three_speakers_without_dave(plain_fake: FakeDiscord, tmp_path: Path) ->
     _record_three_speakers(plain_fake, tmp_path)
 
 
-def _record(session: RecordingSession, scenario: Scenario) -> tuple[ScenarioRunner, dict[str, Any], dict[str, Any]]:
+def _record(session: RecordingSession, scenario: Scenario) -> tuple[ScenarioRunner, ReceiveStats, EngineStats]:
     session.record()
     runner = session.play(scenario)
     session.wait_played()
     stats = session.stop()
-    assert session.sink.error is None  # type: ignore[union-attr]
-    return runner, stats["receive"], stats["sink"]
+    assert session.sink.failure is None  # type: ignore[union-attr]
+    return runner, stats.receive, stats.engine
 
 
 def test_dave_epoch_changes_while_others_talk(dave_fake: FakeDiscord, tmp_path: Path) -> None:
@@ -158,11 +160,11 @@ def test_dave_epoch_changes_while_others_talk(dave_fake: FakeDiscord, tmp_path: 
         first_epoch = session.connection.dave_session.epoch
         session.wait_played()
         last_epoch = session.connection.dave_session.epoch
-        receive = session.stop()["receive"]
+        receive = session.stop().receive
         # Two joins and two leaves, each its own commit.
         assert last_epoch >= first_epoch + 4, (first_epoch, last_epoch)
         assert _dave_failures(receive) == 0, receive
-        assert receive["datagrams"] == receive["accepted"]
+        assert receive.datagrams == receive.accepted
         for name in ("alice", "bob", "carol", "dave"):
             result = _check_speaker(session, runner, name)
             assert not result["missing"] and not result["extra"], (name, result["missing"])
@@ -188,10 +190,10 @@ def test_garbage_and_rtcp_are_counted_and_harmless(dave_fake: FakeDiscord, tmp_p
         for name in ("alice", "bob"):
             result = _check_speaker(session, runner, name)
             assert not result["missing"] and not result["extra"], (name, result["missing"])
-        refused = {k: n for k, n in receive.items() if k not in ("datagrams", "accepted", "held")}
+        refused = {k: n for k, n in receive.as_dict().items() if k not in ("datagrams", "accepted", "held")}
         assert _dave_failures(receive) == 0, receive
         # Every junk datagram and sender report ends in a reason counter (one receiving client here).
         assert sum(refused.values()) == 40 + 30 + 5 * 2, receive
-        assert receive["rtcp"] >= 10, receive
+        assert receive.rtcp >= 10, receive
         assert len(refused) >= 3, receive
-        assert sink_stats["invalid"] == sink_stats["decode_errors"] == 0
+        assert sink_stats.invalid == sink_stats.decode_errors == 0

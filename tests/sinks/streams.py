@@ -11,6 +11,8 @@ from sinks import VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
 
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
+#: The alignment budget (samples): a frame may land at most 20 ms from where it belongs.
+ALIGNMENT_LIMIT = 20 * SAMPLE_RATE // 1000
 #: Opus's algorithmic delay at 48 kHz: decoded audio starts this much after its frame's position.
 CODEC_DELAY = 312
 

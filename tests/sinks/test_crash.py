@@ -44,7 +44,7 @@ while True:
                              opus=encoders[user].encode(pcm), received_at=due, ssrc=user)
         sink.write(user, packet)
     if k % 10 == 0:
-        talk = sink.stats()["talk_seconds"]
+        talk = {uid: user.talk_seconds for uid, user in sink.stats().per_user.items()}
         print(min(talk.values()) if len(talk) == 2 else 0.0, flush=True)
     k += 1
 """

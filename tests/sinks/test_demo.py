@@ -7,6 +7,7 @@ import pathlib
 import soundfile as sf
 
 from sinks import demo
+from sinks.opus import SAMPLE_RATE
 
 
 def test_demo_writes_three_equal_tracks(tmp_path: pathlib.Path, capsys) -> None:
@@ -14,6 +15,6 @@ def test_demo_writes_three_equal_tracks(tmp_path: pathlib.Path, capsys) -> None:
     infos = {p.name: sf.info(p) for p in tmp_path.glob("*.wav")}
     assert sorted(infos) == ["101.wav", "202.wav", "303.wav"]
     assert len({i.frames for i in infos.values()}) == 1
-    assert all(i.frames > 10 * 48_000 for i in infos.values())
+    assert all(i.frames > 10 * SAMPLE_RATE for i in infos.values())
     out = capsys.readouterr().out
-    assert "dropped=0" in out and "error=None" in out
+    assert "dropped=0" in out and "failure=None" in out

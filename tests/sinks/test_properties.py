@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sinks import AudioSink, VoicePacket
-from sinks.opus import SAMPLE_RATE
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.sinks.streams import (
     FRAME_SECONDS, FakeClock, arrival_order, best_lag_ms, decode_offline, encode, packets, place,
     random_pattern, tone,
@@ -95,16 +95,16 @@ def test_length_counters_and_alignment_hold(net: dict) -> None:
     delivered = sorted(k for k in range(n) if k not in net["lost"])
     interior_losses = sum(1 for k in net["lost"] if delivered[0] < k < delivered[-1])
     assert len(track) == round((end - origin) * SAMPLE_RATE)
-    assert stats["decoded"] == len(delivered)
-    assert stats["duplicates"] == len(net["dups"])
-    assert stats["lost"] == interior_losses
-    assert stats["late"] == stats["dropped"] == stats["decode_errors"] == 0
+    assert stats.decoded == len(delivered)
+    assert stats.duplicates == len(net["dups"])
+    assert stats.lost == interior_losses
+    assert stats.late == stats.dropped == stats.decode_errors == 0
 
     # Where every frame belongs (loss-free decode, lost frames silent); the track must
     # match it best at a shift within the 20 ms budget.
     true_start = round((start - origin + net["base_delay"]) * SAMPLE_RATE)
-    heard = reference[:n * 960].copy()
+    heard = reference[:n * FRAME_SAMPLES].copy()
     for k in net["lost"]:
-        heard[k * 960:(k + 1) * 960] = 0
+        heard[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES] = 0
     expected = place(len(track), [(true_start, heard)])
     assert abs(best_lag_ms(track, expected)) <= 20

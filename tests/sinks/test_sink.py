@@ -12,20 +12,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sinks import AudioSink, VoicePacket
+from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.sinks.streams import (
-    CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
+    ALIGNMENT_LIMIT, CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
     packets, tone,
 )
-
-LIMIT = 20 * SAMPLE_RATE // 1000  # alignment budget: 20 ms
 
 
 def record(
     directory: pathlib.Path, clock: FakeClock, items: list[tuple[int, VoicePacket]],
     end: float, **options: object,
-) -> tuple[dict[int, np.ndarray], dict]:
+) -> tuple[dict[int, np.ndarray], EngineStats]:
     """Feed the items in order (clock following arrivals), close at ``end``, read every file."""
     sink = AudioSink(directory, clock=clock, **options)  # type: ignore[arg-type]
     for user, packet in items:
@@ -46,7 +44,7 @@ def test_batch_equals_streaming_sample_for_sample(tmp_path: pathlib.Path) -> Non
     for k in (7, 40, 41, 90, 120):
         delays[k] = 0.025 + 0.012 * (k % 5)  # overtaken by 1-4 later packets
     start = clock.now + 0.3
-    sent = packets(frames, start=start, seq0=65_500, ts0=0xFFFF_FFFF - 20 * 960, ssrc=9, delays=delays)
+    sent = packets(frames, start=start, seq0=65_500, ts0=0xFFFF_FFFF - 20 * FRAME_SAMPLES, ssrc=9, delays=delays)
     dups = [VoicePacket(p.sequence, p.timestamp, p.opus, p.received_at + 0.03, p.ssrc) for p in sent[::17]]
     items = arrival_order([(42, p) for p in sent + dups])
     tracks, stats = record(tmp_path, clock, items, end=start + 4.0)
@@ -57,10 +55,10 @@ def test_batch_equals_streaming_sample_for_sample(tmp_path: pathlib.Path) -> Non
     assert len(track) == round((4.0 + 0.3) * SAMPLE_RATE)
     assert np.array_equal(track[offset:offset + len(reference)], reference[:, 0])
     assert not track[:offset].any() and not track[offset + len(reference):].any()
-    assert stats["decoded"] == 150 and stats["duplicates"] == len(dups)
-    assert stats["lost"] == stats["late"] == stats["dropped"] == 0
-    assert stats["talk_seconds"][42] == pytest.approx(3.0, abs=0.05)
-    assert stats["bytes_written"] == len(track) * 2
+    assert stats.decoded == 150 and stats.duplicates == len(dups)
+    assert stats.lost == stats.late == stats.dropped == 0
+    assert stats.per_user[42].talk_seconds == pytest.approx(3.0, abs=0.05)
+    assert stats.bytes_written == len(track) * 2
 
 
 def test_two_users_land_where_they_were_received(tmp_path: pathlib.Path) -> None:
@@ -76,8 +74,8 @@ def test_two_users_land_where_they_were_received(tmp_path: pathlib.Path) -> None
     for user, first in ((1, a[0]), (2, b[0])):
         expected = round((first.received_at - origin) * SAMPLE_RATE) + CODEC_DELAY
         (onset,) = onsets(tracks[user])
-        assert abs(onset - expected) <= LIMIT, (user, onset, expected)
-    assert stats["users"] == 2 and stats["decoded"] == 100
+        assert abs(onset - expected) <= ALIGNMENT_LIMIT, (user, onset, expected)
+    assert stats.users == 2 and stats.decoded == 100
 
 
 def test_ssrc_change_continues_the_same_track(tmp_path: pathlib.Path) -> None:
@@ -85,15 +83,15 @@ def test_ssrc_change_continues_the_same_track(tmp_path: pathlib.Path) -> None:
     before = packets(encode(tone(500, 40)), start=0.2, seq0=100, ts0=5_000, ssrc=11)
     after = packets(encode(tone(500, 40)), start=1.5, seq0=40_000, ts0=4_000_000_000, ssrc=12)
     # A straggler from the old SSRC after the switch is late, not a new stream.
-    straggler = VoicePacket(140, 5_000 + 40 * 960, before[-1].opus, 1.52, 11)
+    straggler = VoicePacket(140, 5_000 + 40 * FRAME_SAMPLES, before[-1].opus, 1.52, 11)
     items = [(5, p) for p in before] + [(5, p) for p in after[:2]] + [(5, straggler)] + [(5, p) for p in after[2:]]
     tracks, stats = record(tmp_path, clock, items, end=3.0)
     assert list(tracks) == [5]
     starts = onsets(tracks[5])
     assert len(starts) == 2
-    assert abs(starts[0] - (round(0.2 * SAMPLE_RATE) + CODEC_DELAY)) <= LIMIT
-    assert abs(starts[1] - (round(1.5 * SAMPLE_RATE) + CODEC_DELAY)) <= LIMIT
-    assert stats["decoded"] == 80 and stats["late"] == 1 and stats["lost"] == 0
+    assert abs(starts[0] - (round(0.2 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
+    assert abs(starts[1] - (round(1.5 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
+    assert stats.decoded == 80 and stats.late == 1 and stats.lost == 0
 
 
 @pytest.mark.parametrize("rtp_advances", [True, False])
@@ -103,13 +101,13 @@ def test_burst_after_silence_is_placed_by_arrival(tmp_path: pathlib.Path, rtp_ad
     clock = FakeClock(0.0)
     frames = encode(tone(600, 60))
     first = packets(frames[:30], start=0.2, seq0=1000, ts0=0, ssrc=3)
-    ts_after = 30 * 960 + (round(1.3 * SAMPLE_RATE) if rtp_advances else 0)
+    ts_after = 30 * FRAME_SAMPLES + (round(1.3 * SAMPLE_RATE) if rtp_advances else 0)
     second = packets(frames[30:], start=1.8, seq0=1030, ts0=ts_after, ssrc=3, delays=[0.003] * 30)
     tracks, stats = record(tmp_path, clock, [(1, p) for p in first + second], end=3.0)
     starts = onsets(tracks[1])
     assert len(starts) == 2
-    assert abs(starts[1] - (round(1.803 * SAMPLE_RATE) + CODEC_DELAY)) <= LIMIT
-    assert stats["lost"] == 0 and stats["decoded"] == 60
+    assert abs(starts[1] - (round(1.803 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
+    assert stats.lost == 0 and stats.decoded == 60
 
 
 def test_late_first_packet_never_costs_audio_later(tmp_path: pathlib.Path) -> None:
@@ -128,7 +126,7 @@ def test_late_first_packet_never_costs_audio_later(tmp_path: pathlib.Path) -> No
     start = round(0.2 * SAMPLE_RATE)
     assert np.array_equal(track[start:start + len(reference)], reference)
     assert not track[:start].any() and not track[start + len(reference):].any()
-    assert stats["decoded"] == 100 and stats["lost"] == 0
+    assert stats.decoded == 100 and stats.lost == 0
 
 
 def test_an_anchor_set_by_late_packets_costs_only_what_the_slip_cannot_take(tmp_path: pathlib.Path) -> None:
@@ -155,7 +153,7 @@ def test_an_anchor_set_by_late_packets_costs_only_what_the_slip_cannot_take(tmp_
     resumed = round(2.2 * SAMPLE_RATE)
     assert not track[:spoken].any() and not track[after + half - before - cut:resumed].any()
     assert np.array_equal(track[resumed:resumed + half], reference[half:])
-    assert stats["decoded"] == 100 and stats["lost"] == 0
+    assert stats.decoded == 100 and stats.lost == 0
 
 
 def test_sender_clock_drift_is_followed(tmp_path: pathlib.Path) -> None:
@@ -171,7 +169,7 @@ def test_sender_clock_drift_is_followed(tmp_path: pathlib.Path) -> None:
     assert len(starts) == 6
     for mark, onset in enumerate(starts):
         expected = round((0.1 + mark * 10 * 1.002 + 0.01) * SAMPLE_RATE) + CODEC_DELAY
-        assert abs(onset - expected) <= LIMIT, (mark, onset - expected)
+        assert abs(onset - expected) <= ALIGNMENT_LIMIT, (mark, onset - expected)
 
 
 def test_loss_is_concealed_and_counted(tmp_path: pathlib.Path) -> None:
@@ -180,10 +178,10 @@ def test_loss_is_concealed_and_counted(tmp_path: pathlib.Path) -> None:
     sent = packets(frames, start=0.1, seq0=65_530, ts0=0xFFFF_F000, ssrc=1)
     dropped = {20} | set(range(50, 60))
     tracks, stats = record(tmp_path, clock, [(1, p) for k, p in enumerate(sent) if k not in dropped], end=2.5)
-    assert stats["lost"] == 11
-    assert stats["concealed"] == 1 + 5 + 1  # FEC; 5 PLC frames + FEC for the long hole
-    assert stats["decoded"] == 89
-    assert stats["per_user"] == {1: {"packets": 89, "lost": 11}}
+    assert stats.lost == 11
+    assert stats.concealed == 1 + 5 + 1  # FEC; 5 PLC frames + FEC for the long hole
+    assert stats.decoded == 89
+    assert {uid: (user.packets, user.lost) for uid, user in stats.per_user.items()} == {1: (89, 11)}
     track = tracks[1][:, 0]
     assert len(track) == round(2.5 * SAMPLE_RATE)
     # The single loss is bridged with audio (no hole); the long one is silent in the middle.
@@ -206,7 +204,7 @@ def test_late_packet_is_counted_and_dropped(tmp_path: pathlib.Path) -> None:
     delays[10] = 0.5  # arrives long after its slot was concealed and committed
     sent = packets(frames, start=0.1, seq0=0, ts0=0, ssrc=1, delays=delays)
     tracks, stats = record(tmp_path, clock, arrival_order([(1, p) for p in sent]), end=1.5)
-    assert stats["late"] == 1 and stats["lost"] == 1 and stats["decoded"] == 39
+    assert stats.late == 1 and stats.lost == 1 and stats.decoded == 39
     assert len(tracks[1]) == round(1.5 * SAMPLE_RATE)
 
 
@@ -214,7 +212,7 @@ def test_bad_packets_are_counted_and_the_worker_carries_on(tmp_path: pathlib.Pat
     clock = FakeClock(0.0)
     frames = encode(tone(400, 30))
     sent = packets(frames, start=0.1, seq0=0, ts0=0, ssrc=1)
-    sent[5] = VoicePacket(5, 5 * 960, b"\xff\xff\xff\xff\x00", sent[5].received_at, 1)
+    sent[5] = VoicePacket(5, 5 * FRAME_SAMPLES, b"\xff\xff\xff\xff\x00", sent[5].received_at, 1)
     items: list = [(1, p) for p in sent]
     items.insert(3, (1, "not a packet"))
     items.insert(9, (1, VoicePacket(None, 0, b"", 0.2, 1)))  # type: ignore[arg-type]
@@ -225,8 +223,8 @@ def test_bad_packets_are_counted_and_the_worker_carries_on(tmp_path: pathlib.Pat
     clock.now = 1.0
     sink.close()
     stats = sink.stats()
-    assert stats["decode_errors"] == 1 and stats["invalid"] == 3
-    assert stats["decoded"] == 29 and stats["error"] is None
+    assert stats.decode_errors == 1 and stats.invalid == 3
+    assert stats.decoded == 29 and stats.failure is None
     assert sf.info(tmp_path / "1.wav").frames == SAMPLE_RATE
 
 
@@ -250,12 +248,12 @@ def test_queue_full_drops_and_counts(tmp_path: pathlib.Path) -> None:
     results = [sink.write(1, p) for p in sent[1:]]
     assert results == [True] * 8 + [False] * 31
     stats = sink.stats()
-    assert stats["dropped"] == 31 and stats["queue_depth"] == 8 and stats["received"] == 40
-    assert stats["drop_rate"] == pytest.approx(31 / 40)
+    assert stats.dropped == 31 and stats.queue_depth == 8 and stats.received == 40
+    assert stats.drop_rate == pytest.approx(31 / 40)
     gate.set()
     sink.close()
     stats = sink.stats()
-    assert stats["queue_high_water"] == 8 and stats["dropped"] == 31 and stats["received"] == 40
+    assert stats.queue_high_water == 8 and stats.dropped == 31 and stats.received == 40
 
 
 def test_close_leaves_no_thread_and_finalized_files(tmp_path: pathlib.Path) -> None:
@@ -275,14 +273,15 @@ def test_close_leaves_no_thread_and_finalized_files(tmp_path: pathlib.Path) -> N
         assert (info.frames, info.channels, info.samplerate, info.subtype) == (60_000, 2, SAMPLE_RATE, "PCM_16")
     silent = sf.read(tmp_path / "77.wav", dtype="int16")[0]
     assert not silent.any()
-    assert sink.stats()["talk_seconds"] == {77: 0.0, 8: pytest.approx(0.5, abs=0.03)}
+    assert {uid: user.talk_seconds for uid, user in sink.stats().per_user.items()} == {
+        77: 0.0, 8: pytest.approx(0.5, abs=0.03)}
 
 
 def test_close_without_audio_makes_no_files(tmp_path: pathlib.Path) -> None:
     sink = AudioSink(tmp_path / "new" / "dir")
     sink.close()
     assert list((tmp_path / "new" / "dir").iterdir()) == []
-    assert sink.stats()["received"] == 0 and sink.error is None and sink.error_errno is None
+    assert sink.stats().received == 0 and sink.failure is None
 
 
 def test_headers_are_synced_while_idle(tmp_path: pathlib.Path) -> None:
@@ -312,10 +311,11 @@ def test_disk_full_stops_writing_but_not_the_sink(tmp_path: pathlib.Path) -> Non
         assert sink.write(1, p)
     sink.write(2, good[0])
     deadline = time.monotonic() + 10
-    while sink.stats()["error"] is None:
+    while sink.stats().failure is None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert "No space left" in sink.stats()["error"] and sink.error_errno == errno.ENOSPC
+    failure = sink.stats().failure
+    assert failure is not None and "No space left" in failure.message and failure.errno == errno.ENOSPC
     # The worker keeps draining: far more packets than the queue holds are all accepted in time.
     accepted = 0
     for k in range(2000):
@@ -326,6 +326,6 @@ def test_disk_full_stops_writing_but_not_the_sink(tmp_path: pathlib.Path) -> Non
     clock.now = 1.0
     sink.close()
     stats = sink.stats()
-    assert stats["discarded"] >= accepted
+    assert stats.discarded >= accepted
     # What was written before the error is a valid, finalized file (not padded: writing stopped).
     assert sf.info(tmp_path / "1.wav").frames == round(0.1 * SAMPLE_RATE) + 20 * FRAME_SAMPLES

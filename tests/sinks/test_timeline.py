@@ -6,11 +6,12 @@ import random
 
 import pytest
 
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from sinks.packet import VoicePacket, seq_delta, ts_delta
 from sinks.timeline import DEFAULT_TOLERANCE, StreamTimeline
+from tests.sinks.streams import ALIGNMENT_LIMIT
 
-MS = 48  # samples per millisecond
-LIMIT = 20 * MS  # the alignment budget
+MS = SAMPLE_RATE // 1000  # samples per millisecond
 
 
 def test_deltas_wrap_both_ways() -> None:
@@ -52,7 +53,7 @@ def test_jitter_does_not_move_an_anchor_set_by_a_fast_packet() -> None:
     timeline = StreamTimeline(0, arrival=0)
     for k in range(1, 3000):
         jitter = int(rng.expovariate(1 / (8 * MS)))
-        timeline.observe(k * 960, k * 960 + jitter)
+        timeline.observe(k * FRAME_SAMPLES, k * FRAME_SAMPLES + jitter)
     assert timeline.shifts == 0
     assert timeline.position(0) == 0
 
@@ -68,15 +69,15 @@ def test_no_drift_over_an_hour(ppm: int) -> None:
     timeline = StreamTimeline(ts0, arrival=first_delay)
     worst = 0
     for k in range(1, frames):
-        sent = k * 960 * (1 + ppm / 1e6)  # when the frame was captured, on our clock
+        sent = k * FRAME_SAMPLES * (1 + ppm / 1e6)  # when the frame was captured, on our clock
         arrival = round(sent + base + min(rng.expovariate(1 / (6 * MS)), 200 * MS))
-        ts = (ts0 + k * 960) & 0xFFFF_FFFF
+        ts = (ts0 + k * FRAME_SAMPLES) & 0xFFFF_FFFF
         timeline.observe(ts, arrival)
         timeline.rebase(ts)  # as the track does at every commit
         error = timeline.position(ts) - (sent + base)
         if k > 50:  # a second in: the late first packet has been corrected
             worst = max(worst, abs(error))
-    assert worst <= DEFAULT_TOLERANCE + 2 * MS < LIMIT
+    assert worst <= DEFAULT_TOLERANCE + 2 * MS < ALIGNMENT_LIMIT
     # Uncorrected, the drift would have reached ppm * 3.6 ms (180-1080 ms).
     assert timeline.shifts > 0
 

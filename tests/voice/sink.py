@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from sinks import EngineStats
+
 
 class ListSink:
     """Keeps every written ``(user_id, packet)``; can be told to refuse writes."""
@@ -23,6 +25,15 @@ class ListSink:
             self.packets.append((user_id, packet))
             return True
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EngineStats:
+        """Packets written count as received, refused ones as received and dropped; the rest is 0."""
         with self._lock:
-            return {"written": len(self.packets), "refused": self.refused}
+            written, refused = len(self.packets), self.refused
+        received = written + refused
+        return EngineStats(
+            received=received, dropped=refused, drop_rate=refused / received if received else 0.0,
+            decoded=0, lost=0, concealed=0, shed=0, duplicates=0, late=0, decode_errors=0, invalid=0,
+            discarded=0, queue_depth=0, queue_high_water=0, worker_lag=0.0, worker_lag_max=0.0,
+            write_samples=0, write_p50_us=None, write_p99_us=None, workers=0, bytes_written=0, users=0,
+            per_user={}, failure=None, closed=False,
+        )

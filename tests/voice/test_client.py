@@ -88,16 +88,16 @@ async def _records_over_udp_through_the_socket_reader() -> None:
             sender.send(voice_datagram(XCHACHA, key, b"seven%d" % seq, sequence=seq, timestamp=960 * seq, ssrc=100))
             sender.send(voice_datagram(XCHACHA, key, b"eight%d" % seq, sequence=seq, timestamp=960 * seq, ssrc=200))
             sender.send(voice_datagram(XCHACHA, key, b"nine", sequence=seq, timestamp=0, ssrc=300))
-        await _until(lambda: receiver.stats()["datagrams"] == 60)
-        assert receiver.stats()["held"] == 20  # ssrc 200 has no SPEAKING yet
+        await _until(lambda: receiver.stats().datagrams == 60)
+        assert receiver.stats().held == 20  # ssrc 200 has no SPEAKING yet
         await _speaking(vc, 200, 8)  # SPEAKING arrives late
         sender.send(voice_datagram(XCHACHA, key, b"eight20", sequence=20, timestamp=0, ssrc=200))
-        await _until(lambda: receiver.stats()["accepted"] == 41)
+        await _until(lambda: receiver.stats().accepted == 41)
 
         stats = vc.stop_recording()
         assert not vc.is_recording()
-        assert stats["receive"]["excluded"] == 20
-        assert stats["sink"] == {"written": 41, "refused": 0}
+        assert stats.receive.excluded == 20
+        assert (stats.engine.received, stats.engine.dropped) == (41, 0)  # the sink wrote 41, refused none
         by_user: dict[int, list[bytes]] = {}
         for user_id, packet in sink.packets:
             by_user.setdefault(user_id, []).append(packet.opus)
@@ -119,9 +119,9 @@ async def _session_description_refreshes_the_key() -> None:
         await vc._connection.hook(None, {"op": 4, "d": {"mode": AES_GCM, "secret_key": list(new_key), "dave_protocol_version": 0}})
         sender.send(voice_datagram(XCHACHA, key, b"old key", sequence=1, timestamp=0, ssrc=100))
         sender.send(voice_datagram(AES_GCM, new_key, b"new key", sequence=2, timestamp=0, ssrc=100))
-        await _until(lambda: receiver.stats()["datagrams"] == 2)
+        await _until(lambda: receiver.stats().datagrams == 2)
         assert [p.opus for _, p in sink.packets] == [b"new key"]
-        assert receiver.stats()["auth_failed"] == 1
+        assert receiver.stats().auth_failed == 1
 
 
 def test_client_disconnect_unmaps_and_bad_messages_do_not_raise() -> None:
@@ -137,8 +137,8 @@ async def _client_disconnect_unmaps_and_bad_messages_do_not_raise() -> None:
         await vc._connection.hook(None, {"op": 4, "d": {"mode": "xsalsa20_poly1305", "secret_key": [0] * 32}})
         sender.send(voice_datagram(XCHACHA, key, b"after leave", sequence=1, timestamp=0, ssrc=100))
         # The datagram is counted on arrival and held a moment later: wait for the hold.
-        await _until(lambda: receiver.stats()["held"] == 1)  # old key kept; SSRC unmapped again
-        assert receiver.stats()["datagrams"] == 1
+        await _until(lambda: receiver.stats().held == 1)  # old key kept; SSRC unmapped again
+        assert receiver.stats().datagrams == 1
 
 
 def test_start_recording_refuses_twice_and_when_disconnected() -> None:

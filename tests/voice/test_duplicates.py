@@ -17,6 +17,7 @@ import pytest
 from bot.voice.receiver import VoiceReceiver
 from bot.voice.duplicates import RESTART_JUMP, WINDOW, DuplicateFilter
 from bot.voice.ssrc_map import SsrcMap
+from bot.voice.stats import ReceiveStats
 
 from .dave_group import settled_group
 from .packets import XCHACHA, voice_datagram
@@ -89,10 +90,6 @@ def _datagram(members: dict[int, Any], opus: bytes, seq: int, *, ssrc: int = SSR
     return voice_datagram(XCHACHA, KEY, frame, sequence=seq, timestamp=960 * seq, ssrc=ssrc, counter=counter)
 
 
-def _dave_failures(stats: dict[str, int]) -> dict[str, int]:
-    return {k: n for k, n in stats.items() if k.startswith("dave:")}
-
-
 def test_copies_of_a_dave_frame_are_duplicates_not_dave_failures(group: dict[int, Any]) -> None:
     receiver, sink, _ = _receiver(group)
     frame = group[SENDER].encrypt_opus(b"\x78" + os.urandom(40))
@@ -100,7 +97,7 @@ def test_copies_of_a_dave_frame_are_duplicates_not_dave_failures(group: dict[int
     for data in sealed:  # the same datagram twice, then re-sealed (a copy made before transport encryption)
         receiver.on_datagram(data)
     stats = receiver.stats()
-    assert stats == {"datagrams": 3, "accepted": 1, "duplicate": 2, "held": 0}
+    assert stats == ReceiveStats(datagrams=3, accepted=1, duplicate=2, held=0)
     assert len(sink.packets) == 1
     # What the copies would have met without the filter: davey refuses a frame it has opened.
     with pytest.raises(ValueError, match="DecryptionFailed"):
@@ -115,7 +112,7 @@ def test_reordered_dave_frames_all_open(group: dict[int, Any]) -> None:
     for seq in order:
         receiver.on_datagram(voice_datagram(XCHACHA, KEY, frames[seq], sequence=seq, timestamp=0, ssrc=SSRC))
     stats = receiver.stats()
-    assert stats == {"datagrams": 12, "accepted": 10, "duplicate": 2, "held": 0}
+    assert stats == ReceiveStats(datagrams=12, accepted=10, duplicate=2, held=0)
     assert [p.sequence for _, p in sink.packets] == order[:10]
     assert [p.opus for _, p in sink.packets] == [bytes([seq & 0xFF]) * 30 for seq in order[:10]]
 
@@ -126,7 +123,7 @@ def test_a_reconnect_with_a_new_ssrc_reuses_sequence_numbers(group: dict[int, An
     for ssrc in (SSRC, SSRC + 1):
         for seq in (1, 2):
             receiver.on_datagram(_datagram(group, b"\x78" + bytes([seq, ssrc & 0xFF]) * 8, seq, ssrc=ssrc))
-    assert receiver.stats() == {"datagrams": 4, "accepted": 4, "held": 0}
+    assert receiver.stats() == ReceiveStats(datagrams=4, accepted=4, held=0)
     assert [(p.ssrc, p.sequence) for _, p in sink.packets] == [(SSRC, 1), (SSRC, 2), (SSRC + 1, 1), (SSRC + 1, 2)]
 
 
@@ -144,15 +141,15 @@ def test_replays_of_old_packets(group: dict[int, Any]) -> None:
     for seq in (start - RESTART_JUMP - 5, start - 500, *range(start, start + 10)):
         sent[seq] = _datagram(group, b"\x78" + seq.to_bytes(2, "big") * 10, seq)
         receiver.on_datagram(sent[seq])
-    assert receiver.stats()["accepted"] == 12
+    assert receiver.stats().accepted == 12
     for old in (start + 2, start - 500, start - RESTART_JUMP - 5):
         receiver.on_datagram(sent[old])
     receiver.on_datagram(_datagram(group, b"\x78live", start + 10))
     stats = receiver.stats()
-    assert stats == {
-        "datagrams": 16, "accepted": 13, "duplicate": 1, "stale": 1, "dave:DecryptionFailed:NoValidCryptorFound": 1,
-        "held": 0,
-    }
+    assert stats == ReceiveStats(
+        datagrams=16, accepted=13, duplicate=1, stale=1, held=0,
+        dave_failures={"dave:DecryptionFailed:NoValidCryptorFound": 1},
+    )
     assert sink.packets[-1][1].opus == b"\x78live"
 
 
@@ -162,10 +159,10 @@ def test_held_copies_are_caught_when_released(group: dict[int, Any]) -> None:
     first = _datagram(group, b"\x78held", 5, ssrc=late)
     for data in (first, first, _datagram(group, b"\x78next", 6, ssrc=late)):
         receiver.on_datagram(data)
-    assert receiver.stats()["held"] == 3
+    assert receiver.stats().held == 3
     ssrc_map.bind(late, SENDER)  # SPEAKING comes after the audio
     receiver.on_datagram(first)
     stats = receiver.stats()
-    assert stats == {"datagrams": 4, "accepted": 2, "duplicate": 2, "held": 0}
-    assert not _dave_failures(stats)
+    assert stats == ReceiveStats(datagrams=4, accepted=2, duplicate=2, held=0)
+    assert not stats.dave_failures
     assert [p.opus for _, p in sink.packets] == [b"\x78held", b"\x78next"]

@@ -13,6 +13,7 @@ import pytest
 
 from bot.voice.receiver import VoiceReceiver
 from bot.voice.ssrc_map import SsrcMap
+from bot.voice.stats import ReceiveStats
 
 from .packets import AES_GCM, XCHACHA, voice_datagram
 from .sink import ListSink
@@ -44,8 +45,8 @@ def _receiver(mode: str = XCHACHA, **kwargs: Any) -> tuple[VoiceReceiver, ListSi
     return receiver, sink, ssrc_map, key
 
 
-def _accounted(stats: dict[str, int]) -> int:
-    return sum(v for k, v in stats.items() if k != "datagrams")
+def _accounted(stats: ReceiveStats) -> int:
+    return stats.accepted + stats.held + stats.dropped
 
 
 @pytest.mark.parametrize("mode", [XCHACHA, AES_GCM])
@@ -62,7 +63,7 @@ def test_frames_reach_the_sink(mode: str) -> None:
     assert {u for u, _ in sink.packets} == {USER}
     first = sink.packets[0][1]
     assert (first.sequence, first.timestamp, first.ssrc, first.received_at) == (65533, 0, SSRC, 1.0)
-    assert receiver.stats() == {"datagrams": 5, "accepted": 5, "held": 0}
+    assert receiver.stats() == ReceiveStats(datagrams=5, accepted=5, held=0)
 
 
 def test_drops_are_counted_by_reason() -> None:
@@ -88,10 +89,10 @@ def test_drops_are_counted_by_reason() -> None:
     for data in fed:
         receiver.on_datagram(data)
     stats = receiver.stats()
-    assert stats == {
-        "datagrams": 10, "accepted": 1, "held": 0, "too_short": 1, "rtcp": 1, "ip_discovery": 1,
-        "not_rtp": 1, "not_opus": 1, "auth_failed": 1, "truncated": 1, "bad_header": 1, "empty_frame": 1,
-    }
+    assert stats == ReceiveStats(
+        datagrams=10, accepted=1, held=0, too_short=1, rtcp=1, ip_discovery=1,
+        not_rtp=1, not_opus=1, auth_failed=1, truncated=1, bad_header=1, empty_frame=1,
+    )
     assert len(sink.packets) == 1
 
 
@@ -99,19 +100,19 @@ def test_no_key_yet() -> None:
     sink = ListSink()
     receiver = VoiceReceiver(sink, _ConnectionState(), SsrcMap())
     receiver.on_datagram(voice_datagram(XCHACHA, bytes(32), b"f", sequence=1, timestamp=2, ssrc=SSRC))
-    assert receiver.stats()["no_key"] == 1
+    assert receiver.stats().no_key == 1
 
 
 def test_held_until_speaking_then_released_in_order() -> None:
     receiver, sink, ssrc_map, key = _receiver()
     for seq in range(10):
         receiver.on_datagram(voice_datagram(XCHACHA, key, bytes([seq]) * 4, sequence=seq, timestamp=960 * seq, ssrc=SSRC))
-    assert sink.packets == [] and receiver.stats()["held"] == 10
+    assert sink.packets == [] and receiver.stats().held == 10
     ssrc_map.bind(SSRC, USER)  # SPEAKING, from the event loop
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"\x0a" * 4, sequence=10, timestamp=9600, ssrc=SSRC))
     assert [p.sequence for _, p in sink.packets] == list(range(11))
     assert [p.received_at for _, p in sink.packets] == [float(i) for i in range(1, 12)]
-    assert receiver.stats() == {"datagrams": 11, "accepted": 11, "held": 0}
+    assert receiver.stats() == ReceiveStats(datagrams=11, accepted=11, held=0)
 
 
 def test_release_triggered_by_another_speakers_packet() -> None:
@@ -128,8 +129,8 @@ def test_overflowing_hold_is_counted() -> None:
     for seq in range(130):
         receiver.on_datagram(voice_datagram(XCHACHA, key, b"f", sequence=seq, timestamp=0, ssrc=SSRC))
     stats = receiver.stats()
-    assert stats["unmapped_overflow"] == 30 and stats["held"] == 100
-    assert _accounted(stats) == stats["datagrams"] == 130
+    assert stats.unmapped_overflow == 30 and stats.held == 100
+    assert _accounted(stats) == stats.datagrams == 130
 
 
 def test_excluded_users_are_never_written() -> None:
@@ -139,7 +140,7 @@ def test_excluded_users_are_never_written() -> None:
     for ssrc in (1, 2, 1):
         receiver.on_datagram(voice_datagram(XCHACHA, key, b"f", sequence=1, timestamp=0, ssrc=ssrc))
     assert [u for u, _ in sink.packets] == [14]
-    assert receiver.stats()["excluded"] == 2
+    assert receiver.stats().excluded == 2
 
 
 def test_dave_failures_are_counted_and_silence_passes() -> None:
@@ -149,7 +150,7 @@ def test_dave_failures_are_counted_and_silence_passes() -> None:
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"\x01" * 20 + b"\xfa\xfa", sequence=1, timestamp=0, ssrc=SSRC))
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"\xf8\xff\xfe", sequence=2, timestamp=960, ssrc=SSRC))
     assert [p.opus for _, p in sink.packets] == [b"\xf8\xff\xfe"]
-    assert receiver.stats()["dave:NoDecryptorForUser"] == 1
+    assert receiver.stats().dave_failures["dave:NoDecryptorForUser"] == 1
 
 
 def test_full_sink_is_counted() -> None:
@@ -157,7 +158,7 @@ def test_full_sink_is_counted() -> None:
     ssrc_map.bind(SSRC, USER)
     sink.accept = False
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"f", sequence=1, timestamp=0, ssrc=SSRC))
-    assert receiver.stats()["sink_full"] == 1 and sink.refused == 1
+    assert receiver.stats().sink_full == 1 and sink.refused == 1
 
 
 def test_new_session_key_replaces_the_old() -> None:
@@ -168,7 +169,7 @@ def test_new_session_key_replaces_the_old() -> None:
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"old", sequence=1, timestamp=0, ssrc=SSRC))
     receiver.on_datagram(voice_datagram(AES_GCM, new_key, b"new", sequence=2, timestamp=0, ssrc=SSRC))
     assert [p.opus for _, p in sink.packets] == [b"new"]
-    assert receiver.stats()["auth_failed"] == 1
+    assert receiver.stats().auth_failed == 1
 
 
 def test_media_sealed_with_an_awaited_key_waits_for_it() -> None:
@@ -180,14 +181,14 @@ def test_media_sealed_with_an_awaited_key_waits_for_it() -> None:
     receiver.on_datagram(voice_datagram(AES_GCM, new_key, b"early", sequence=2, timestamp=960, ssrc=SSRC))
     receiver.on_datagram(voice_datagram(AES_GCM, os.urandom(32), b"junk", sequence=9, timestamp=0, ssrc=SSRC))
     assert [p.opus for _, p in sink.packets] == [b"old"]
-    assert receiver.stats()["held"] == 2
+    assert receiver.stats().held == 2
     receiver.set_transport(AES_GCM, new_key)
     receiver.on_datagram(voice_datagram(AES_GCM, new_key, b"late", sequence=3, timestamp=1920, ssrc=SSRC))
     # The early packet keeps the arrival time it had before its key came.
     assert [(p.opus, p.received_at) for _, p in sink.packets] == [(b"old", 1.0), (b"early", 2.0), (b"late", 4.0)]
     stats = receiver.stats()
-    assert stats["held"] == 0 and stats["auth_failed"] == 1  # the junk: no key opens it
-    assert _accounted(stats) == stats["datagrams"] == 4
+    assert stats.held == 0 and stats.auth_failed == 1  # the junk: no key opens it
+    assert _accounted(stats) == stats.datagrams == 4
 
 
 def test_held_sealed_media_is_counted_at_close() -> None:
@@ -197,7 +198,7 @@ def test_held_sealed_media_is_counted_at_close() -> None:
     receiver.on_datagram(voice_datagram(AES_GCM, os.urandom(32), b"x", sequence=1, timestamp=0, ssrc=SSRC))
     receiver.close()
     stats = receiver.stats()
-    assert stats["auth_failed"] == 1 and stats["held"] == 0 and not sink.packets
+    assert stats.auth_failed == 1 and stats.held == 0 and not sink.packets
 
 
 def test_close_flushes_the_hold_and_refuses_later_datagrams() -> None:
@@ -209,4 +210,4 @@ def test_close_flushes_the_hold_and_refuses_later_datagrams() -> None:
     receiver.on_datagram(voice_datagram(XCHACHA, key, b"c", sequence=2, timestamp=0, ssrc=1))
     assert [(u, p.opus) for u, p in sink.packets] == [(11, b"a")]
     stats = receiver.stats()
-    assert stats == {"datagrams": 3, "accepted": 1, "held": 0, "unmapped_at_close": 1, "closed": 1}
+    assert stats == ReceiveStats(datagrams=3, accepted=1, held=0, unmapped_at_close=1, closed=1)

@@ -15,6 +15,7 @@ import soundfile
 
 from bot.voice.receiver import VoiceReceiver
 from bot.voice.ssrc_map import SsrcMap
+from bot.voice.stats import ReceiveStats
 from sinks import AudioSink
 from sinks.opus import OpusDecoder, OpusEncoder
 
@@ -52,7 +53,7 @@ def _offline(frames: list[bytes]) -> np.ndarray:
     return np.concatenate([decoder.decode(f).copy() for f in frames])[:, 0]
 
 
-def _record(tmp_path: Path, dave: bool) -> tuple[dict[int, list[bytes]], dict[str, int], Path]:
+def _record(tmp_path: Path, dave: bool) -> tuple[dict[int, list[bytes]], ReceiveStats, Path]:
     users = {111: 0x1001, 222: 0x2002}
     members = settled_group([111, 222, 999]) if dave else {}
     state = _ConnectionState(members[999].session, 1) if dave else _ConnectionState(None, 0)
@@ -81,8 +82,8 @@ def _record(tmp_path: Path, dave: bool) -> tuple[dict[int, list[bytes]], dict[st
     return frames, stats, tmp_path
 
 
-def _assert_wavs_match(frames: dict[int, list[bytes]], stats: dict[str, int], directory: Path) -> None:
-    assert stats["accepted"] == stats["datagrams"] == 2 * FRAMES
+def _assert_wavs_match(frames: dict[int, list[bytes]], stats: ReceiveStats, directory: Path) -> None:
+    assert stats.accepted == stats.datagrams == 2 * FRAMES
     for user_id, user_frames in frames.items():
         audio, rate = soundfile.read(directory / f"{user_id}.wav", dtype="int16")
         assert rate == 48_000

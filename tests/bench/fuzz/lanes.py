@@ -107,7 +107,7 @@ class Lane:
         """Send the speaker's next real frame; ``False`` once all were sent."""
         if self.sent == len(self._speaker_frames):
             return False
-        while self.sink.stats()["queue_depth"] > QUEUE_CALM:
+        while self.sink.stats().queue_depth > QUEUE_CALM:
             time.sleep(0.001)
         i = self.sent
         data = voice_datagram(
@@ -123,8 +123,8 @@ class Lane:
     def accounting_gap(self) -> int:
         """Datagrams fed minus those in a counter (accepted, a drop reason, or held): must be 0."""
         stats = self.receiver.stats()
-        in_counters = sum(n for key, n in stats.items() if key != "datagrams")
-        return (self.fed - stats["datagrams"]) + (stats["datagrams"] - in_counters)
+        in_counters = stats.accepted + stats.held + stats.dropped
+        return (self.fed - stats.datagrams) + (stats.datagrams - in_counters)
 
     def finish(self) -> dict[str, Any]:
         """Close receiver and sink; return the lane's figures and the speaker check."""
@@ -132,17 +132,18 @@ class Lane:
         self.sink.close()
         receive = self.receiver.stats()
         sink = self.sink.stats()
+        speaker = sink.per_user.get(SPEAKER)
         speaker_ok, speaker_note = self._speaker_matches()
         return {
             "fed": self.fed,
-            "receive": receive,
+            "receive": receive.as_dict(),
             "accounting_gap": self.accounting_gap(),
-            "sink_received": sink["received"],
-            "sink_decode_errors": sink["decode_errors"],
-            "sink_error": sink["error"],
+            "sink_received": sink.received,
+            "sink_decode_errors": sink.decode_errors,
+            "sink_error": sink.failure.message if sink.failure is not None else None,
             "speaker_frames": self.sent,
-            "speaker_packets": sink["per_user"].get(SPEAKER, {}).get("packets", 0),
-            "speaker_lost": sink["per_user"].get(SPEAKER, {}).get("lost", 0),
+            "speaker_packets": speaker.packets if speaker is not None else 0,
+            "speaker_lost": speaker.lost if speaker is not None else 0,
             "speaker_wav_matches": speaker_ok,
             "speaker_note": speaker_note,
         }

@@ -1,15 +1,15 @@
-"""One recording's users on one worker thread: their tracks, files and counters.
+"""Recording slices: one recording's users on one worker thread, their tracks, files and counters.
 
-A recording (:class:`~sinks.sink.AudioSink`) has one :class:`Shard` per
-worker thread of its pool; a user's packets always go to the same shard, so
+A recording (:class:`~sinks.sink.AudioSink`) has one :class:`RecordingSlice` per
+worker thread of its pool; a user's packets always go to the same slice, so
 each track and WAV writer has exactly one owner thread. Every method runs on
-that thread. A shard survives bad packets (counted); a disk error is fatal to
+that thread. A slice survives bad packets (counted); a disk error is fatal to
 its recording but not to the thread: the error is recorded, packets are
 counted as discarded, and finishing still makes the files whole.
 
-Closing never blocks a worker, which other recordings share: each shard
+Closing never blocks a worker, which other recordings share: each slice
 commits what it holds and offers the length it needs to the recording's
-:class:`FinishLine`; the last to offer sends every shard the agreed length;
+:class:`FinishLine`; the last to offer sends every slice the agreed length;
 each pads and closes its files; the last to finish wakes the closer.
 """
 
@@ -22,33 +22,34 @@ from collections.abc import Callable
 from typing import Final
 
 from .metrics import WorkerCounters
-from .opus import SAMPLE_RATE
+from .opus import FRAME_SAMPLES, SAMPLE_RATE
 from .packet import VoicePacket
+from .stats import RecordingFailure
 from .talk import TalkMeter
 from .track import Backlog, Track
 from .wavfile import WavWriter
 
-__all__ = ["Shard", "FinishLine", "LAG_SAMPLE_EVERY"]
+__all__ = ["RecordingSlice", "FinishLine", "LAG_SAMPLE_EVERY"]
 
 _log = logging.getLogger(__name__)
 
 #: A stream whose newest packet is this old (samples) has its reorder window committed.
-_HOLD: Final = 6 * 960
+_HOLD: Final = 6 * FRAME_SAMPLES
 #: One packet in this many has its lag (clock minus arrival) measured for ``lag_max``.
 LAG_SAMPLE_EVERY: Final = 64
 
 
 class FinishLine:
-    """Where the shards of one recording agree on its length at close, without waiting on each other.
+    """Where the slices of one recording agree on its length at close, without waiting on each other.
 
-    ``agreed`` is called once, on the thread of the last shard to :meth:`offer`,
-    with the longest length offered; ``done`` is set when every shard has :meth:`finished`.
+    ``agreed`` is called once, on the thread of the last slice to :meth:`offer`,
+    with the longest length offered; ``done`` is set when every slice has :meth:`finished`.
     """
 
-    def __init__(self, shards: int, agreed: Callable[[int], None]) -> None:
+    def __init__(self, slices: int, agreed: Callable[[int], None]) -> None:
         self._lock = threading.Lock()
-        self._waiting_for = shards
-        self._unfinished = shards
+        self._waiting_for = slices
+        self._unfinished = slices
         self._longest = 0
         self._agreed = agreed
         self.done = threading.Event()
@@ -63,7 +64,7 @@ class FinishLine:
             self._agreed(self._longest)
 
     def finished(self) -> None:
-        """One shard has closed its files; the last one sets ``done``."""
+        """One slice has closed its files; the last one sets ``done``."""
         with self._lock:
             self._unfinished -= 1
             last = self._unfinished == 0
@@ -71,7 +72,7 @@ class FinishLine:
             self.done.set()
 
 
-class Shard:
+class RecordingSlice:
     """The tracks of the users of one recording that one worker thread owns."""
 
     def __init__(
@@ -100,13 +101,11 @@ class Shard:
         #: Largest sampled lag (seconds from a packet's arrival to its processing).
         self.lag_max = 0.0
         self._lag_countdown = LAG_SAMPLE_EVERY
-        #: First fatal error, as a one-line message; None while healthy.
-        self.error: str | None = None
-        #: The errno of that error when the OS gave one (ENOSPC: the disk is full).
-        self.error_errno: int | None = None
+        #: First fatal error; None while healthy.
+        self.failure: RecordingFailure | None = None
         #: Set by the sink before it closes: the recording's end on ``clock``.
         self.end_time: float | None = None
-        #: True once this shard has committed everything for the close: later items are discarded.
+        #: True once this slice has committed everything for the close: later items are discarded.
         self.closing = False
         self._synced: dict[int, int] = {}
 
@@ -117,7 +116,7 @@ class Shard:
         """
         counters = self.counters
         counters.dequeued += 1
-        if self.error is not None or self.closing:
+        if self.failure is not None or self.closing:
             counters.discarded += 1
             return None
         try:
@@ -159,7 +158,7 @@ class Shard:
 
     def commit_quiet(self) -> bool:
         """Commit reorder windows whose stream went quiet; return whether any still hold packets."""
-        if self.error is not None or self.closing:
+        if self.failure is not None or self.closing:
             return False
         now = round((self._clock() - self._origin) * SAMPLE_RATE)
         holding = False
@@ -178,7 +177,7 @@ class Shard:
 
     def sync(self) -> None:
         """Bring the WAV header of every track that grew up to date (crash safety)."""
-        if self.error is not None:
+        if self.failure is not None:
             return
         synced = self._synced
         try:
@@ -192,20 +191,19 @@ class Shard:
 
     def fail(self, message: str, errno: int | None = None) -> None:
         """Stop the recording with ``message``: nothing more is written, the files are still finished."""
-        if self.error is None:
-            self.error = message
-            self.error_errno = errno
+        if self.failure is None:
+            self.failure = RecordingFailure(message, errno)
             _log.error("%s; recording stopped, packets are dropped until close", message)
 
     def _write_failed(self, exc: OSError) -> None:
         self.fail(f"writing the recording failed: {exc}", exc.errno)
 
     def wind_up(self) -> None:
-        """First step of the close: commit everything held and offer the length this shard needs."""
+        """First step of the close: commit everything held and offer the length this slice needs."""
         end = self.end_time if self.end_time is not None else self._clock()
         length = round((end - self._origin) * SAMPLE_RATE)
         try:
-            if self.error is None and not self.closing:
+            if self.failure is None and not self.closing:
                 for track in self.tracks.values():
                     track.flush()
                 length = max([length, *(t.writer.frames for t in self.tracks.values())])
@@ -213,13 +211,13 @@ class Shard:
             self._write_failed(exc)
         finally:
             self.closing = True
-            # Every shard offers, failed or not, or the recording would never finish.
+            # Every slice offers, failed or not, or the recording would never finish.
             self._finish.offer(length)
 
     def finish(self, length: int) -> None:
         """Last step of the close: pad every track to ``length`` frames and close the files."""
         try:
-            if self.error is None:
+            if self.failure is None:
                 try:
                     for track in self.tracks.values():
                         track.pad_to(length)

@@ -1,5 +1,5 @@
-"""Users sharded over several workers; recordings sharing a worker pool; sampled write() latency;
-worker lag high-water; the close log."""
+"""Users divided among several workers (a slice of the recording each); recordings sharing a
+worker pool; sampled write() latency; worker lag high-water; the close log."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sinks import AudioSink, VoicePacket
+from sinks import AudioSink, EngineStats, VoicePacket
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from sinks.sink import WRITE_SAMPLE_EVERY
-from sinks.shard import LAG_SAMPLE_EVERY
+from sinks.slices import LAG_SAMPLE_EVERY
 from sinks.worker import WorkerPool
 from tests.sinks.streams import FakeClock, arrival_order, encode, packets, tone
 
@@ -31,7 +32,7 @@ def _items(origin: float) -> list[tuple[int, VoicePacket]]:
     return arrival_order(items)
 
 
-def _record(directory: pathlib.Path, workers: int) -> tuple[dict[int, np.ndarray], dict]:
+def _record(directory: pathlib.Path, workers: int) -> tuple[dict[int, np.ndarray], EngineStats]:
     clock = FakeClock(50.0)
     sink = AudioSink(directory, clock=clock, workers=workers)
     for user, packet in _items(clock.now + 0.2):
@@ -44,17 +45,17 @@ def _record(directory: pathlib.Path, workers: int) -> tuple[dict[int, np.ndarray
     return tracks, sink.stats()
 
 
-def test_sharded_workers_write_the_same_files_as_one(tmp_path: pathlib.Path) -> None:
+def test_slices_on_several_workers_write_the_same_files_as_one(tmp_path: pathlib.Path) -> None:
     one, one_stats = _record(tmp_path / "one", 1)
     three, three_stats = _record(tmp_path / "three", 3)
     assert sorted(three) == sorted(USERS)
     assert len({len(t) for t in three.values()}) == 1, "all tracks end at the same sample"
     for user in USERS:
         assert np.array_equal(one[user], three[user]), user
-    assert three_stats["workers"] == 3 and three_stats["users"] == len(USERS)
+    assert three_stats.workers == 3 and three_stats.users == len(USERS)
     for key in ("received", "decoded", "lost", "late", "duplicates", "dropped", "bytes_written"):
-        assert three_stats[key] == one_stats[key], key
-    assert three_stats["per_user"] == one_stats["per_user"]
+        assert getattr(three_stats, key) == getattr(one_stats, key), key
+    assert three_stats.per_user == one_stats.per_user
 
 
 def test_every_worker_gets_users(tmp_path: pathlib.Path) -> None:
@@ -63,20 +64,20 @@ def test_every_worker_gets_users(tmp_path: pathlib.Path) -> None:
     for user in USERS:
         assert sink.add_user(user)
     sink.close()
-    owned = [sorted(shard.tracks) for shard in sink._shards]  # noqa: SLF001 - which worker owns whom
+    owned = [sorted(slice_.tracks) for slice_ in sink._slices]  # noqa: SLF001 - which worker owns whom
     assert owned == [[12, 15], [13, 16], [11, 14, 17]]
 
 
 def test_write_latency_is_sampled(tmp_path: pathlib.Path) -> None:
     sink = AudioSink(tmp_path, queue_size=10_000)
     frame = encode(tone(300, 1))[0]
-    assert sink.stats()["write_p99_us"] is None
+    assert sink.stats().write_p99_us is None
     for i in range(5 * WRITE_SAMPLE_EVERY):
-        sink.write(7, VoicePacket(i, i * 960, frame, 0.0, 1))
+        sink.write(7, VoicePacket(i, i * FRAME_SAMPLES, frame, 0.0, 1))
     stats = sink.stats()
     sink.close()
-    assert stats["write_samples"] == 5
-    assert 0 < stats["write_p50_us"] <= stats["write_p99_us"]
+    assert stats.write_samples == 5
+    assert 0 < stats.write_p50_us <= stats.write_p99_us
 
 
 def test_worker_lag_high_water(tmp_path: pathlib.Path) -> None:
@@ -87,7 +88,7 @@ def test_worker_lag_high_water(tmp_path: pathlib.Path) -> None:
     for p in packets(frames, start=98.0, seq0=0, ts0=0, ssrc=3):
         sink.write(3, VoicePacket(p.sequence, p.timestamp, p.opus, 98.0, p.ssrc))
     sink.close()
-    assert sink.stats()["worker_lag_max"] == pytest.approx(2.0)
+    assert sink.stats().worker_lag_max == pytest.approx(2.0)
 
 
 def test_close_logs_the_counters(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -103,8 +104,9 @@ def test_close_logs_the_counters(tmp_path: pathlib.Path, caplog: pytest.LogCaptu
     lines = [r.getMessage() for r in caplog.records if "recording engine rec-1 closed" in r.getMessage()]
     assert len(lines) == 1
     logged = json.loads(lines[0].split("closed: ", 1)[1])
-    assert logged["received"] == sink.stats()["received"] > 0
+    assert logged["received"] == sink.stats().received > 0
     assert logged["dropped"] == 0 and logged["workers"] == 2 and logged["users"] == len(USERS)
+    assert logged["failure"] is None
 
 
 def test_workers_must_be_positive(tmp_path: pathlib.Path) -> None:
@@ -142,8 +144,8 @@ def test_recordings_sharing_a_pool_write_what_each_writes_alone(tmp_path: pathli
         for user in USERS:
             assert np.array_equal(sf.read(tmp_path / name / f"{user}.wav", dtype="int16")[0], alone[user]), user
         for key in ("received", "decoded", "lost", "late", "duplicates", "dropped", "discarded", "bytes_written"):
-            assert stats[key] == alone_stats[key], key
-        assert stats["per_user"] == alone_stats["per_user"] and stats["workers"] == 2
+            assert getattr(stats, key) == getattr(alone_stats, key), key
+        assert stats.per_user == alone_stats.per_user and stats.workers == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("AudioSink(test)")]
 
 
@@ -156,7 +158,7 @@ def test_a_shared_pool_keeps_running_until_closed(tmp_path: pathlib.Path) -> Non
             assert sink.add_user(7)
             clock.now = 10.5
             sink.close()
-            assert sf.info(tmp_path / str(n) / "7.wav").frames == 24_000 and pool.alive
+            assert sf.info(tmp_path / str(n) / "7.wav").frames == SAMPLE_RATE // 2 and pool.alive
     finally:
         pool.close()
     assert not pool.alive
@@ -199,10 +201,10 @@ def test_a_worker_far_behind_leaves_gaps_silent_instead_of_concealing(tmp_path: 
     sink.close()
     pool.close()
     stats = sink.stats()
-    assert stats["lost"] == 2 and stats["decoded"] == 88
-    assert stats["shed"] == 1 and stats["concealed"] == 1
+    assert stats.lost == 2 and stats.decoded == 88
+    assert stats.shed == 1 and stats.concealed == 1
     track = sf.read(tmp_path / "1.wav", dtype="int16")[0]
-    early = round((0.1 + early_gap * 0.02) * 48_000)
-    late = round((0.1 + late_gap * 0.02) * 48_000)
-    assert not track[early:early + 960].any()
-    assert np.abs(track[late:late + 960]).max() > 1000
+    early = round((0.1 + early_gap * 0.02) * SAMPLE_RATE)
+    late = round((0.1 + late_gap * 0.02) * SAMPLE_RATE)
+    assert not track[early:early + FRAME_SAMPLES].any()
+    assert np.abs(track[late:late + FRAME_SAMPLES]).max() > 1000
