@@ -70,7 +70,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     write_wav(running.directory / "5555.wav", bursts(300.0, 1.0, [(0, 1)]))
     expired = _create(store, 1, datetime.now(UTC) - timedelta(days=31))
     write_wav(expired.directory / "6666.wav", bursts(300.0, 1.0, [(0, 1)]))
-    store.finish(expired.id, store.new_manifest(expired))
+    # Retention counts from the end: this one ended a minute after it began, 31 days ago.
+    store.finish(expired.id, store.new_manifest(expired), ended_at=expired.started_at + timedelta(minutes=1))
 
     try:
         with serving(WebServer(create_app(AsyncRecordingStore(store)), "127.0.0.1", 0)) as server:
