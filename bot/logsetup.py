@@ -1,17 +1,31 @@
-"""Logging for the bot process: one format, and the token never reaches a log."""
+"""Logging for the bot process: one format; the token and download keys never reach
+a log, and text from outside cannot forge a line."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
-__all__ = ["RedactSecrets", "configure_logging"]
+__all__ = ["RedactSecrets", "configure_logging", "printable"]
 
 _REDACTED = "[redacted]"
+#: A download key in a link (``?key=...``), wherever a record quotes one: discord.py
+#: logs message payloads at DEBUG, and the stop summary carries the link.
+_KEY_IN_LINK = re.compile(r"(key=)[A-Za-z0-9_-]{8,}")
+
+
+def printable(text: str) -> str:
+    """``text`` from outside (a request path, a name) safe to log: every character that
+    is not printable (newlines, terminal escapes) written as its escape sequence, so it
+    can neither start a fake log line nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class RedactSecrets(logging.Filter):
-    """Replace every configured secret in a record's final text.
+    """Replace every configured secret, and every download key in a link, in a record's final text.
 
     Applied on the handler, so records from discord.py and aiohttp are covered
     as well as ours, whatever they interpolate.
@@ -23,19 +37,20 @@ class RedactSecrets(logging.Filter):
         self._secrets = [s for s in secrets if s and len(s) >= 8]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         text = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         exc_text = record.exc_text or ""
-        if any(s in text or s in exc_text for s in self._secrets):
-            for secret in self._secrets:
-                text = text.replace(secret, _REDACTED)
-                exc_text = exc_text.replace(secret, _REDACTED)
-            record.msg, record.args = text, None
-            record.exc_text = exc_text or None
+        redacted, redacted_exc = self._redact(text), self._redact(exc_text)
+        if redacted != text or redacted_exc != exc_text:
+            record.msg, record.args = redacted, None
+            record.exc_text = redacted_exc or None
         return True
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return _KEY_IN_LINK.sub(rf"\1{_REDACTED}", text)
 
 
 def configure_logging(level: int = logging.INFO, *, secrets: list[str] | None = None) -> None:

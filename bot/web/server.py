@@ -8,6 +8,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bot.logsetup import printable
+
 __all__ = ["IDLE_TIMEOUT", "WebServer"]
 
 _log = logging.getLogger(__name__)
@@ -39,10 +41,12 @@ _http_log.addFilter(_OneLineBadRequests())
 
 
 class _AccessLogger(AbstractAccessLogger):
-    """Method, path and status only: the query string holds the download key."""
+    """Method, path and status only: the query string holds the download key. The
+    path is the client's text, decoded (``%0A`` is a newline): logged escaped."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, request.path, response.status, time)
+        self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, printable(request.path),
+                         response.status, time)
 
 
 class WebServer:

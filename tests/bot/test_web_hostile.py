@@ -470,3 +470,23 @@ def test_downloads_that_never_read_neither_block_others_nor_stay(
                 sock.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert_serving(h)
+
+
+def test_a_request_path_cannot_forge_a_log_line(hostile: Hostile, caplog: pytest.LogCaptureFixture) -> None:
+    """The access log writes the decoded path: ``%0A`` would end the line and start a
+    fake one, ``%1B`` would send a terminal escape. Both are logged escaped."""
+    forged = "2026-12-04 12:00:00,000 INFO    bot.app: recording deleted by admin"
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "/r/x" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO):
+        reply = request(hostile.port, f"/r/x%0A{quote(forged)}%1B%5B2J")
+        assert reply.status == 404
+        deadline = time.monotonic() + DEADLINE
+        while not logged():  # the server logs the request once the response is sent
+            assert time.monotonic() < deadline, "the request was not logged"
+            time.sleep(0.01)
+    (line,) = logged()
+    assert "\n" not in line and "\x1b" not in line, line
+    assert "/r/x\\n" + forged + "\\x1b[2J" in line, line

@@ -170,7 +170,8 @@ def bot_argv() -> list[str]:
 
 @pytest.fixture
 def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., BotProcess]]:
-    """Factory: ``start_bot(**env_overrides)`` runs the bot and waits until its commands are registered.
+    """Factory: ``start_bot(*extra_args, **env_overrides)`` runs the bot and waits until its commands are
+    registered.
 
     Every process started is stopped at teardown with SIGTERM, and must exit 0
     (unless the test already stopped or killed it).
@@ -179,13 +180,14 @@ def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest)
     recordings = tmp_path / "recordings"
     request.node.bot_logs = []  # read by pytest_runtest_makereport below
 
-    def start(**overrides: str) -> BotProcess:
+    def start(*args: str, **overrides: str) -> BotProcess:
         port = free_port()
         env = bot_env(fake, recordings, port, **overrides)
         log_path = tmp_path / f"bot-{len(started) + 1}.log"
         request.node.bot_logs.append(log_path)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(bot_argv(), env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*bot_argv(), *args], env=env, cwd=tmp_path, stdout=log,
+                                    stderr=subprocess.STDOUT)
         bot = BotProcess(fake, proc, log_path, env, f"http://127.0.0.1:{port}")
         started.append(bot)
         _wait_ready(fake, bot)
