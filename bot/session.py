@@ -19,6 +19,7 @@ from typing import Any
 import discord
 
 from bot.storage import Manifest, Recording, RecordingStore, free_disk_mb
+from bot.units import duration
 from bot.voice.client import RecordingVoiceClient
 from sinks import AudioSink, WorkerPool
 
@@ -246,7 +247,7 @@ class RecordingSession:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
                               automatic=True)
         if self.elapsed() >= limits.max_seconds:
-            return StopReason(f"the maximum recording length ({_hours(limits.max_seconds)}) was reached",
+            return StopReason(f"the maximum recording length ({duration(limits.max_seconds)}) was reached",
                               automatic=True)
         free = await asyncio.to_thread(free_disk_mb, self.recording.directory)
         if free < limits.min_free_disk_mb:
@@ -265,7 +266,7 @@ class RecordingSession:
             self._empty_since = now
         elif now - self._empty_since >= limits.empty_channel_seconds:
             return StopReason(
-                f"nobody was left in the channel for {_duration(limits.empty_channel_seconds)}", automatic=True,
+                f"nobody was left in the channel for {duration(limits.empty_channel_seconds)}", automatic=True,
             )
         return None
 
@@ -326,14 +327,3 @@ def _write_failure(code: int | None) -> str:
         return "a file reached the size limit of the bot's system"
     return "the bot could not write to its disk"
 
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    return f"{seconds // 60} min"
-
-
-def _hours(seconds: float) -> str:
-    hours = seconds / 3600
-    return f"{hours:g} h" if hours >= 1 else _duration(seconds)
