@@ -38,7 +38,7 @@ def _tick(seconds: float, total: float) -> str:
 
 
 def render_timeline(tracks: list[TrackInfo]) -> str:
-    """An inline SVG: one row per speaker, a bar wherever they made sound."""
+    """An inline SVG: one row per speaker, a bar over each of their talk spans."""
     total = max((t.activity.windows for t in tracks), default=0) or 1
     height = _ROW * len(tracks) + 24
     scale = (_WIDTH - _LABEL) / total
