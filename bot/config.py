@@ -188,11 +188,6 @@ class Settings:
     __str__ = __repr__
 
     @property
-    def retention_seconds(self) -> float:
-        """Retention as seconds, for :class:`bot.storage.RecordingStore`."""
-        return self.retention_days * 86400.0
-
-    @property
     def max_recording_seconds(self) -> float:
         """Maximum recording length in seconds."""
         return self.max_recording_hours * 3600.0
