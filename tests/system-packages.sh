@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages for development and tests, on top of what production needs
 # (deploy/system-packages.sh installs both, each only when missing).
-# espeak-ng: speech-like test audio for the simulated speakers.
 # chromium, chromium-driver: the download page's test in a real headless browser.
 set -euo pipefail
-exec "$(dirname "$0")/../deploy/system-packages.sh" espeak-ng chromium chromium-driver
+exec "$(dirname "$0")/../deploy/system-packages.sh" chromium chromium-driver
