@@ -1,27 +1,9 @@
 """The bot's settings, read from the environment or a ``.env`` file.
 
-Every variable, its default and its meaning (``python -m bot --help`` prints the
-same table through :func:`help_text`):
-
-==================== ================================ =========================================
-Variable             Default                          Meaning
-==================== ================================ =========================================
-DISCORD_TOKEN        (required)                       Bot token from the developer portal.
-RECORDINGS_DIR       ./recordings                     Where recordings are stored.
-DATABASE_PATH        RECORDINGS_DIR/index.sqlite3     SQLite index of recordings and opt-outs.
-HTTP_HOST            0.0.0.0                          Address the download server listens on.
-HTTP_PORT            8080                             Port of the download server (0: any).
-PUBLIC_URL           http://localhost:HTTP_PORT       Base URL users reach, used in links.
-RECORDER_ROLE        (none)                           Role (name or id) that may record.
-MAX_RECORDING_HOURS  6                                A recording stops after this long.
-RETENTION_DAYS       30                               Recordings and links expire after this.
-MIN_FREE_DISK_MB     1024                             Refuse/stop recording below this space.
-SHARD_COUNT          (automatic)                      Total number of shards.
-SHARD_IDS            (all)                            Shards this process runs, e.g. ``0,1``.
-DISCORD_API_BASE     (Discord)                        REST base URL (loopback tests only).
-DISCORD_GATEWAY_URL  (Discord)                        Gateway URL (loopback tests only).
-DISCORD_CA_FILE      (system CAs)                     Extra CA bundle (loopback tests only).
-==================== ================================ =========================================
+Every variable, its default and its meaning are listed once, in :data:`VARIABLES`
+(``python -m bot --help`` prints them through :func:`help_text`; README's
+configuration table and ``deploy/.env.example`` name the same set, which
+``tests/test_settings_docs.py`` checks).
 
 Values in the process environment win over the ``.env`` file. A missing or bad
 value raises :class:`ConfigError`, whose ``str`` is one line naming the variable
@@ -186,11 +168,6 @@ class Settings:
         return f"Settings({fields})"
 
     __str__ = __repr__
-
-    @property
-    def retention_seconds(self) -> float:
-        """Retention as seconds, for :class:`bot.storage.RecordingStore`."""
-        return self.retention_days * 86400.0
 
     @property
     def max_recording_seconds(self) -> float:

@@ -19,6 +19,7 @@ import discord
 from bot.nickname import NicknameMark
 from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
 from bot.summary import plain, write_failure
+from bot.units import duration
 from bot.voice.client import RecordingVoiceClient
 from bot.voice.stats import ReceiveStats, RecordingStats
 from sinks import AudioSink, EngineStats, WorkerPool
@@ -244,7 +245,7 @@ class RecordingSession:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
                               automatic=True)
         if self.elapsed() >= limits.max_seconds:
-            return StopReason(f"the maximum recording length ({_hours(limits.max_seconds)}) was reached",
+            return StopReason(f"the maximum recording length ({duration(limits.max_seconds)}) was reached",
                               automatic=True)
         free = await asyncio.to_thread(free_disk_mb, self.recording.directory)
         if free < limits.min_free_disk_mb:
@@ -263,7 +264,7 @@ class RecordingSession:
             self._empty_since = now
         elif now - self._empty_since >= limits.empty_channel_seconds:
             return StopReason(
-                f"nobody was left in the channel for {_duration(limits.empty_channel_seconds)}", automatic=True,
+                f"nobody was left in the channel for {duration(limits.empty_channel_seconds)}", automatic=True,
             )
         return None
 
@@ -291,14 +292,3 @@ class RecordingSession:
                 self._unnamed.add(user_id)
             await self.store.note_speaker(self.recording.id, user_id, self.display_name(user_id))
 
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    return f"{seconds // 60} min"
-
-
-def _hours(seconds: float) -> str:
-    hours = seconds / 3600
-    return f"{hours:g} h" if hours >= 1 else _duration(seconds)

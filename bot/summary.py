@@ -1,4 +1,4 @@
-"""Words and numbers for people: durations, sizes, recording summaries."""
+"""What the bot tells people about recordings: the stop summary, /record status, lists."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from datetime import datetime
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.storage import Manifest, Recording
+from bot.units import duration, size
 from bot.voice.stats import RecordingStats
 
-__all__ = [
-    "plain", "write_failure", "duration", "size", "recording_summary", "unfinished_text", "status_text",
-    "recording_line",
-]
+__all__ = ["plain", "write_failure", "recording_summary", "unfinished_text", "status_text", "recording_line"]
 
 
 def plain(name: str) -> str:
@@ -29,28 +27,6 @@ def write_failure(code: int | None) -> str:
     if code == errno.EFBIG:
         return "a file reached the size limit of the bot's system"
     return "the bot could not write to its disk"
-
-
-def duration(seconds: float) -> str:
-    """``1 h 02 min``, ``3 min 05 s``, ``12.3 s``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s"
-
-
-def size(num_bytes: int) -> str:
-    """``512 B``, ``1.5 MB``, ``2.1 GB`` (powers of 1000, as file managers show)."""
-    value = float(num_bytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def recording_summary(manifest: Manifest, total_bytes: int, link: str, expires: datetime | None) -> str:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the bot and its tests need, only when one is missing,
+# Installs the Debian packages the bot needs in production, only when one is missing,
 # so repeated `make` runs cost nothing. libopus0: Opus decode/encode through ctypes.
-# espeak-ng: speech-like test audio for the simulated speakers.
-# chromium, chromium-driver: the download page's test in a real headless browser.
+# Extra package names given as arguments are installed the same way
+# (tests/system-packages.sh passes what the tests and the demo need).
 set -euo pipefail
-packages=(libopus0 espeak-ng chromium chromium-driver)
+packages=(libopus0 "$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -2,7 +2,8 @@
 
 Decoding goes straight into one preallocated buffer per decoder, because the
 per-call allocations of higher-level wrappers cost more than libopus itself
-(DESIGN.md section 4: ~140 us versus ~40-55 us per 20 ms frame).
+(measured on a 2-core AMD EPYC: discord.py's decoder ~140 us versus ~40-55 us
+per 20 ms frame here).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 
 from .opus import FRAME_SAMPLES
 
-__all__ = ["TalkMeter", "TALK_PEAK", "BLOCK_FRAMES"]
+__all__ = ["TalkMeter", "TALK_PEAK", "BLOCK_FRAMES", "talk_blocks"]
 
 #: Peak below which a block counts as silence (about -50 dBFS).
 TALK_PEAK: Final = 100
@@ -65,6 +65,22 @@ class TalkMeter:
         """Frames in the loud blocks of ``pcm``, a whole number of blocks."""
         blocks = np.frombuffer(pcm, dtype="<i2").reshape(-1, BLOCK_FRAMES * self._channels)
         return int(_loud(blocks).sum()) * BLOCK_FRAMES
+
+
+def talk_blocks(frames: np.ndarray) -> np.ndarray:
+    """Which blocks of a track are talk, by the rule :class:`TalkMeter` counts with.
+
+    ``frames`` is int16 PCM shaped ``(frames, channels)`` from the track's
+    first frame on; the result has one bool per :data:`BLOCK_FRAMES` block,
+    the last one possibly partial. Whoever reads a finished track with it
+    finds the talk the meter counted while recording.
+    """
+    count, channels = frames.shape
+    whole = count - count % BLOCK_FRAMES
+    flags = _loud(frames[:whole].reshape(-1, BLOCK_FRAMES * channels))
+    if whole < count:
+        flags = np.append(flags, _loud(frames[whole:].reshape(-1)))
+    return flags
 
 
 def _loud(samples: np.ndarray) -> np.ndarray:

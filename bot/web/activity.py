@@ -1,5 +1,10 @@
-"""Who spoke when: per-track voice activity in 100 ms windows, computed once
-from the WAV files and cached next to them as ``activity.json``."""
+"""Who spoke when: per-track talk in the engine's 20 ms blocks, computed once
+from the WAV files and cached next to them as ``activity.json``.
+
+A block is talk by the same rule the engine counts talk seconds with
+(:func:`sinks.talk.talk_blocks`), so the timeline's bars add up to the talk
+time shown beside them.
+"""
 
 from __future__ import annotations
 
@@ -12,55 +17,61 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sinks.opus import SAMPLE_RATE
+from sinks.talk import BLOCK_FRAMES, talk_blocks
+
 __all__ = ["ACTIVITY_NAME", "WINDOW_SECONDS", "TrackActivity", "load_activity", "track_activity"]
 
 _log = logging.getLogger(__name__)
 
 ACTIVITY_NAME = "activity.json"
-WINDOW_SECONDS = 0.1
-# RMS above about -50 dBFS counts as sound: far above dither/PLC noise, far below speech.
-_THRESHOLD = 32768 * 10 ** (-50 / 20)
-_WINDOWS_PER_BLOCK = 100  # ten seconds per read keeps memory small on long tracks
+#: One window is one of the engine's talk blocks (tracks are written at its sample rate).
+WINDOW_SECONDS = BLOCK_FRAMES / SAMPLE_RATE
+_BLOCKS_PER_READ = 500  # ten seconds per read keeps memory small on long tracks
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TrackActivity:
-    """Active spans of one track as ``(first_window, end_window)`` pairs, end
-    exclusive; ``windows`` is the track's length in windows."""
+    """Talk spans of one track as ``(first_window, end_window)`` pairs, end
+    exclusive; ``frames`` is the track's length (its last window may be partial)."""
 
-    windows: int
+    frames: int
     spans: tuple[tuple[int, int], ...]
 
     @property
+    def windows(self) -> int:
+        """The track's length in windows, a partial last one included."""
+        return -(-self.frames // BLOCK_FRAMES)
+
+    @property
     def talk_seconds(self) -> float:
-        """Seconds of sound in the track."""
-        return sum(e - s for s, e in self.spans) * WINDOW_SECONDS
+        """Seconds of talk, counted as the engine counts them (a partial last window by its frames)."""
+        frames = sum(min(end * BLOCK_FRAMES, self.frames) - start * BLOCK_FRAMES for start, end in self.spans)
+        return frames / SAMPLE_RATE
 
 
 def track_activity(path: Path) -> TrackActivity:
     """Compute the activity of one WAV file, reading it ten seconds at a time."""
-    loud: list[np.ndarray] = []
+    talk: list[np.ndarray] = []
+    frames = 0
     with sf.SoundFile(str(path)) as f:
-        window = max(1, round(f.samplerate * WINDOW_SECONDS))
-        for block in f.blocks(blocksize=window * _WINDOWS_PER_BLOCK, dtype="int16", always_2d=True):
-            n = -(-len(block) // window)
-            padded = np.zeros((n * window, block.shape[1]), dtype=np.float32)
-            padded[: len(block)] = block
-            power = np.mean(np.square(padded).reshape(n, -1), axis=1)
-            loud.append(power > _THRESHOLD**2)
-    flags = np.concatenate(loud) if loud else np.zeros(0, dtype=bool)
+        for block in f.blocks(blocksize=BLOCK_FRAMES * _BLOCKS_PER_READ, dtype="int16", always_2d=True):
+            talk.append(talk_blocks(block))
+            frames += len(block)
+    flags = np.concatenate(talk) if talk else np.zeros(0, dtype=bool)
     edges = np.flatnonzero(np.diff(np.concatenate(([False], flags, [False])).astype(np.int8)))
     spans = tuple((int(s), int(e)) for s, e in zip(edges[::2], edges[1::2], strict=True))
-    return TrackActivity(len(flags), spans)
+    return TrackActivity(frames, spans)
 
 
 def load_activity(directory: Path, files: list[str]) -> dict[str, TrackActivity]:
     """Activity of each named track in ``directory``, from the cache when the
-    file is unchanged (same size and mtime), else computed and cached. Blocking:
-    run it in a thread."""
+    file is unchanged (same size and mtime) and the cache counts in the same
+    windows, else computed and cached. Blocking: run it in a thread."""
     cache_path = directory / ACTIVITY_NAME
     try:
-        cached = json.loads(cache_path.read_text(encoding="utf-8"))["tracks"]
+        data = json.loads(cache_path.read_text(encoding="utf-8"))
+        cached = data["tracks"] if data["window_frames"] == BLOCK_FRAMES else {}
     except (OSError, ValueError, KeyError, TypeError):
         cached = {}
     result: dict[str, TrackActivity] = {}
@@ -71,15 +82,15 @@ def load_activity(directory: Path, files: list[str]) -> dict[str, TrackActivity]
         stamp = [st.st_size, st.st_mtime_ns]
         entry = cached.get(name)
         if isinstance(entry, dict) and entry.get("stamp") == stamp:
-            activity = TrackActivity(int(entry["windows"]), tuple((int(s), int(e)) for s, e in entry["spans"]))
+            activity = TrackActivity(int(entry["frames"]), tuple((int(s), int(e)) for s, e in entry["spans"]))
         else:
             activity = track_activity(directory / name)
             changed = True
         result[name] = activity
-        fresh[name] = {"stamp": stamp, "windows": activity.windows, "spans": [list(s) for s in activity.spans]}
+        fresh[name] = {"stamp": stamp, "frames": activity.frames, "spans": [list(s) for s in activity.spans]}
     if changed:
         tmp = directory / (ACTIVITY_NAME + ".tmp")
-        tmp.write_text(json.dumps({"window_seconds": WINDOW_SECONDS, "tracks": fresh}), encoding="utf-8")
+        tmp.write_text(json.dumps({"window_frames": BLOCK_FRAMES, "tracks": fresh}), encoding="utf-8")
         os.replace(tmp, cache_path)
         _log.debug("%s: activity computed for %d track(s)", directory.name, len(files))
     return result

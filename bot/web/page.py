@@ -8,6 +8,7 @@ from html import escape
 from urllib.parse import quote
 
 from bot.storage import Manifest
+from bot.units import clock, duration, size
 from bot.web.activity import WINDOW_SECONDS, TrackActivity
 
 __all__ = ["TrackInfo", "render_page", "render_timeline"]
@@ -31,31 +32,13 @@ class TrackInfo:
     activity: TrackActivity
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def _tick(seconds: float, total: float) -> str:
     # Short recordings need tenths, or the axis repeats the same second.
-    return f"{seconds:.1f} s" if total < 60 else _clock(seconds)
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value, unit = n / 1024, "KiB"
-    for bigger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f} {unit}"
+    return duration(seconds) if total < 60 else clock(seconds)
 
 
 def render_timeline(tracks: list[TrackInfo]) -> str:
-    """An inline SVG: one row per speaker, a bar wherever they made sound."""
+    """An inline SVG: one row per speaker, a bar over each of their talk spans."""
     total = max((t.activity.windows for t in tracks), default=0) or 1
     height = _ROW * len(tracks) + 24
     scale = (_WIDTH - _LABEL) / total
@@ -105,7 +88,7 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
         name = quote(t.file, safe="")
         rows.append(
             f'<tr class="speaker" data-user="{t.user_id}"><td class="name">{escape(t.display_name)}</td>'
-            f"<td>{_clock(t.duration)}</td><td>{_clock(t.talk_seconds)}</td><td>{_size(t.size)}</td>"
+            f"<td>{clock(t.duration)}</td><td>{clock(t.talk_seconds)}</td><td>{size(t.size)}</td>"
             f'<td><audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
             f'<td><a href="{link("files/" + name, "&download=1")}">WAV</a> '
             f'<a href="{link("flac/" + name, "&download=1")}">FLAC</a></td></tr>'

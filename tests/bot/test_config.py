@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert s.database_path == Path("recordings") / "index.sqlite3"
     assert (s.http_host, s.http_port, s.public_url) == ("0.0.0.0", 8080, "http://localhost:8080")
     assert s.max_recording_hours == 6 and s.max_recording_seconds == 6 * 3600
-    assert s.retention_days == 30 and s.retention_seconds == 30 * 86400
+    assert s.retention_days == 30
     assert s.min_free_disk_mb == 1024
     assert s.recorder_role is None and s.shard_count is None and s.shard_ids is None
     assert s.discord_api_base is None and s.discord_gateway_url is None and s.discord_ca_file is None

@@ -19,7 +19,9 @@ import pytest
 import soundfile as sf
 
 from bot.web import NOT_FOUND_BODY
+from bot.web.activity import track_activity
 from bot.web.exports import write_zip
+from sinks.talk import BLOCK_FRAMES, TalkMeter
 from tests.bot.conftest import SPEAKERS, Site
 
 
@@ -60,12 +62,26 @@ def test_timeline_is_computed_once_and_cached(site: Site) -> None:
     get(site, path_of(site, f"/r/{site.rec.id}"))
     cache = site.rec.directory / "activity.json"
     data = json.loads(cache.read_text())
+    assert data["window_frames"] == BLOCK_FRAMES  # the engine's 20 ms talk blocks
     spans = {name: entry["spans"] for name, entry in data["tracks"].items()}
-    assert spans[site.track(2222).name] == [[10, 20], [25, 29]]
-    assert spans[site.track(3333).name] == [[0, 6], [15, 25]]
+    assert spans[site.track(2222).name] == [[50, 100], [125, 145]]
+    assert spans[site.track(3333).name] == [[0, 30], [75, 125]]
     before = cache.stat().st_mtime_ns
     status, _, body = get(site, path_of(site, f"/r/{site.rec.id}"))
     assert status == 200 and b'class="talk"' in body and cache.stat().st_mtime_ns == before
+
+
+def test_timeline_talk_is_the_engines_talk(site: Site, tmp_path: Path) -> None:
+    """The timeline's bars add up to what the engine's meter counts for the same audio."""
+    for uid, *_ in SPEAKERS:
+        samples = site.samples[uid][:-7]  # Zoë talks to the end: a partial last block, counted by its frames
+        meter = TalkMeter(1)
+        meter.feed(samples.astype("<i2").tobytes())
+        path = tmp_path / f"{uid}.wav"
+        sf.write(path, samples, 48000, subtype="PCM_16")
+        activity = track_activity(path)
+        assert activity.talk_seconds == meter.talk_frames / 48000
+        assert activity.windows == -(-len(samples) // BLOCK_FRAMES)
 
 
 def not_found_cases(site: Site) -> list[str]:

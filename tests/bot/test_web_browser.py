@@ -19,10 +19,10 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 @pytest.fixture
 def browser(tmp_path: Path):
-    # `make test` installs these (deploy/system-packages.sh): missing means a broken setup, not a skip.
+    # `make test` installs these (tests/system-packages.sh): missing means a broken setup, not a skip.
     for binary in (CHROMIUM, CHROMEDRIVER):
         if shutil.which(binary) is None:
-            pytest.fail(f"{binary} is missing: run ./deploy/system-packages.sh (Debian chromium, chromium-driver)")
+            pytest.fail(f"{binary} is missing: run ./tests/system-packages.sh (Debian chromium, chromium-driver)")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

@@ -41,7 +41,7 @@ def test_recording_stops_by_itself_at_the_maximum_length(
     finally:
         fake.run(runner.stop())
 
-    assert "the maximum recording length (5 s) was reached" in notice.content, notice.content
+    assert "the maximum recording length (5.4 s) was reached" in notice.content, notice.content
     meta = manifest(bot.recordings_dir / rid)
     assert meta["status"] == "finished"
     lasted = datetime.fromisoformat(meta["ended_at"]) - datetime.fromisoformat(meta["started_at"])

@@ -4,20 +4,17 @@ A voiced source (harmonics of a slowly wandering fundamental) is shaped by the
 formants of a vowel that changes every syllable, under a syllable-rate
 amplitude envelope with pauses between "words". It sounds like mumbled speech,
 Opus treats it like speech, and each speaker's pitch keeps the tracks apart
-when a test checks who said what. `espeak_words` adds real words for demos.
+when a test checks who said what.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import shutil
-import subprocess
 from typing import Final, Iterator
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "FRAME_SAMPLES", "SpeechSynth", "espeak_words"]
+__all__ = ["SAMPLE_RATE", "FRAME_SAMPLES", "SpeechSynth"]
 
 _log = logging.getLogger(__name__)
 
@@ -85,26 +82,3 @@ class SpeechSynth:
         while True:
             yield self.frame()
 
-
-def espeak_words(text: str, pitch: int = 50, speed: int = 160) -> np.ndarray:
-    """Speak `text` with espeak-ng; return 48 kHz int16 mono samples.
-
-    Raises:
-        RuntimeError: espeak-ng is not installed or failed.
-    """
-    import soundfile
-
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
-    proc = subprocess.run([exe, "--stdout", "-p", str(pitch), "-s", str(speed), text],
-                          capture_output=True, check=False, timeout=30)
-    if proc.returncode != 0:
-        raise RuntimeError(f"espeak-ng failed: {proc.stderr.decode(errors='replace').strip()}")
-    # espeak-ng streams its WAV with placeholder sizes; soundfile copes, the stdlib wave module does not.
-    data, rate = soundfile.read(io.BytesIO(proc.stdout), dtype="float64")
-    if data.ndim > 1:
-        data = data[:, 0]
-    n_out = int(len(data) * SAMPLE_RATE / rate)
-    resampled = np.interp(np.arange(n_out) * rate / SAMPLE_RATE, np.arange(len(data)), data)
-    return np.clip(resampled * 32767, -32768, 32767).astype(np.int16)

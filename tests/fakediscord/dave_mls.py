@@ -11,8 +11,8 @@ one ciphersuite DAVE protocol version 1 uses (MLS_128_DHKEMP256_AES128GCM_SHA256
 - just enough of a parser to split op 28 (commit MLSMessage || Welcome, no
   delimiter) and to read which proposals a commit references.
 
-Byte layouts follow DESIGN.md section 5; they re-serialize Discord's real
-package byte-identically and verify its real proposal (see the tests).
+Byte layouts follow RFC 9420 (MLS) and the DAVE protocol whitepaper; they
+re-serialize Discord's real package byte-identically and verify its real proposal (see the tests).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """RTP packets as Discord's voice server sends them, and rtpsize transport encryption.
 
-Layout of one `*_rtpsize` packet (DESIGN.md section 4):
+Layout of one `*_rtpsize` packet (discord-api-docs, "Voice Connections"):
 
     [12-byte RTP header][4*CC CSRCs][BEDE preamble if X]   <- AAD, in the clear
     [extension body][Opus frame][RTP padding]               <- encrypted

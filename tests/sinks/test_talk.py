@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sinks.talk import BLOCK_FRAMES, TALK_PEAK, TalkMeter
+from sinks.talk import BLOCK_FRAMES, TALK_PEAK, TalkMeter, talk_blocks
 
 
 def _pcm(channels: int) -> np.ndarray:
@@ -34,3 +34,11 @@ def test_silence_and_nothing_are_no_talk() -> None:
     assert meter.talk_frames == 0
     meter.feed(bytes(10 * BLOCK_FRAMES * 2 + 6))
     assert meter.talk_frames == 0
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_talk_blocks_say_which_blocks_the_meter_counts(channels: int) -> None:
+    frames = _pcm(channels)
+    assert talk_blocks(frames).tolist() == [False, True, False, True, False, True]
+    assert talk_blocks(frames[:0]).tolist() == []
+    assert talk_blocks(frames[:5 * BLOCK_FRAMES]).tolist() == [False, True, False, True, False]

@@ -1,6 +1,7 @@
 """An independent, deliberately plain rtpsize packet builder for the receive tests.
 
-Written from the wire layout in DESIGN.md section 4, not from bot/voice, so the
+Written from the wire layout in Discord's voice documentation (discord-api-docs,
+"Voice Connections": transport encryption), not from bot/voice, so the
 tests check the receiver against the protocol rather than against itself.
 """
 

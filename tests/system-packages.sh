@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The Debian packages for development and tests, on top of what production needs
+# (deploy/system-packages.sh installs both, each only when missing).
+# chromium, chromium-driver: the download page's test in a real headless browser.
+set -euo pipefail
+exec "$(dirname "$0")/../deploy/system-packages.sh" chromium chromium-driver
