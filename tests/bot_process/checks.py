@@ -1,7 +1,7 @@
 """What the bot's answers and files are checked against: ids, links, ZIPs, WAVs, manifests.
 
 A speaker's WAV is compared with an offline decode of exactly the frames the
-simulated speaker put on the wire (``tests.e2e.truth.match_track``): every
+simulated speaker put on the wire (``tests.receive_loopback.truth.match_track``): every
 run of consecutive packets must appear sample for sample, and every run of
 every speaker must sit at the same offset from its capture time (within one
 20 ms frame). Swapped or shifted tracks fail both.
@@ -26,7 +26,7 @@ import soundfile
 from sinks import VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder
 from sinks.packet import ts_delta
-from tests.e2e.truth import match_track, sent_frames
+from tests.receive_loopback.truth import match_track, sent_frames
 from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
 from tests.fakediscord.server import FakeDiscord

@@ -2,7 +2,7 @@
 
 Each test plays a scripted scenario (real Opus, real DAVE unless off, real
 UDP and TLS), records it, and compares every speaker's WAV with the offline
-decode of exactly the frames the speaker sent (see :mod:`tests.e2e.truth`).
+decode of exactly the frames the speaker sent (see :mod:`tests.receive_loopback.truth`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import numpy as np
 
 from sinks import VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
-from tests.e2e.truth import Run, match_track, sent_frames
+from tests.receive_loopback.truth import Run, match_track, sent_frames
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.speakers import SentFrame
@@ -59,7 +59,7 @@ SETTLED_FRAMES = 75
 _PLC_FRAMES = 5
 #: How long the UDP outage lasts.
 SILENCE_SECONDS = 10.0
-#: Frames the engine may cut where it moves a stream's anchor back (see tests/e2e/truth.py).
+#: Frames the engine may cut where it moves a stream's anchor back (see tests/receive_loopback/truth.py).
 _TRIMMED = 2
 #: Frames delivered after the bot is back that it may fail to open: DAVE frames sealed
 #: before its rejoin's group change (the bot counts them as dave failures).
