@@ -45,7 +45,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PUBLIC_URL", "http://localhost:HTTP_PORT", "Base URL users reach the download server at, used in links."),
     Variable("RECORDER_ROLE", "(none)", "Role name or id allowed to start and stop recordings, besides Manage Server."),
     Variable("MAX_RECORDING_HOURS", "6", "A recording stops by itself after this many hours."),
-    Variable("RETENTION_DAYS", "30", "Recordings and their download links are deleted after this many days."),
+    Variable("RETENTION_DAYS", "30", "Recordings and their links are deleted this many days after they end."),
     Variable("MIN_FREE_DISK_MB", "1024", "Recording refuses to start, or stops, below this much free disk space."),
     Variable("EMPTY_CHANNEL_MINUTES", "3", "A recording stops by itself after its channel has no humans for this long."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
