@@ -95,6 +95,13 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, "The bot's disk is almost full, so it cannot record now. "
                                        "Tell the bot's operator.")
             return
+        # A member records only a channel they could join themselves: naming one
+        # they cannot see must not let them listen in through the bot.
+        theirs = channel.permissions_for(interaction.user) if isinstance(interaction.user, discord.Member) else None
+        if theirs is None or not (theirs.view_channel and theirs.connect):
+            await _refuse(interaction, f"You can only record a voice channel you may view and connect to "
+                                       f"yourself, and {channel.mention} is not one.")
+            return
         perms = channel.permissions_for(interaction.guild.me)
         if not (perms.view_channel and perms.connect):
             await _refuse(interaction, f"I need the View Channel and Connect permissions in {channel.mention}.")

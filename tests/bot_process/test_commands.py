@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
+from tests.fakediscord.state import CHANNEL_VOICE, PERM_CONNECT
 
 from .checks import manifest, origin_guess, play, read_wav, recording_id, refusal, zip_members
 from .conftest import REPLY_TIMEOUT, BotProcess, OtherGuild
@@ -116,3 +117,25 @@ def test_recordings_list_get_delete_are_scoped_to_the_guild(
     assert not folder.exists()
     assert refusal(bot.ask("recordings", "list")) == "This server has no recordings."
     assert refusal(bot.ask("recordings", "get", {"recording_id": rid})) == f"This server has no recording `{rid}`."
+
+
+def test_a_member_may_record_only_a_channel_they_may_join(fake: FakeDiscord,
+                                                          start_bot: Callable[..., BotProcess]) -> None:
+    members = fake.config["members"]
+
+    def private_channel() -> int:
+        channel = fake.world.add_channel(fake.default.guild, "Staff only", CHANNEL_VOICE)
+        channel.deny(members["recorder"], PERM_CONNECT)
+        return channel.id
+
+    private = fake.run(private_channel)
+    bot = start_bot()
+    refused = refusal(bot.ask("record", "start", {"channel": private}, user="recorder"))
+    assert refused == (f"You can only record a voice channel you may view and connect to yourself, "
+                       f"and <#{private}> is not one."), refused
+    assert not [p for p in bot.recordings_dir.iterdir() if p.is_dir()]
+    # The same member may record a channel they can join; the owner may record the private one.
+    rid = _start(bot, user="recorder")
+    assert f"Recording `{rid}`" in bot.ask("record", "stop", user="recorder").content
+    started = bot.ask("record", "start", {"channel": private})
+    assert recording_id(started) != rid and f"<#{private}>" in started.content, started.content

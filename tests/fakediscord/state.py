@@ -89,12 +89,18 @@ class Channel:
     name: str
     type: int
     position: int = 0
+    #: Permission overwrites as Discord sends them: ``{"id", "type" (0 role, 1 member), "allow", "deny"}``.
+    overwrites: list[dict[str, Any]] = field(default_factory=list)
+
+    def deny(self, user_id: int, permissions: int) -> None:
+        """Deny `permissions` to one member in this channel (set before the bot connects)."""
+        self.overwrites.append({"id": str(user_id), "type": 1, "allow": "0", "deny": str(permissions)})
 
     def payload(self) -> dict[str, Any]:
         """The channel object as Discord sends it."""
         data: dict[str, Any] = {
             "id": str(self.id), "guild_id": str(self.guild_id), "name": self.name,
-            "type": self.type, "position": self.position, "permission_overwrites": [],
+            "type": self.type, "position": self.position, "permission_overwrites": list(self.overwrites),
             "parent_id": None, "nsfw": False,
         }
         if self.type == CHANNEL_VOICE:
