@@ -239,6 +239,7 @@ class RecordingsGroup(_BotGroup):
         if recording is None:
             return
         if self.store.is_expired(recording):
+            assert self.settings.retention_days is not None  # nothing expires when recordings are kept forever
             await _refuse(interaction, f"Recording `{recording.id}` has expired (recordings are kept "
                                        f"{_days(self.settings.retention_days)} after they end); its files are "
                                        f"being deleted.")

@@ -44,10 +44,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
     Variable("PUBLIC_URL", "http://localhost:HTTP_PORT", "Base URL users reach the download server at, used in links."),
     Variable("RECORDER_ROLE", "(none)", "Role name or id allowed to start and stop recordings, besides Manage Server."),
-    Variable("MAX_RECORDING_HOURS", "6", "A recording stops by itself after this many hours."),
-    Variable("RETENTION_DAYS", "30", "Recordings and their links are deleted this many days after they end."),
-    Variable("MIN_FREE_DISK_MB", "1024", "Recording refuses to start, or stops, below this much free disk space."),
-    Variable("EMPTY_CHANNEL_MINUTES", "3", "A recording stops by itself after its channel has no humans for this long."),
+    Variable("MAX_RECORDING_HOURS", "6", "A recording stops by itself after this many hours (at most 168)."),
+    Variable("RETENTION_DAYS", "30", "Recordings and their links are deleted this many days after they end "
+                                     "(at most 3650; 'forever' keeps them)."),
+    Variable("MIN_FREE_DISK_MB", "1024", "Recording refuses to start, or stops, below this much free disk space "
+                                         "(MiB, at most 10000000)."),
+    Variable("EMPTY_CHANNEL_MINUTES", "3", "A recording stops by itself after its channel has no humans for this "
+                                           "many minutes (at most 1440)."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
     Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
@@ -56,6 +59,10 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Ten years; longer is RETENTION_DAYS=forever.
+_MAX_RETENTION_DAYS = 3650
+#: Far more gateway shards than any bot has been given.
+_MAX_SHARDS = 65536
 
 
 def help_text() -> str:
@@ -114,14 +121,25 @@ def _int(name: str, text: str, low: int, high: int | None = None) -> int:
     return value
 
 
-def _positive(name: str, text: str) -> float:
+def _positive(name: str, text: str, high: float) -> float:
+    """A number above 0 and at most ``high``: every duration has a ceiling, so no
+    later date arithmetic can overflow."""
     try:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{name}: expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not value > 0:
         raise ConfigError(f"{name}: must be a positive number, got {text!r}")
+    if value > high:
+        raise ConfigError(f"{name}: must be at most {high:g}, got {text!r}")
     return value
+
+
+def _retention(name: str, text: str) -> float | None:
+    """Days, or ``forever`` (None)."""
+    if text.casefold() == "forever":
+        return None
+    return _positive(name, text, _MAX_RETENTION_DAYS)
 
 
 def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
@@ -151,7 +169,8 @@ class Settings:
     public_url: str = "http://localhost:8080"
     recorder_role: str | None = None
     max_recording_hours: float = 6.0
-    retention_days: float = 30.0
+    #: None: recordings are kept forever (``RETENTION_DAYS=forever``).
+    retention_days: float | None = 30.0
     min_free_disk_mb: int = 1024
     empty_channel_minutes: float = 3.0
     shard_count: int | None = None
@@ -207,7 +226,7 @@ class Settings:
         public_url = opt("PUBLIC_URL", lambda n, t: _url(n, t, ("http", "https")))
         if public_url is None:
             public_url = f"http://localhost:{http_port}"
-        shard_count = opt("SHARD_COUNT", lambda n, t: _int(n, t, 1))
+        shard_count = opt("SHARD_COUNT", lambda n, t: _int(n, t, 1, _MAX_SHARDS))
         shard_ids = opt("SHARD_IDS", _shard_ids)
         if shard_ids is not None:
             if shard_count is None:
@@ -226,10 +245,10 @@ class Settings:
             http_port=http_port,
             public_url=public_url,
             recorder_role=get("RECORDER_ROLE") or None,
-            max_recording_hours=_positive("MAX_RECORDING_HOURS", get("MAX_RECORDING_HOURS") or "6"),
-            retention_days=_positive("RETENTION_DAYS", get("RETENTION_DAYS") or "30"),
-            min_free_disk_mb=_int("MIN_FREE_DISK_MB", get("MIN_FREE_DISK_MB") or "1024", 0),
-            empty_channel_minutes=_positive("EMPTY_CHANNEL_MINUTES", get("EMPTY_CHANNEL_MINUTES") or "3"),
+            max_recording_hours=_positive("MAX_RECORDING_HOURS", get("MAX_RECORDING_HOURS") or "6", 168),
+            retention_days=_retention("RETENTION_DAYS", get("RETENTION_DAYS") or "30"),
+            min_free_disk_mb=_int("MIN_FREE_DISK_MB", get("MIN_FREE_DISK_MB") or "1024", 0, 10_000_000),
+            empty_channel_minutes=_positive("EMPTY_CHANNEL_MINUTES", get("EMPTY_CHANNEL_MINUTES") or "3", 1440),
             shard_count=shard_count,
             shard_ids=shard_ids,
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),

@@ -3,12 +3,16 @@ token that never leaks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bot.config import VARIABLES, ConfigError, Settings, help_text, load_dotenv
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GxYzAb.secret-part-of-the-token"
 
 
@@ -109,10 +113,16 @@ def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
         ({"MAX_RECORDING_HOURS": "six"}, "MAX_RECORDING_HOURS: expected a number"),
         ({"RETENTION_DAYS": "-1"}, "RETENTION_DAYS: must be a positive number"),
         ({"RETENTION_DAYS": "nan"}, "RETENTION_DAYS: must be a positive number"),
-        ({"MIN_FREE_DISK_MB": "-5"}, "MIN_FREE_DISK_MB: must be at least 0"),
+        ({"RETENTION_DAYS": "1000000"}, "RETENTION_DAYS: must be at most 3650, got '1000000'"),
+        ({"RETENTION_DAYS": "inf"}, "RETENTION_DAYS: must be at most 3650, got 'inf'"),
+        ({"MAX_RECORDING_HOURS": "169"}, "MAX_RECORDING_HOURS: must be at most 168, got '169'"),
+        ({"MIN_FREE_DISK_MB": "10000001"}, "MIN_FREE_DISK_MB: must be between 0 and 10000000, got 10000001"),
+        ({"EMPTY_CHANNEL_MINUTES": "1e9"}, "EMPTY_CHANNEL_MINUTES: must be at most 1440, got '1e9'"),
+        ({"SHARD_COUNT": "65537"}, "SHARD_COUNT: must be between 1 and 65536, got 65537"),
+        ({"MIN_FREE_DISK_MB": "-5"}, "MIN_FREE_DISK_MB: must be between 0 and 10000000, got -5"),
         ({"EMPTY_CHANNEL_MINUTES": "0"}, "EMPTY_CHANNEL_MINUTES: must be a positive number"),
         ({"EMPTY_CHANNEL_MINUTES": "soon"}, "EMPTY_CHANNEL_MINUTES: expected a number"),
-        ({"SHARD_COUNT": "0"}, "SHARD_COUNT: must be at least 1"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT: must be between 1 and 65536, got 0"),
         ({"SHARD_IDS": "0"}, "SHARD_IDS: needs SHARD_COUNT"),
         ({"SHARD_COUNT": "2", "SHARD_IDS": "1,2"}, "SHARD_IDS: shard 2 does not exist"),
         ({"SHARD_COUNT": "2", "SHARD_IDS": "1,1"}, "SHARD_IDS: lists a shard twice"),
@@ -157,3 +167,20 @@ def test_help_lists_every_variable_with_default() -> None:
         (line,) = [ln for ln in lines if ln.split() and ln.split()[0] == v.name]
         assert v.default in line and v.meaning in line
     assert "./recordings" in text and "RECORDINGS_DIR/index.sqlite3" in text
+
+
+def test_retention_forever_keeps_recordings() -> None:
+    assert settings(RETENTION_DAYS="forever").retention_days is None
+    assert settings(RETENTION_DAYS="Forever").retention_days is None
+
+
+def test_an_absurd_setting_stops_the_bot_with_one_line(tmp_path: Path) -> None:
+    """The real process, before it reaches Discord: exit 2 and one line on stderr."""
+    env = {"PATH": os.environ["PATH"], "DISCORD_TOKEN": TOKEN, "RETENTION_DAYS": "1000000",
+           "RECORDINGS_DIR": str(tmp_path / "recordings")}
+    done = subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "error: RETENTION_DAYS: must be at most 3650, got '1000000'\n"
+    assert TOKEN not in done.stdout + done.stderr
+
