@@ -26,7 +26,7 @@ from .opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusError
 from .packet import VoicePacket, seq_delta
 from .timeline import DEFAULT_TOLERANCE, StreamTimeline
 
-__all__ = ["Track", "PcmWriter", "Backlog", "REORDER_WINDOW"]
+__all__ = ["Track", "PcmWriter", "Backlog", "REORDER_WINDOW", "MAX_SEQ_JUMP"]
 
 _log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ REORDER_WINDOW: Final = 5
 #: Lost frames worth concealing; longer holes become silence (PLC fades out anyway).
 _MAX_PLC_FRAMES: Final = 5
 #: A sequence jump this large is a restarted sender, not loss.
-_MAX_SEQ_JUMP: Final = 3000
+MAX_SEQ_JUMP: Final = 3000
 #: An arrival gap this long (samples) may be silence: the burst may be re-anchored.
 _BURST_GAP: Final = 3 * FRAME_SAMPLES
 #: How far (samples) a frame's RTP-predicted position may lie from its own
@@ -171,7 +171,7 @@ class Track:
             ext = stream.highest
         else:
             delta = seq_delta(seq, stream.highest & 0xFFFF)
-            if not -_MAX_SEQ_JUMP < delta < _MAX_SEQ_JUMP:
+            if not -MAX_SEQ_JUMP < delta < MAX_SEQ_JUMP:
                 _log.debug("user %s: sequence jumped by %d, new stream", self.user_id, delta)
                 stream = self._new_stream(packet, arrival)
                 ext = stream.highest

@@ -11,13 +11,17 @@ transition) are davey's call: it lets them through only in passthrough mode.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 import davey
 
 from .discordpy import DaveState
 from .refused import DatagramRefused
 
-__all__ = ("OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
+__all__ = ("DAVE_FAILURE_PREFIX", "OPUS_SILENCE", "DaveDecryptor", "DaveError", "DaveState")
+
+#: Every drop reason of a frame DAVE could not open starts with this.
+DAVE_FAILURE_PREFIX: Final = "dave:"
 
 #: The 3-byte Opus silence frame; senders emit it unencrypted.
 OPUS_SILENCE = b"\xf8\xff\xfe"
@@ -41,8 +45,8 @@ def _reason(exc: ValueError) -> str:
     """
     match = _KIND.match(str(exc))
     if match is None:
-        return "dave:failed"
-    return "dave:" + ":".join(name for name in match.groups() if name)
+        return DAVE_FAILURE_PREFIX + "failed"
+    return DAVE_FAILURE_PREFIX + ":".join(name for name in match.groups() if name)
 
 
 class DaveDecryptor:
@@ -60,7 +64,7 @@ class DaveDecryptor:
             return frame
         session = state.dave_session
         if session is None:
-            raise DaveError("dave:no_session")
+            raise DaveError(DAVE_FAILURE_PREFIX + "no_session")
         try:
             return session.decrypt(user_id, _AUDIO, frame)
         except ValueError as exc:

@@ -35,14 +35,16 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from sinks.track import MAX_SEQ_JUMP
+
 __all__ = ("DUPLICATE", "RESTART_JUMP", "STALE", "WINDOW", "DuplicateFilter")
 
 _log = logging.getLogger(__name__)
 
 #: Sequence numbers remembered below the highest one (2.56 s of 20 ms frames).
 WINDOW: Final = 128
-#: A backward jump this large is a restarted sender (the sink's rule for a new stream).
-RESTART_JUMP: Final = 3000
+#: A backward jump this large is a restarted sender: the sink's own rule for a new stream.
+RESTART_JUMP: Final = MAX_SEQ_JUMP
 #: Counter key of a packet already seen.
 DUPLICATE: Final = "duplicate"
 #: Counter key of a packet too old for the window.

@@ -17,10 +17,10 @@ from typing import Final
 
 from sinks import EngineStats
 
+from .dave import DAVE_FAILURE_PREFIX
+
 __all__ = ("ReceiveStats", "RecordingStats")
 
-#: Drop reasons of DAVE failures start with this (``dave:NoDecryptorForUser``).
-_DAVE_PREFIX: Final = "dave:"
 #: Counters that are not drop reasons.
 _TALLIES: Final = ("datagrams", "accepted", "held")
 
@@ -75,8 +75,8 @@ class ReceiveStats:
 
         A reason with no field here raises ``TypeError``: a new drop reason needs its field.
         """
-        dave = {reason: n for reason, n in reasons.items() if reason.startswith(_DAVE_PREFIX)}
-        others = {reason: n for reason, n in reasons.items() if not reason.startswith(_DAVE_PREFIX)}
+        dave = {reason: n for reason, n in reasons.items() if reason.startswith(DAVE_FAILURE_PREFIX)}
+        others = {reason: n for reason, n in reasons.items() if not reason.startswith(DAVE_FAILURE_PREFIX)}
         return cls(datagrams=datagrams, accepted=accepted, held=held, dave_failures=dave, **others)
 
     @property
