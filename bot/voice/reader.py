@@ -152,7 +152,7 @@ class _ReaderHub:
                        type(exc).__name__, exc)
         with self._lock:
             readers = list(self._readers)
-        error = ReaderFailure(f"the voice socket reader failed: {type(exc).__name__}")
+        error = ReaderFailure(f"reading the voice sockets failed ({type(exc).__name__})")
         error.__cause__ = exc
         for reader in readers:
             reader.fail(error)
