@@ -19,7 +19,7 @@ from .checks import manifest, recording_id, wait_posted
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 _FAILED_LINE = "the voice socket reader failed"
-TALK = Scenario(speakers=(SpeakerSpec("alice", 200.0, talks=(Talk(0.1, 4.0),)),), duration=4.2)
+TALK = Scenario(speakers=(SpeakerSpec("alice", 200.0, talks=(Talk(0.1, 8.0),)),), duration=8.2)
 
 
 def test_a_reader_failure_stops_the_recording_with_a_reason(fake: FakeDiscord,
@@ -29,11 +29,16 @@ def test_a_reader_failure_stops_the_recording_with_a_reason(fake: FakeDiscord,
     started = bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]})
     assert "Recording" in started.content, started.content
     rid = recording_id(started)
+    runner = fake.start_scenario(TALK)
+    folder = bot.recordings_dir / rid
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while not list(folder.glob("*.wav")):  # alice is heard: her track is open before descriptors run out
+        assert time.monotonic() < deadline, "alice was never heard"
+        time.sleep(0.05)
     pid = bot.proc.pid
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (1, limits[1]))  # poll() of 2+ descriptors now fails
-    try:
-        runner = fake.start_scenario(TALK)  # datagrams wake the reader into its next poll()
+    try:  # her datagrams keep waking the reader into its next poll()
         deadline = time.monotonic() + REPLY_TIMEOUT
         while _FAILED_LINE not in bot.log():
             assert time.monotonic() < deadline, "the reader failure was not logged"
