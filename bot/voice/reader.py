@@ -90,7 +90,7 @@ class _ReaderHub:
         enable_timestamps(self._wake_recv)
         self._thread: threading.Thread | None = None
         # Whether the socket list must be built again: set by every change, so
-        # the busy loop does not rebuild it for each select() (with six
+        # the busy loop does not rebuild it for each poll() (with six
         # connections that cost the thread a third of its time).
         self._dirty = True
         self._receiver = StampedReceiver(_RECV_SIZE)
