@@ -147,20 +147,6 @@ class RecordingSlice:
                 _log.warning("ignored an unusable packet: %r", exc)
         return None
 
-    def _from_the_future(self, packet: VoicePacket, now: float) -> tuple[VoicePacket, float]:
-        """A packet said to arrive after `now`: it arrived by now at the latest.
-
-        Only a clock step can do this (the receive layer converts the kernel's
-        wall-clock stamps; NTP, a VM resume or ``date -s`` moved the wall clock
-        in between). Trusted, the stamp re-anchored the stream that far on and
-        the speaker lost as many seconds.
-        """
-        self.future_arrivals += 1
-        if self.future_arrivals == 1:
-            _log.warning("a packet's arrival time is %.3f s ahead of the clock (a clock step?); placed at now",
-                         packet.received_at - now)
-        return VoicePacket(packet.sequence, packet.timestamp, packet.opus, now, packet.ssrc), now
-
     def _open_track(self, user_id: int) -> Track:
         if not isinstance(user_id, int):
             raise TypeError(f"user id must be an int, not {type(user_id).__name__}")
@@ -207,6 +193,20 @@ class RecordingSlice:
                     synced[user_id] = frames
         except OSError as exc:
             self._write_failed(exc)
+
+    def _from_the_future(self, packet: VoicePacket, now: float) -> tuple[VoicePacket, float]:
+        """A packet said to arrive after `now`: it arrived by now at the latest.
+
+        Only a clock step can do this (the receive layer converts the kernel's
+        wall-clock stamps; NTP, a VM resume or ``date -s`` moved the wall clock
+        in between). Trusted, the stamp re-anchored the stream that far on and
+        the speaker lost as many seconds.
+        """
+        self.future_arrivals += 1
+        if self.future_arrivals == 1:
+            _log.warning("a packet's arrival time is %.3f s ahead of the clock (a clock step?); placed at now",
+                         packet.received_at - now)
+        return VoicePacket(packet.sequence, packet.timestamp, packet.opus, now, packet.ssrc), now
 
     def fail(self, message: str, errno: int | None = None) -> None:
         """Stop the recording with ``message``: nothing more is written, the files are still finished."""
