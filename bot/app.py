@@ -59,7 +59,8 @@ class RecorderBot(discord.AutoShardedClient):
         self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
         self.astore = AsyncRecordingStore(self.store)
         self.tree = TrackedCommandTree(self)
-        self.web = WebServer(create_app(self.astore), settings.http_host, settings.http_port)
+        self.web = WebServer(create_app(self.astore), settings.http_host, settings.http_port,
+                             max_connections=settings.http_max_connections)
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
         self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
         self.announcer = Announcer(self.astore, settings.public_url)

@@ -42,6 +42,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index: recordings, download keys, opt-outs."),
     Variable("HTTP_HOST", "0.0.0.0", "Address the download web server listens on."),
     Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
+    Variable("HTTP_MAX_CONNECTIONS", "256", "Download connections open at once (1 to 10000); more wait to be accepted, "
+                                            "so downloads cannot take the descriptors voice needs."),
     Variable("PUBLIC_URL", "http://localhost:HTTP_PORT", "Base URL users reach the download server at, used in links."),
     Variable("RECORDER_ROLE", "(none)", "Role name or id allowed to start and stop recordings, besides Manage Server."),
     Variable("MAX_RECORDING_HOURS", "6", "A recording stops by itself after this many hours (at most 168)."),
@@ -166,6 +168,7 @@ class Settings:
     database_path: Path = Path("recordings") / "index.sqlite3"
     http_host: str = "0.0.0.0"
     http_port: int = 8080
+    http_max_connections: int = 256
     public_url: str = "http://localhost:8080"
     recorder_role: str | None = None
     max_recording_hours: float = 6.0
@@ -223,6 +226,7 @@ class Settings:
             raise ConfigError(f"RECORDINGS_DIR: {str(recordings_dir)!r} exists and is not a directory")
         http_host = get("HTTP_HOST") or "0.0.0.0"
         http_port = _int("HTTP_PORT", get("HTTP_PORT") or "8080", 0, 65535)
+        http_max_connections = _int("HTTP_MAX_CONNECTIONS", get("HTTP_MAX_CONNECTIONS") or "256", 1, 10_000)
         public_url = opt("PUBLIC_URL", lambda n, t: _url(n, t, ("http", "https")))
         if public_url is None:
             public_url = f"http://localhost:{http_port}"
@@ -243,6 +247,7 @@ class Settings:
             database_path=database_path,
             http_host=http_host,
             http_port=http_port,
+            http_max_connections=http_max_connections,
             public_url=public_url,
             recorder_role=get("RECORDER_ROLE") or None,
             max_recording_hours=_positive("MAX_RECORDING_HOURS", get("MAX_RECORDING_HOURS") or "6", 168),

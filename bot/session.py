@@ -21,6 +21,7 @@ from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
 from bot.summary import plain, write_failure
 from bot.units import duration
 from bot.voice.client import RecordingVoiceClient
+from bot.voice.reader import ReaderFailure
 from bot.voice.stats import ReceiveStats, RecordingStats
 from sinks import AudioSink, EngineStats, WorkerPool
 
@@ -241,6 +242,8 @@ class RecordingSession:
         if sink_stats.failure is not None:
             return StopReason(f"writing the recording failed: {write_failure(sink_stats.failure.errno)}",
                               automatic=True)
+        if isinstance(self.voice.receive_error, ReaderFailure):
+            return StopReason("the bot could no longer read the voice connection", automatic=True)
         if self.voice.receive_error is not None:
             return StopReason("the voice connection broke (Discord's encryption handshake failed)",
                               automatic=True)

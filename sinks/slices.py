@@ -103,6 +103,8 @@ class RecordingSlice:
         self._lag_countdown = LAG_SAMPLE_EVERY
         #: First fatal error; None while healthy.
         self.failure: RecordingFailure | None = None
+        #: Packets stamped later than ``clock`` read as they were handled (placed at that reading).
+        self.future_arrivals = 0
         #: Set by the sink before it closes: the recording's end on ``clock``.
         self.end_time: float | None = None
         #: True once this slice has committed everything for the close: later items are discarded.
@@ -126,10 +128,13 @@ class RecordingSlice:
             if packet is None:
                 return None
             received_at = packet.received_at
+            now = self._clock()
+            if received_at > now:
+                packet, received_at = self._from_the_future(packet, now)
             self._lag_countdown -= 1
             if not self._lag_countdown:
                 self._lag_countdown = LAG_SAMPLE_EVERY
-                lag = self._clock() - received_at
+                lag = now - received_at
                 if lag > self.lag_max:
                     self.lag_max = lag
             track.add(packet)
@@ -188,6 +193,20 @@ class RecordingSlice:
                     synced[user_id] = frames
         except OSError as exc:
             self._write_failed(exc)
+
+    def _from_the_future(self, packet: VoicePacket, now: float) -> tuple[VoicePacket, float]:
+        """A packet said to arrive after `now`: it arrived by now at the latest.
+
+        Only a clock step can do this (the receive layer converts the kernel's
+        wall-clock stamps; NTP, a VM resume or ``date -s`` moved the wall clock
+        in between). Trusted, the stamp re-anchored the stream that far on and
+        the speaker lost as many seconds.
+        """
+        self.future_arrivals += 1
+        if self.future_arrivals == 1:
+            _log.warning("a packet's arrival time is %.3f s ahead of the clock (a clock step?); placed at now",
+                         packet.received_at - now)
+        return VoicePacket(packet.sequence, packet.timestamp, packet.opus, now, packet.ssrc), now
 
     def fail(self, message: str, errno: int | None = None) -> None:
         """Stop the recording with ``message``: nothing more is written, the files are still finished."""

@@ -26,7 +26,7 @@ from .discordpy import (
     DiscordVoiceWebSocket,
     ReceivingConnectionState,
 )
-from .reader import SharedSocketReader
+from .reader import ReaderFailure, SharedSocketReader
 from .stamped import enable_timestamps
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
@@ -111,7 +111,9 @@ class RecordingVoiceClient(discord.VoiceClient):
     :attr:`receive_error` is set, :meth:`wait_for_receive_error` returns, and
     the client event ``voice_receive_error`` is dispatched with
     ``(voice_client, error)``: the bot should stop the recording cleanly and
-    reconnect, because DAVE key changes are no longer being processed.
+    reconnect, because DAVE key changes are no longer being processed. The same
+    happens, with a :class:`~bot.voice.reader.ReaderFailure`, if the shared socket
+    reader cannot read this connection's socket: nothing would reach the sink.
     """
 
     #: The connection state this client made for discord.py (discord.py keeps it too).
@@ -133,7 +135,7 @@ class RecordingVoiceClient(discord.VoiceClient):
         state = ReceivingConnectionState(
             self,
             hook=self._on_voice_ws_message,
-            socket_reader=SharedSocketReader,
+            socket_reader=lambda connection: SharedSocketReader(connection, on_failure=self._on_reader_failure),
             adopt_socket=_adopt_socket,
             on_websocket_connecting=self.expect_new_key,
         )
@@ -253,13 +255,26 @@ class RecordingVoiceClient(discord.VoiceClient):
             except UnsupportedModeError as exc:
                 _log.error("voice reconnect negotiated something this recorder cannot open: %s", exc)
 
+    def _on_reader_failure(self, error: BaseException) -> None:
+        """The shared reader failed (on its thread): report it on the client's loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+            self.client.loop.call_soon_threadsafe(self._receive_broke, error)
+
     def _on_poller_death(self, error: BaseException) -> None:
-        self.receive_error = error
         _log.error(
             "voice websocket of channel %s stopped (%s: %s); receiving can no longer follow key changes",
             self.channel.id,
             type(error).__name__,
             error,
         )
+        self._receive_broke(error)
+
+    def _receive_broke(self, error: BaseException) -> None:
+        """Receiving is broken for good: say why, once, to whoever waits on it."""
+        if self.receive_error is not None:
+            return
+        if isinstance(error, ReaderFailure):
+            _log.error("voice socket of channel %s can no longer be read: %s", self.channel.id, error)
+        self.receive_error = error
         self._receive_failed.set()
         self.client.dispatch("voice_receive_error", self, error)

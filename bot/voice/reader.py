@@ -12,14 +12,22 @@ selects over all of them.
 
 Once a socket is readable the hub reads every socket that is, until empty,
 then pauses :data:`READ_PAUSE` before it looks again, so datagrams are read
-in batches: a thread wake-up, a ``select()`` and a GIL hand-off per batch
-instead of per datagram. Each datagram still carries its own arrival time,
+in batches: a thread wake-up, a ``poll()`` and a GIL hand-off per batch
+instead of per datagram. ``poll()``, not ``select()``: select refuses
+descriptors from 1024 (FD_SETSIZE) on, which a process holding many files
+(soft RLIMIT_NOFILE above 1024, as in Docker) hands its voice sockets. The
+poll set is built again only when the sockets change. Each datagram still carries its own arrival time,
 the kernel's (:mod:`bot.voice.stamped`; the voice client turns stamping on
 as it creates each socket), to callbacks marked with :func:`takes_arrival`;
 others get the datagram alone, as in discord.py.
 With six connections of 50 speakers, the pause and the GIL kept through
 every read took the worker's lag at 300 speakers from failing (sink queue
 drops) to under 200 ms (``python -m tests.bench load``).
+
+If the hub cannot poll even right after listing its sockets afresh, reading
+has failed: it is logged once, counted (:func:`reader_failures`), and every
+connection it reads is told through its ``on_failure`` callback (the voice
+client stops the recording with a reason) instead of the thread spinning.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any, Final, TypeVar
 from .discordpy import SocketReaderBase
 from .stamped import StampedReceiver, enable_timestamps
 
-__all__ = ("SharedSocketReader", "takes_arrival", "READ_PAUSE")
+__all__ = ("SharedSocketReader", "takes_arrival", "READ_PAUSE", "ReaderFailure", "reader_failures")
 
 _log = logging.getLogger(__name__)
 
@@ -47,10 +55,19 @@ _MAX_BATCH: Final = 256
 #: buffers (see client.RECEIVE_BUFFER_BYTES) hold far more than this much.
 READ_PAUSE: Final = 0.003
 _RECV_SIZE: Final = 2048
-#: select() timeout: the hub also wakes through its pipe on every change.
-_IDLE_WAIT: Final = 30.0
+#: poll() timeout in milliseconds: the hub also wakes through its pipe on every change.
+_IDLE_WAIT_MS: Final = 30_000
+#: Seconds the hub waits after a failure before it tries again (no spinning).
+_FAILURE_BACKOFF: Final = 1.0
+_READABLE: Final = select.POLLIN | select.POLLPRI
 
 _Callback = TypeVar("_Callback", bound=Callable[..., Any])
+#: Told why reading failed for good; called on the hub thread.
+OnFailure = Callable[[BaseException], None]
+
+
+class ReaderFailure(RuntimeError):
+    """The shared reader could not read the voice sockets (why is in ``__cause__``)."""
 
 
 def takes_arrival(callback: _Callback) -> _Callback:
@@ -73,10 +90,12 @@ class _ReaderHub:
         enable_timestamps(self._wake_recv)
         self._thread: threading.Thread | None = None
         # Whether the socket list must be built again: set by every change, so
-        # the busy loop does not rebuild it for each select() (with six
+        # the busy loop does not rebuild it for each poll() (with six
         # connections that cost the thread a third of its time).
         self._dirty = True
         self._receiver = StampedReceiver(_RECV_SIZE)
+        #: Failures so far (each logged once); read by :func:`reader_failures`.
+        self.failures = 0
 
     def add(self, reader: SharedSocketReader) -> None:
         """Start reading for `reader` (and the thread, the first time)."""
@@ -114,31 +133,68 @@ class _ReaderHub:
                 ready[sock.fileno()] = (sock, reader)
         return ready
 
+    def _listen(self, wake: int) -> tuple[dict[int, tuple[socket.socket, SharedSocketReader]], Any]:
+        """The current sockets and a poll set of them (plus the wake-up socket)."""
+        ready = self._sockets()
+        poller = select.poll()
+        poller.register(wake, _READABLE)
+        for fd in ready:
+            poller.register(fd, _READABLE)
+        return ready, poller
+
+    def _fail(self, exc: BaseException, *, first: bool) -> None:
+        """Reading failed even on a fresh socket list: say so once (`first` of a run of
+        failures), count it, and tell every connection read (its recording must stop:
+        nothing reaches it) rather than spin."""
+        if first:
+            self.failures += 1
+            _log.error("the voice socket reader failed (%s: %s); stopping the recordings it read",
+                       type(exc).__name__, exc)
+        with self._lock:
+            readers = list(self._readers)
+        error = ReaderFailure(f"reading the voice sockets failed ({type(exc).__name__})")
+        error.__cause__ = exc
+        for reader in readers:
+            reader.fail(error)
+
     def _run(self) -> None:
         wake = self._wake_recv.fileno()
         ready: dict[int, tuple[socket.socket, SharedSocketReader]] = {}
-        fds = [wake]
+        poller = select.poll()
+        # Whether the last poll failed on a list just built: a second failure is no race.
+        fresh_failed = False
         while True:
-            if self._dirty:
-                # Cleared before listing: a change while listing wakes select() and lists again.
-                self._dirty = False
-                ready = self._sockets()
-                fds = [wake, *ready]
+            listed = self._dirty
             try:
-                readable, _, _ = select.select(fds, [], [], _IDLE_WAIT)
-            except (ValueError, OSError) as exc:
-                # A socket was closed after it was listed (a reconnect): list them again.
-                _log.debug("select on the voice sockets failed, safe to ignore: %r", exc)
+                if listed:
+                    # Cleared before listing: a change while listing wakes poll() and lists again.
+                    self._dirty = False
+                    ready, poller = self._listen(wake)
+                events = poller.poll(_IDLE_WAIT_MS)
+            except Exception as exc:  # the thread must never die or spin silently
+                if listed:
+                    self._fail(exc, first=not fresh_failed)
+                    fresh_failed = True
+                    time.sleep(_FAILURE_BACKOFF)
+                else:  # a socket closed after it was listed (a reconnect): list them again
+                    _log.debug("polling the voice sockets failed, listing them again: %r", exc)
                 self._dirty = True
                 continue
+            fresh_failed = False
             self._receiver.calibrate()
             read = 0
-            for fd in readable:
+            for fd, revents in events:
                 if fd == wake:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_recv.recv(4096)
                     continue
-                sock, reader = ready[fd]
+                entry = ready.get(fd)
+                if entry is None or revents & select.POLLNVAL:
+                    # Closed after it was listed (a reconnect): list the sockets again.
+                    self._dirty = True
+                    continue
+                sock, reader = entry
+                # POLLERR too: the read takes the pending error (an ICMP refusal) off the socket.
                 read += reader.drain(sock, self._receiver)
             if read:
                 time.sleep(READ_PAUSE)
@@ -147,16 +203,31 @@ class _ReaderHub:
 _hub = _ReaderHub()
 
 
+def reader_failures() -> int:
+    """How many times the process's shared voice socket reader failed (see the module)."""
+    return _hub.failures
+
+
 class SharedSocketReader(SocketReaderBase):
     """discord.py's ``SocketReader`` interface, read by the process's shared thread.
 
     It is a ``Thread`` only by inheritance (discord.py's type): it is never started.
     """
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any, *, on_failure: OnFailure | None = None) -> None:
         super().__init__(state)
         self._stopped = False
+        self._on_failure = on_failure
         _hub.add(self)
+
+    def fail(self, error: BaseException) -> None:
+        """Reading failed for good: tell the connection (on the hub thread)."""
+        if self._on_failure is None:
+            return
+        try:
+            self._on_failure(error)
+        except Exception:
+            _log.exception("error reporting a reader failure to %s", self)
 
     def socket_to_read(self) -> socket.socket | None:
         """The connection's socket while reading is on, else None."""

@@ -3,7 +3,8 @@ timeline and downloads (WAV with Range, FLAC, streamed ZIP, mixdown).
 
 Typical use by the bot::
 
-    server = WebServer(create_app(AsyncRecordingStore(store)), settings.http_host, settings.http_port)
+    server = WebServer(create_app(AsyncRecordingStore(store)), settings.http_host, settings.http_port,
+                       max_connections=settings.http_max_connections)
     await server.start()
     link = download_url(settings.public_url, recording)
     ...

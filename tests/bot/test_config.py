@@ -38,6 +38,7 @@ def test_defaults() -> None:
     assert s.recordings_dir == Path("recordings")
     assert s.database_path == Path("recordings") / "index.sqlite3"
     assert (s.http_host, s.http_port, s.public_url) == ("0.0.0.0", 8080, "http://localhost:8080")
+    assert s.http_max_connections == 256
     assert s.max_recording_hours == 6 and s.max_recording_seconds == 6 * 3600
     assert s.retention_days == 30
     assert s.min_free_disk_mb == 1024
@@ -50,13 +51,14 @@ def test_every_value_parsed(tmp_path: Path) -> None:
     ca.write_text("x")
     s = settings(
         RECORDINGS_DIR=str(tmp_path / "rec"), DATABASE_PATH=str(tmp_path / "db.sqlite3"), HTTP_HOST="127.0.0.1",
-        HTTP_PORT="0", PUBLIC_URL="https://rec.example.org/", RECORDER_ROLE="Recorder", MAX_RECORDING_HOURS="1.5",
+        HTTP_PORT="0", HTTP_MAX_CONNECTIONS="32", PUBLIC_URL="https://rec.example.org/", RECORDER_ROLE="Recorder", MAX_RECORDING_HOURS="1.5",
         RETENTION_DAYS="7", MIN_FREE_DISK_MB="0", EMPTY_CHANNEL_MINUTES="0.5", SHARD_COUNT="4", SHARD_IDS="0, 3",
         DISCORD_API_BASE="http://127.0.0.1:5000/api/v10", DISCORD_GATEWAY_URL="ws://127.0.0.1:5001",
         DISCORD_CA_FILE=str(ca),
     )
     assert s.recordings_dir == tmp_path / "rec" and s.database_path == tmp_path / "db.sqlite3"
     assert (s.http_host, s.http_port, s.public_url) == ("127.0.0.1", 0, "https://rec.example.org")
+    assert s.http_max_connections == 32
     assert s.recorder_role == "Recorder" and s.max_recording_hours == 1.5 and s.retention_days == 7
     assert s.min_free_disk_mb == 0 and s.shard_count == 4 and s.shard_ids == (0, 3)
     assert s.empty_channel_minutes == 0.5
@@ -108,6 +110,9 @@ def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
         ({"DISCORD_TOKEN": TOKEN + " x"}, "DISCORD_TOKEN: contains whitespace"),
         ({"HTTP_PORT": "http"}, "HTTP_PORT: expected a whole number, got 'http'"),
         ({"HTTP_PORT": "70000"}, "HTTP_PORT: must be between 0 and 65535, got 70000"),
+        ({"HTTP_MAX_CONNECTIONS": "0"}, "HTTP_MAX_CONNECTIONS: must be between 1 and 10000, got 0"),
+        ({"HTTP_MAX_CONNECTIONS": "10001"}, "HTTP_MAX_CONNECTIONS: must be between 1 and 10000, got 10001"),
+        ({"HTTP_MAX_CONNECTIONS": "many"}, "HTTP_MAX_CONNECTIONS: expected a whole number, got 'many'"),
         ({"PUBLIC_URL": "rec.example.org"}, "PUBLIC_URL: expected a http/https URL"),
         ({"MAX_RECORDING_HOURS": "0"}, "MAX_RECORDING_HOURS: must be a positive number"),
         ({"MAX_RECORDING_HOURS": "six"}, "MAX_RECORDING_HOURS: expected a number"),
@@ -156,7 +161,7 @@ def test_token_never_in_repr_or_str() -> None:
 def test_help_lists_every_variable_with_default() -> None:
     text = help_text()
     names = [
-        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "HTTP_HOST", "HTTP_PORT", "PUBLIC_URL",
+        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "HTTP_HOST", "HTTP_PORT", "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
         "SHARD_COUNT",
         "SHARD_IDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",

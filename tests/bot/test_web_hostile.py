@@ -11,10 +11,12 @@ with its two timeouts shortened so the slow-client tests take seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import io
 import logging
+import os
 import socket
 import time
 import zipfile
@@ -490,3 +492,59 @@ def test_a_request_path_cannot_forge_a_log_line(hostile: Hostile, caplog: pytest
     (line,) = logged()
     assert "\n" not in line and "\x1b" not in line, line
     assert "/r/x\\n" + forged + "\\x1b[2J" in line, line
+
+
+def _accepted(port: int) -> int:
+    """How many connections to `port` this process has accepted and holds a descriptor
+    for. The kernel lists a connection still waiting in the listen backlog too, but
+    with no socket inode (0) until it is accepted."""
+    held = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{name}")
+            if target.startswith("socket:["):
+                held.add(int(target[8:-1]))
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table, encoding="ascii") as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], int(fields[9])
+                if local_port == port and state == "01" and inode in held:  # 01: ESTABLISHED
+                    count += 1
+    return count
+
+
+def test_connections_over_the_cap_wait_without_a_descriptor(hostile: Hostile) -> None:
+    """With HTTP_MAX_CONNECTIONS at 3, three idle connections held open: a fourth is
+    not accepted (no descriptor is spent on it) however long it waits; once one of
+    the three closes, the fourth is accepted and its request answered."""
+    h = hostile
+    cap = 3
+    server = WebServer(create_app(AsyncRecordingStore(h.store)), "127.0.0.1", 0, idle_timeout=DEADLINE,
+                       max_connections=cap)
+    with serving(server):
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) for _ in range(cap)]
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+        try:
+            deadline = time.monotonic() + DEADLINE
+            while _accepted(server.port) < cap:
+                assert time.monotonic() < deadline, f"only {_accepted(server.port)} connections accepted"
+                time.sleep(0.02)
+            extra.sendall(f"GET /r/{h.b.id}?key={h.b.secret} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                          .encode())
+            # Over the cap: however long we look, the server holds no fourth connection.
+            watch_until = time.monotonic() + 2.0
+            while time.monotonic() < watch_until:
+                assert _accepted(server.port) <= cap, "a connection over the cap was accepted"
+                time.sleep(0.02)
+            assert server.open_connections == cap
+            idle.pop().close()
+            response = http.client.HTTPResponse(extra, method="GET")
+            response.begin()  # waits (up to DEADLINE) until the freed place lets the server accept it
+            assert response.status == 200 and b"<audio " in response.read()
+            assert _accepted(server.port) <= cap
+        finally:
+            extra.close()
+            for sock in idle:
+                sock.close()

@@ -163,13 +163,25 @@ def bot_env(fake: FakeDiscord, recordings: Path, port: int, **overrides: str) ->
     return env
 
 
-def bot_argv() -> list[str]:
-    """The command line of the bot; ``--env-file`` points at nothing so only the environment counts."""
-    return [sys.executable, "-m", "bot", "--env-file", os.devnull]
+def bot_argv(launcher: list[str] | None = None) -> list[str]:
+    """The command line of the bot; ``--env-file`` points at nothing so only the environment counts.
+
+    `launcher` replaces ``python -m bot`` (see the ``bot_launcher`` fixture).
+    """
+    return [*(launcher or [sys.executable, "-m", "bot"]), "--env-file", os.devnull]
 
 
 @pytest.fixture
-def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., BotProcess]]:
+def bot_launcher() -> list[str] | None:
+    """What starts the bot in place of ``python -m bot``; None for that. A test module
+    overrides this fixture to set up the process first (e.g. resource limits): the
+    launcher must end by running the module ``bot`` as ``__main__`` with its arguments."""
+    return None
+
+
+@pytest.fixture
+def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest,
+              bot_launcher: list[str] | None) -> Iterator[Callable[..., BotProcess]]:
     """Factory: ``start_bot(*extra_args, **env_overrides)`` runs the bot and waits until its commands are
     registered.
 
@@ -186,7 +198,7 @@ def start_bot(fake: FakeDiscord, tmp_path: Path, request: pytest.FixtureRequest)
         log_path = tmp_path / f"bot-{len(started) + 1}.log"
         request.node.bot_logs.append(log_path)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([*bot_argv(), *args], env=env, cwd=tmp_path, stdout=log,
+            proc = subprocess.Popen([*bot_argv(bot_launcher), *args], env=env, cwd=tmp_path, stdout=log,
                                     stderr=subprocess.STDOUT)
         bot = BotProcess(fake, proc, log_path, env, f"http://127.0.0.1:{port}")
         started.append(bot)

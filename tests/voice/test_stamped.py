@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -66,3 +67,68 @@ def test_an_empty_datagram_and_a_bad_descriptor(pair: tuple[socket.socket, socke
     assert received is not None and received[0] == b""
     with pytest.raises(OSError):
         reader.receive(-1)
+
+
+def _queued(sock: socket.socket) -> None:
+    """Until a datagram waits in `sock`."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    assert poller.poll(10_000), "the datagram did not arrive"
+
+
+@pytest.mark.parametrize("step", [-15.0, 15.0, -0.5, 3600.0])
+def test_a_wall_clock_step_between_arrival_and_calibration(pair: tuple[socket.socket, socket.socket],
+                                                            step: float) -> None:
+    """The wall clock steps (NTP, a VM resume, ``date -s``) after the kernel stamped a
+    datagram and before the reader measured its offset: the arrival stays where it
+    was, and never later than now. Back (negative), the old code put it `step` into
+    the future; forward, that far into the past."""
+    receiver, sender = pair
+    assert enable_timestamps(receiver)
+    shift = [0]
+    reader = StampedReceiver(2048, realtime_ns=lambda: time.time_ns() + shift[0])
+    deadline = time.monotonic() + 10
+    while True:  # stamping may come on a moment after it is asked for (see enable_timestamps)
+        assert time.monotonic() < deadline, "the kernel never stamped a datagram"
+        reader.calibrate()
+        sender.send(b"probe")
+        _queued(receiver)
+        queued_at = time.monotonic()
+        time.sleep(0.05)  # a gap between arrival and read, to tell a kernel stamp from the read time
+        received = reader.receive(receiver.fileno())
+        assert received is not None
+        if received[1] <= queued_at:
+            break
+
+    reader.calibrate()  # the batch before the step
+    sent_at = time.monotonic()
+    sender.send(b"before the step")
+    _queued(receiver)
+    shift[0] = round(step * 1e9)  # the wall clock steps; the datagram keeps its old-clock stamp
+    reader.calibrate()
+    received = reader.receive(receiver.fileno())
+    now = time.monotonic()
+    assert received is not None and received[0] == b"before the step"
+    arrival = received[1]
+    assert arrival <= now, f"arrival {arrival - now:+.3f} s in the future"
+    assert sent_at - 0.001 <= arrival <= now, f"arrival moved by {arrival - sent_at:+.3f} s"
+    assert reader.steps == 1
+
+    sender.send(b"after the step")  # stamped on the stepped clock... here the kernel's, unshifted
+    _queued(receiver)
+    received = reader.receive(receiver.fileno())
+    assert received is not None and received[1] <= time.monotonic()
+
+
+def test_an_arrival_is_never_later_than_now_even_without_a_known_step(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    """The first calibration already sees the stepped clock: no old offset to go back to,
+    but the arrival is still not in the future."""
+    receiver, sender = pair
+    assert enable_timestamps(receiver)
+    reader = StampedReceiver(2048, realtime_ns=lambda: time.time_ns() - 15_000_000_000)
+    sender.send(b"x")
+    _queued(receiver)
+    reader.calibrate()
+    received = reader.receive(receiver.fileno())
+    assert received is not None and received[1] <= time.monotonic()
