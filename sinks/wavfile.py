@@ -119,7 +119,8 @@ class WavWriter:
     """Append-only writer of one 16-bit PCM WAV (RF64 past ``rf64_threshold``).
 
     Creates or truncates ``path`` and writes a valid header for zero frames at
-    once. After any write error the writer is failed: further ``append`` and
+    once; when that header cannot be written, the file is removed again and the
+    constructor raises. After any write error the writer is failed: further ``append`` and
     ``sync_header`` calls raise :class:`WavWriteError` again, and :meth:`close`
     makes the file as whole as it can without raising. ``on_samples``, if
     given, is called with every piece of audio just before it is written.
@@ -174,6 +175,12 @@ class WavWriter:
         except OSError as exc:
             os.close(self._fd)
             self._closed = True
+            # A file without its header is no WAV at all (a full disk leaves it at zero
+            # bytes): nothing may find it and list it as a track.
+            try:
+                os.unlink(self.path)
+            except OSError as gone:
+                _log.warning("could not remove a track left without its header: %s", os.strerror(gone.errno or 0))
             if isinstance(exc, WavWriteError):
                 raise
             raise WavWriteError.wrap(self.path, exc) from None
