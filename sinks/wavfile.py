@@ -51,6 +51,7 @@ __all__ = [
     "WavWriteError",
     "WavFormatError",
     "WavWriter",
+    "wav_header",
     "RepairReport",
     "repair_wav",
     "repair_directory",
@@ -113,6 +114,21 @@ def _header(channels: int, sample_rate: int, data_bytes: int, rf64: bool) -> byt
         sample_rate * block_align, block_align, _SAMPLE_BYTES * 8,
     )
     return head + fmt + b"data" + struct.pack("<I", data_field)
+
+
+def wav_header(channels: int, sample_rate: int, data_bytes: int) -> bytes:
+    """The :data:`HEADER_SIZE`-byte header of a 16-bit PCM WAV of ``data_bytes`` of audio.
+
+    For anything writing a whole WAV as a stream (a mixdown) in this module's
+    layout: plain RIFF while the sizes fit 32 bits, RF64 + ``ds64`` with the
+    64-bit sizes beyond (:data:`RIFF_MAX_DATA`), as a track that grew that
+    large ends up. The audio follows the header directly.
+    """
+    if not 1 <= channels <= 0xFFFF // _SAMPLE_BYTES:
+        raise ValueError(f"channels must be 1..{0xFFFF // _SAMPLE_BYTES}, not {channels}")
+    if data_bytes < 0 or data_bytes % (channels * _SAMPLE_BYTES):
+        raise ValueError(f"{data_bytes} bytes is not a whole number of {channels}-channel frames")
+    return _header(channels, sample_rate, data_bytes, data_bytes > RIFF_MAX_DATA)
 
 
 class WavWriter:
