@@ -87,7 +87,14 @@ def write_zip(directory: Path, names: list[str], write: Callable[[bytearray], ob
 def _mix_inputs(directory: Path, names: list[str], rate: int, channels: int) -> list[Path]:
     paths = []
     for name in names:
-        info = sf.info(str(directory / name))
+        try:
+            info = sf.info(str(directory / name))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            # One unreadable track (a file a full disk left without its header) must not
+            # take the whole mix down with it: the others are still worth hearing.
+            _log.warning("%s: %s is not a readable WAV (%s); left out of the mix", directory.name, name,
+                         type(exc).__name__)
+            continue
         if info.samplerate != rate or info.channels != channels:
             _log.warning("%s: %s is %d Hz/%d ch, not %d Hz/%d ch; left out of the mix",
                          directory.name, name, info.samplerate, info.channels, rate, channels)
