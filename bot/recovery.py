@@ -44,8 +44,11 @@ def recover(store: RecordingStore) -> list[Recording]:
             tracks = list(rec.directory.glob("*.wav"))
             last_write = max((p.stat().st_mtime for p in tracks), default=None)
             ended = datetime.fromtimestamp(last_write, UTC) if last_write is not None else rec.started_at
-            store.mark_interrupted(rec.id, ended_at=ended)
-            _log.warning("recording %s was interrupted by a crash; recovered %d track(s)", rec.id, len(tracks))
+            # Tracks that are no WAV (a file created on a full disk, never given its
+            # header) are dropped here, by the store: they hold no audio to recover.
+            final = store.mark_interrupted(rec.id, ended_at=ended)
+            _log.warning("recording %s was interrupted by a crash; recovered %d track(s)", rec.id,
+                         len(final.speakers))
         closed = store.get(rec.id)
         assert closed is not None
         recovered.append(closed)

@@ -19,7 +19,7 @@ class WorkerCounters:
 
     __slots__ = (
         "dequeued", "decoded", "lost", "concealed", "shed", "duplicates", "late",
-        "decode_errors", "invalid", "discarded",
+        "decode_errors", "invalid", "discarded", "untracked", "open_failures",
     )
 
     def __init__(self) -> None:
@@ -42,6 +42,10 @@ class WorkerCounters:
         self.invalid = 0
         #: Packets thrown away unprocessed after a fatal disk error.
         self.discarded = 0
+        #: Packets dropped because their user's track could not be created (yet).
+        self.untracked = 0
+        #: Attempts to create a user's track that failed (no descriptor, no room).
+        self.open_failures = 0
 
     def snapshot(self) -> dict[str, int]:
         """The counters as a dict."""

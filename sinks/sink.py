@@ -265,6 +265,7 @@ class AudioSink:
             },
             failure=self.failure,
             closed=self._closed,
+            untracked=counters["untracked"],
         )
 
     def close(self) -> None:
@@ -310,5 +311,5 @@ class AudioSink:
 _CLOSE_FIELDS: Final = (
     "users", "received", "dropped", "decoded", "lost", "late", "duplicates", "decode_errors",
     "queue_high_water", "worker_lag_max", "write_samples", "write_p50_us", "write_p99_us", "workers",
-    "failure",
+    "untracked", "failure",
 )

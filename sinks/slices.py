@@ -7,6 +7,13 @@ that thread. A slice survives bad packets (counted); a disk error is fatal to
 its recording but not to the thread: the error is recorded, packets are
 counted as discarded, and finishing still makes the files whole.
 
+A track that cannot be *created* (no file descriptor left, no room for its
+header) is that one user's loss, not the recording's: the other users' files
+are open and fine. Their packets are counted as ``untracked`` and creating the
+file is tried again every :data:`OPEN_RETRY` seconds and once more at close;
+once it opens, the track places audio at its arrival time like any other, so
+the gap is silence and every track still ends at the same sample.
+
 Closing never blocks a worker, which other recordings share: each slice
 commits what it holds and offers the length it needs to the recording's
 :class:`FinishLine`; the last to offer sends every slice the agreed length;
@@ -16,6 +23,7 @@ each pads and closes its files; the last to finish wakes the closer.
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import threading
 from collections.abc import Callable
@@ -29,7 +37,7 @@ from .talk import TalkMeter
 from .track import Backlog, Track
 from .wavfile import WavWriter
 
-__all__ = ["RecordingSlice", "FinishLine", "LAG_SAMPLE_EVERY"]
+__all__ = ["RecordingSlice", "FinishLine", "LAG_SAMPLE_EVERY", "OPEN_RETRY"]
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +45,10 @@ _log = logging.getLogger(__name__)
 _HOLD: Final = 6 * FRAME_SAMPLES
 #: One packet in this many has its lag (clock minus arrival) measured for ``lag_max``.
 LAG_SAMPLE_EVERY: Final = 64
+#: Seconds (on the recording's clock) before creating a track that failed is tried again:
+#: often enough to lose little once descriptors or space are back, rarely enough that a
+#: starved process does not spend itself on failing ``open`` calls (one per packet).
+OPEN_RETRY: Final = 1.0
 
 
 class FinishLine:
@@ -110,6 +122,8 @@ class RecordingSlice:
         #: True once this slice has committed everything for the close: later items are discarded.
         self.closing = False
         self._synced: dict[int, int] = {}
+        #: Users whose track could not be created: when (on ``clock``) to try again.
+        self._unopened: dict[int, float] = {}
 
     def handle(self, user_id: int, packet: VoicePacket | None) -> float | None:
         """Place one packet on its user's track (None: just open the track).
@@ -124,7 +138,11 @@ class RecordingSlice:
         try:
             track = self.tracks.get(user_id)
             if track is None:
-                track = self._open_track(user_id)
+                track = self._try_open(user_id)
+                if track is None:
+                    if packet is not None:
+                        counters.untracked += 1
+                    return None
             if packet is None:
                 return None
             received_at = packet.received_at
@@ -146,6 +164,35 @@ class RecordingSlice:
             if counters.invalid <= 10:
                 _log.warning("ignored an unusable packet: %r", exc)
         return None
+
+    def _try_open(self, user_id: int, *, now: float | None = None) -> Track | None:
+        """The user's new track, or None when creating its file failed now or lately.
+
+        Only the creation is forgiven here: a write to a file already open that
+        fails is the disk's state for everyone and stays fatal (:meth:`_write_failed`).
+        """
+        now = self._clock() if now is None else now
+        retry_at = self._unopened.get(user_id)
+        if retry_at is not None and now < retry_at:
+            return None
+        try:
+            track = self._open_track(user_id)
+        except OSError as exc:
+            self.counters.open_failures += 1
+            self._unopened[user_id] = now + OPEN_RETRY
+            if retry_at is None:
+                # Once per user, without the path: the reason is what an operator acts on.
+                _log.warning(
+                    "could not create the track of user %s (%s); their audio is dropped, the others "
+                    "record on, and it is tried again every %.0f s",
+                    user_id, os.strerror(exc.errno) if exc.errno else type(exc).__name__, OPEN_RETRY,
+                )
+            return None
+        if retry_at is not None:
+            del self._unopened[user_id]
+            _log.warning("the track of user %s could be created at last; the audio before is silence",
+                         user_id)
+        return track
 
     def _open_track(self, user_id: int) -> Track:
         if not isinstance(user_id, int):
@@ -223,6 +270,10 @@ class RecordingSlice:
         length = round((end - self._origin) * SAMPLE_RATE)
         try:
             if self.failure is None and not self.closing:
+                # A user whose file could not be created gets one last try, so their
+                # track exists (silent where it was missing) if the cause has passed.
+                for user_id in list(self._unopened):
+                    self._try_open(user_id, now=float("inf"))
                 for track in self.tracks.values():
                     track.flush()
                 length = max([length, *(t.writer.frames for t in self.tracks.values())])

@@ -86,6 +86,9 @@ class EngineStats:
     #: Why the recording stopped writing, or None while healthy.
     failure: RecordingFailure | None
     closed: bool
+    #: Packets dropped because their user's track could not be created yet (out of
+    #: file descriptors, say): that user's gap, the others record on.
+    untracked: int = 0
 
     def log_fields(self, names: tuple[str, ...]) -> dict[str, object]:
         """The fields ``names`` as JSON-ready values (a failure as its message)."""

@@ -51,6 +51,7 @@ __all__ = [
     "WavWriteError",
     "WavFormatError",
     "WavWriter",
+    "wav_header",
     "RepairReport",
     "repair_wav",
     "repair_directory",
@@ -115,11 +116,27 @@ def _header(channels: int, sample_rate: int, data_bytes: int, rf64: bool) -> byt
     return head + fmt + b"data" + struct.pack("<I", data_field)
 
 
+def wav_header(channels: int, sample_rate: int, data_bytes: int) -> bytes:
+    """The :data:`HEADER_SIZE`-byte header of a 16-bit PCM WAV of ``data_bytes`` of audio.
+
+    For anything writing a whole WAV as a stream (a mixdown) in this module's
+    layout: plain RIFF while the sizes fit 32 bits, RF64 + ``ds64`` with the
+    64-bit sizes beyond (:data:`RIFF_MAX_DATA`), as a track that grew that
+    large ends up. The audio follows the header directly.
+    """
+    if not 1 <= channels <= 0xFFFF // _SAMPLE_BYTES:
+        raise ValueError(f"channels must be 1..{0xFFFF // _SAMPLE_BYTES}, not {channels}")
+    if data_bytes < 0 or data_bytes % (channels * _SAMPLE_BYTES):
+        raise ValueError(f"{data_bytes} bytes is not a whole number of {channels}-channel frames")
+    return _header(channels, sample_rate, data_bytes, data_bytes > RIFF_MAX_DATA)
+
+
 class WavWriter:
     """Append-only writer of one 16-bit PCM WAV (RF64 past ``rf64_threshold``).
 
     Creates or truncates ``path`` and writes a valid header for zero frames at
-    once. After any write error the writer is failed: further ``append`` and
+    once; when that header cannot be written, the file is removed again and the
+    constructor raises. After any write error the writer is failed: further ``append`` and
     ``sync_header`` calls raise :class:`WavWriteError` again, and :meth:`close`
     makes the file as whole as it can without raising. ``on_samples``, if
     given, is called with every piece of audio just before it is written.
@@ -174,6 +191,12 @@ class WavWriter:
         except OSError as exc:
             os.close(self._fd)
             self._closed = True
+            # A file without its header is no WAV at all (a full disk leaves it at zero
+            # bytes): nothing may find it and list it as a track.
+            try:
+                os.unlink(self.path)
+            except OSError as gone:
+                _log.warning("could not remove a track left without its header: %s", os.strerror(gone.errno or 0))
             if isinstance(exc, WavWriteError):
                 raise
             raise WavWriteError.wrap(self.path, exc) from None

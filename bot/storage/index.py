@@ -379,6 +379,9 @@ def _finalize_tracks(directory: Path, speakers: list[Speaker], known: list[Speak
         uid = user_id_of_raw_track(path.name)
         if uid is None:
             continue
+        if not _is_wav(path):
+            _drop_unreadable(directory, path)
+            continue
         speaker = by_id.setdefault(uid, Speaker(uid, names.get(uid, "speaker")))
         target = directory / speaker.file
         if target.exists():
@@ -386,4 +389,56 @@ def _finalize_tracks(directory: Path, speakers: list[Speaker], known: list[Speak
             speaker.file = path.name
             continue
         os.replace(path, target)
-    return [s for s in by_id.values() if (directory / s.file).is_file()]
+    return [s for s in by_id.values() if _is_wav(directory / s.file)]
+
+
+#: Fewer bytes than the smallest WAV header: a file this short holds no audio at all.
+_MIN_WAV_BYTES = 44
+
+
+def _is_wav(path: Path) -> bool:
+    """Whether ``path`` is a regular file that starts like a WAV a reader can open:
+    ``RIFF``/``RF64`` ... ``WAVE``, then a ``fmt `` chunk before the ``data`` chunk.
+
+    Checked here, without the recording engine (storage does not import it), so
+    the manifest never lists a track that the page, the mixdown or a player
+    cannot read (a full disk leaves a file created but without its header).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+                return False
+            pos, has_fmt = 12, False
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return False
+                cid, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if cid == b"data":
+                    return has_fmt
+                has_fmt = has_fmt or (cid == b"fmt " and length >= 16)
+                pos += 8 + length + (length & 1)
+            return False
+    except OSError:
+        return False
+
+
+def _drop_unreadable(directory: Path, path: Path) -> None:
+    """Deal with a track that is no WAV: removed when it is empty or the cut-off start of
+    a header (it holds no audio: nothing is lost), else left under its raw name, out of
+    the manifest (whatever it is, it is not ours to delete)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_MIN_WAV_BYTES)
+        size = len(head)
+        if size < _MIN_WAV_BYTES and (b"RIFF".startswith(head[:4]) or b"RF64".startswith(head[:4])):
+            path.unlink()
+            _log.warning("%s: removed %s, a track without a WAV header (%d bytes)", directory.name, path.name, size)
+        else:
+            _log.warning("%s: %s is not a readable WAV; kept, but not listed", directory.name, path.name)
+    except OSError as exc:
+        _log.warning("%s: could not remove the unreadable %s: %s", directory.name, path.name,
+                     os.strerror(exc.errno or 0))

@@ -84,13 +84,25 @@ def load_activity(directory: Path, files: list[str]) -> dict[str, TrackActivity]
         if isinstance(entry, dict) and entry.get("stamp") == stamp:
             activity = TrackActivity(int(entry["frames"]), tuple((int(s), int(e)) for s, e in entry["spans"]))
         else:
-            activity = track_activity(directory / name)
+            try:
+                activity = track_activity(directory / name)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                # Not a WAV (a file a full disk left without its header): the page leaves
+                # it out rather than failing for every other track.
+                _log.warning("%s: %s is not a readable WAV (%s); left off the page", directory.name, name,
+                             type(exc).__name__)
+                continue
             changed = True
         result[name] = activity
         fresh[name] = {"stamp": stamp, "frames": activity.frames, "spans": [list(s) for s in activity.spans]}
     if changed:
         tmp = directory / (ACTIVITY_NAME + ".tmp")
-        tmp.write_text(json.dumps({"window_frames": BLOCK_FRAMES, "tracks": fresh}), encoding="utf-8")
-        os.replace(tmp, cache_path)
+        try:
+            tmp.write_text(json.dumps({"window_frames": BLOCK_FRAMES, "tracks": fresh}), encoding="utf-8")
+            os.replace(tmp, cache_path)
+        except OSError as exc:
+            # Only a cache: on a full disk the page is still served, computed afresh next time.
+            tmp.unlink(missing_ok=True)
+            _log.warning("%s: activity cache not written: %s", directory.name, os.strerror(exc.errno or 0))
         _log.debug("%s: activity computed for %d track(s)", directory.name, len(files))
     return result

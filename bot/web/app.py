@@ -181,7 +181,12 @@ class _Routes:
         target = path.with_suffix(".flac")
         loop = asyncio.get_running_loop()
         async with self._lock(rec.id, path.name):
-            await loop.run_in_executor(self.executor, flac_copy, path, target)
+            try:
+                await loop.run_in_executor(self.executor, flac_copy, path, target)
+            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                # An unreadable track, or no room for the copy: no FLAC, and no 500 either.
+                _log.warning("recording %s: no FLAC of a track: %s", rec.id, type(exc).__name__)
+                return _not_found()
         if servable(rec.directory, target.name) is None:
             return _not_found()
         headers = {"Content-Type": "audio/flac", "Cache-Control": "private, max-age=3600"}

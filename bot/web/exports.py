@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import struct
 import time
 import zipfile
 from collections.abc import Callable, Generator
@@ -22,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from bot.web.files import open_servable
+from sinks.wavfile import HEADER_SIZE, wav_header
 
 __all__ = ["CHUNK_BYTES", "MIX_FRAMES", "flac_copy", "mixdown_chunks", "mixdown_size", "write_zip", "zip_chunks"]
 
@@ -87,7 +87,14 @@ def write_zip(directory: Path, names: list[str], write: Callable[[bytearray], ob
 def _mix_inputs(directory: Path, names: list[str], rate: int, channels: int) -> list[Path]:
     paths = []
     for name in names:
-        info = sf.info(str(directory / name))
+        try:
+            info = sf.info(str(directory / name))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            # One unreadable track (a file a full disk left without its header) must not
+            # take the whole mix down with it: the others are still worth hearing.
+            _log.warning("%s: %s is not a readable WAV (%s); left out of the mix", directory.name, name,
+                         type(exc).__name__)
+            continue
         if info.samplerate != rate or info.channels != channels:
             _log.warning("%s: %s is %d Hz/%d ch, not %d Hz/%d ch; left out of the mix",
                          directory.name, name, info.samplerate, info.channels, rate, channels)
@@ -99,17 +106,13 @@ def _mix_inputs(directory: Path, names: list[str], rate: int, channels: int) -> 
 def mixdown_size(directory: Path, names: list[str], rate: int, channels: int) -> int:
     """Byte length of the WAV :func:`mixdown_chunks` produces (for Content-Length)."""
     frames = max((sf.info(str(p)).frames for p in _mix_inputs(directory, names, rate, channels)), default=0)
-    return 44 + frames * channels * 2
+    return HEADER_SIZE + frames * channels * 2
 
 
 def _wav_header(frames: int, rate: int, channels: int) -> bytes:
-    data = frames * channels * 2
-    # Beyond 4 GiB the size fields saturate, which players treat as "read to the end".
-    riff = min(36 + data, 0xFFFFFFFF)
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, 1, channels, rate,
-        rate * channels * 2, channels * 2, 16, b"data", min(data, 0xFFFFFFFF),
-    )
+    # The tracks' own layout: RF64 with 64-bit sizes past 4 GiB, so a long mix
+    # is a valid file rather than one whose sizes are pinned at 0xFFFFFFFF.
+    return wav_header(channels, rate, frames * channels * 2)
 
 
 def _mix_block(files: list[sf.SoundFile], frames: int, channels: int) -> bytes:

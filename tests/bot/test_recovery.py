@@ -68,7 +68,9 @@ def test_recover_leaves_garbage_alone(tmp_path: Path) -> None:
         (rec.directory / f"{ALICE}.wav").write_bytes(b"not a wav at all")
         (recovered,) = recover(s)
         assert recovered.status == "interrupted"
-        assert (rec.directory / f"speaker-{ALICE}.wav").read_bytes() == b"not a wav at all"
+        # Kept (not ours to delete), but never listed as a track: nothing could read it.
+        assert (rec.directory / f"{ALICE}.wav").read_bytes() == b"not a wav at all"
+        assert s.read_manifest(recovered).speakers == []
 
 
 def test_recover_engine_written_track(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import pytest
 import soundfile
 
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
+from sinks.slices import OPEN_RETRY
 from sinks.wavfile import HEADER_SIZE
 from sinks.worker import SYNC_INTERVAL
 from tests.fakediscord.messages import Message
@@ -272,3 +273,89 @@ def test_a_full_temporary_disk_at_stop_skips_the_attachment_and_still_gives_the_
         assert status == 200 and b"alice" in page
         assert bot.terminate() == 0
         assert list(tmp.iterdir()) == []  # the half-written ZIP gave its space back
+
+
+#: Alice's turn, before the disk fills; then Bob's turns, the first while it is full.
+ALICE_FIRST = Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.3, 1.5),)),), duration=1.8)
+BOB_TURN = Scenario(speakers=(SpeakerSpec("bob", 110.0, talks=(Talk(0.3, 1.5),)),), duration=1.8)
+
+
+def _no_room_for_bob(fake: FakeDiscord, bot: BotProcess, disk: SmallDisk) -> tuple[str, Path, ScenarioRunner]:
+    """Record Alice's turn, fill the disk to the last byte, let Bob (new) speak; returns the
+    recording id, the ballast and Alice's turn. Bob's file is created with no room for its header."""
+    rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
+    first = play(fake, ALICE_FIRST)
+    alice = bot.recordings_dir / rid / f"{fake.config['members']['alice']}.wav"
+    fake.wait_for(lambda: alice.exists() and (_synced_frames(alice) or 0) >= 1.2 * SAMPLE_RATE,
+                  timeout=REPLY_TIMEOUT, what="alice's turn on disk")
+    ballast = _fill_to(disk, 0)
+    play(fake, BOB_TURN)
+    fake.wait_for(lambda: "No space left" in bot.log(), timeout=REPLY_TIMEOUT, what="bob's file to meet the full disk")
+    return rid, ballast, first
+
+
+def _unreadable_tracks(folder: Path) -> list[str]:
+    """WAV files in `folder` that libsndfile cannot open (a zero-byte or headerless track)."""
+    bad = []
+    for path in folder.glob("*.wav"):
+        try:
+            soundfile.info(str(path))
+        except (soundfile.LibsndfileError, RuntimeError):
+            bad.append(f"{path.name} ({path.stat().st_size} bytes)")
+    return bad
+
+
+def _check_served(link: str) -> None:
+    for part in ("", "/all.zip", "/mix.wav"):
+        url = link.replace("?", f"{part}?", 1)
+        status, _ = http_get(url)
+        assert status == 200, f"{part or 'the page'}: {status}"
+
+
+def test_a_new_speakers_file_on_a_full_disk_leaves_no_unreadable_track(
+        fake: FakeDiscord, small_disk: SmallDisk, start_bot: Callable[..., BotProcess]) -> None:
+    """No room for a new speaker's WAV header: no zero-byte track is left or listed, the
+    recording goes on (Alice's file is open and fine) and Bob is recorded once there is room."""
+    bot = start_bot(MIN_FREE_DISK_MB="0")
+    rid, ballast, first = _no_room_for_bob(fake, bot, small_disk)
+    folder = bot.recordings_dir / rid
+    assert _unreadable_tracks(folder) == []
+    # The operator frees space; Bob speaks again and is recorded. The engine promises to try his
+    # file again within OPEN_RETRY of his last failed packet (his first turn, over by now).
+    ballast.unlink()
+    time.sleep(OPEN_RETRY)
+    second = play(fake, BOB_TURN)
+    stopped = bot.ask("record", "stop")
+    assert f"Recording `{rid}`" in stopped.content, stopped.content
+    meta = manifest(folder)
+    members = fake.config["members"]
+    files = {int(s["user_id"]): s["file"] for s in meta["speakers"]}
+    assert set(files) == {members["alice"], members["bob"]}, meta
+    assert _unreadable_tracks(folder) == []
+    bob = read_wav(folder / files[members["bob"]])
+    assert len(bob) == len(read_wav(folder / files[members["alice"]])), "tracks of equal length"
+    matched = check_tracks({"bob": bob}, second, origin_guess(first, meta["started_at"]))
+    assert matched["bob"] >= 0.9 * talk_samples(second, "bob"), matched
+    _check_served(download_link(stopped))
+
+
+def test_recovery_keeps_no_track_a_full_disk_left_without_its_header(
+        fake: FakeDiscord, small_disk: SmallDisk, start_bot: Callable[..., BotProcess]) -> None:
+    """Killed while Bob's file could not get its header: recovery lists and keeps only readable tracks."""
+    bot = start_bot(MIN_FREE_DISK_MB="0")
+    rid, ballast, _first = _no_room_for_bob(fake, bot, small_disk)
+    bot.kill()
+    fake.kick_from_voice(fake.config["bot_user_id"])
+    folder = bot.recordings_dir / rid
+    # A kill between a file's creation and its header leaves it at zero bytes, whatever the engine
+    # does about a failed header; that is what recovery must cope with.
+    (folder / f"{fake.config['members']['bob']}.wav").touch()
+    ballast.unlink()
+    bot = start_bot(MIN_FREE_DISK_MB="0")
+    notice = wait_posted(fake, [fake.config["voice_channel_id"], fake.config["text_channel_id"]],
+                         f"`{rid}` was repaired", REPLY_TIMEOUT)
+    meta = manifest(folder)
+    assert meta["status"] == "interrupted"
+    assert [int(s["user_id"]) for s in meta["speakers"]] == [fake.config["members"]["alice"]], meta
+    assert _unreadable_tracks(folder) == [] and not [p for p in folder.glob("*.wav") if p.stat().st_size == 0]
+    _check_served(download_link(notice))
