@@ -32,7 +32,6 @@ import pytest
 import soundfile
 
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
-from sinks.slices import OPEN_RETRY
 from sinks.wavfile import HEADER_SIZE
 from sinks.worker import SYNC_INTERVAL
 from tests.fakediscord.messages import Message
@@ -278,6 +277,8 @@ def test_a_full_temporary_disk_at_stop_skips_the_attachment_and_still_gives_the_
 #: Alice's turn, before the disk fills; then Bob's turns, the first while it is full.
 ALICE_FIRST = Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.3, 1.5),)),), duration=1.8)
 BOB_TURN = Scenario(speakers=(SpeakerSpec("bob", 110.0, talks=(Talk(0.3, 1.5),)),), duration=1.8)
+#: Bob talking on (stopped by the test once the engine has opened his file).
+BOB_TALKS_ON = Scenario(speakers=(SpeakerSpec("bob", 110.0, talks=(Talk(0.0, 60.0),)),), duration=60.0)
 
 
 def _no_room_for_bob(fake: FakeDiscord, bot: BotProcess, disk: SmallDisk) -> tuple[str, Path, ScenarioRunner]:
@@ -320,15 +321,18 @@ def test_a_new_speakers_file_on_a_full_disk_leaves_no_unreadable_track(
     rid, ballast, first = _no_room_for_bob(fake, bot, small_disk)
     folder = bot.recordings_dir / rid
     assert _unreadable_tracks(folder) == []
-    # The operator frees space; Bob speaks again and is recorded. The engine promises to try his
-    # file again within OPEN_RETRY of his last failed packet (his first turn, over by now).
+    # The operator frees space; Bob talks on until the engine has tried his file again (it does
+    # within OPEN_RETRY of his last failed packet) and opened it; then a turn of his is checked.
     ballast.unlink()
-    time.sleep(OPEN_RETRY)
+    members = fake.config["members"]
+    bob_file = folder / f"{members['bob']}.wav"
+    talking = fake.start_scenario(BOB_TALKS_ON)
+    fake.wait_for(bob_file.exists, timeout=REPLY_TIMEOUT, what="bob's file to be opened once there is room")
+    fake.run(talking.stop())
     second = play(fake, BOB_TURN)
     stopped = bot.ask("record", "stop")
     assert f"Recording `{rid}`" in stopped.content, stopped.content
     meta = manifest(folder)
-    members = fake.config["members"]
     files = {int(s["user_id"]): s["file"] for s in meta["speakers"]}
     assert set(files) == {members["alice"], members["bob"]}, meta
     assert _unreadable_tracks(folder) == []
