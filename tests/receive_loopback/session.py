@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import discord
+import numpy as np
+import soundfile
 
 from bot.voice.client import RecordingVoiceClient
 from bot.voice.stats import ReceiveStats, RecordingStats
 from sinks import AudioSink, EngineStats, VoicePacket
+from sinks.opus import SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
+from tests.fakediscord.speakers import SentFrame, SimulatedSpeaker
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
+
+from .truth import ALIGNMENT, match_track, sent_frames
 
 __all__ = ["TeeSink", "RecordingSession", "settle"]
 
@@ -65,6 +72,17 @@ def settle(values: Callable[[], Any], *, quiet: float = 0.3, timeout: float = 15
             return now_value
         if now > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
+
+
+@dataclass
+class SpeakerTrack:
+    """One simulated speaker's track, checked against what they sent (see :meth:`RecordingSession.checked_track`)."""
+
+    #: Every frame the speaker produced, by (ssrc, seq).
+    sent: dict[tuple[int, int], SentFrame]
+    #: What the sink was handed for them, in order.
+    handed: list[VoicePacket]
+    wav: np.ndarray
 
 
 class RecordingSession:
@@ -164,3 +182,22 @@ class RecordingSession:
         self.sink.close()
         self.final_stats = RecordingStats(receive=receive, engine=self.sink.stats())
         return self.final_stats
+
+    def checked_track(self, speaker: SimulatedSpeaker) -> SpeakerTrack:
+        """Assert that the sink was handed exactly frames ``speaker`` sent, and that its WAV
+        holds every run of them sample-exact within :data:`ALIGNMENT` of its capture time."""
+        assert self.tee is not None and self.sink is not None
+        name = speaker.name
+        sent = sent_frames(speaker.frames)
+        handed = self.tee.handed().get(speaker.user_id, [])
+        assert handed, f"{name}: nothing reached the sink"
+        for packet in handed:
+            assert packet.opus == sent[(packet.ssrc, packet.sequence)].opus, (
+                f"{name} seq {packet.sequence}: not the frame that was sent")
+        wav, rate = soundfile.read(self.directory / f"{speaker.user_id}.wav", dtype="int16")
+        assert rate == SAMPLE_RATE
+        runs, problems = match_track(wav, handed, sent, self.sink.started_at)
+        assert not problems, f"{name}: " + "; ".join(problems[:5])
+        offsets = [r.offset for r in runs if r.offset is not None]
+        assert offsets and max(abs(o) for o in offsets) <= ALIGNMENT, f"{name}: runs misplaced by {offsets} samples"
+        return SpeakerTrack(sent, handed, wav)

@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import soundfile
 
-from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.fakediscord.flood import FATES, KINDS
 from tests.fakediscord.scenario import Event, Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
 from .session import RecordingSession
-from .truth import match_track, sent_frames
 
 SPEAKERS = (("alice", 210.0), ("bob", 110.0), ("carol", 160.0))
 TALK = (0.3, 6.3)
@@ -54,20 +51,8 @@ def _udp_drops(port: int) -> int:
 
 def _speaker(session: RecordingSession, runner: Any, name: str) -> tuple[int, int]:
     """Check one speaker's track; return (frames on the wire, frames the sink never got)."""
-    speaker = runner.speakers[name]
-    sent = sent_frames(speaker.frames)
-    handed = session.tee.handed().get(speaker.user_id, [])  # type: ignore[union-attr]
-    assert handed, f"{name}: nothing reached the sink"
-    for packet in handed:
-        assert packet.opus == sent[(packet.ssrc, packet.sequence)].opus, f"{name} seq {packet.sequence}: not what was sent"
-    wav, rate = soundfile.read(session.directory / f"{speaker.user_id}.wav", dtype="int16")
-    assert rate == SAMPLE_RATE
-    runs, problems = match_track(wav, handed, sent, session.sink.started_at)  # type: ignore[union-attr]
-    assert not problems, f"{name}: " + "; ".join(problems[:5])
-    offsets = [r.offset for r in runs if r.offset is not None]
-    assert offsets and max(abs(o) for o in offsets) <= FRAME_SAMPLES, f"{name}: runs misplaced by {offsets} samples"
-    missing = set(sent) - {(p.ssrc, p.sequence) for p in handed}
-    return len(sent), len(missing)
+    track = session.checked_track(runner.speakers[name])
+    return len(track.sent), len(set(track.sent) - {(p.ssrc, p.sequence) for p in track.handed})
 
 
 def test_hostile_flood_is_counted_and_harmless(dave_fake: FakeDiscord, tmp_path: Path,

@@ -10,21 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile
 
 from bot.voice.stats import ReceiveStats
 from sinks import EngineStats
-from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
+from sinks.opus import SAMPLE_RATE
 from tests.fakediscord.impair import Impairment
 from tests.fakediscord.scenario import Event, Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
 from .session import RecordingSession
-from .truth import match_track, sent_frames
-
-#: The alignment budget: a burst lands within 20 ms of when it was sent.
-ALIGNMENT = FRAME_SAMPLES
 
 THREE_SPEAKERS = Scenario(
     speakers=(
@@ -37,33 +31,17 @@ THREE_SPEAKERS = Scenario(
 )
 
 
-def _read(path: Path) -> np.ndarray:
-    audio, rate = soundfile.read(path, dtype="int16")
-    assert rate == SAMPLE_RATE
-    return audio
-
-
 def _dave_failures(receive: ReceiveStats) -> int:
     return sum(receive.dave_failures.values())
 
 
 def _check_speaker(session: RecordingSession, runner: ScenarioRunner, name: str) -> dict[str, Any]:
     """Everything about one speaker's track; returns numbers for further asserts."""
-    speaker = runner.speakers[name]
-    sent = sent_frames(speaker.frames)
-    handed = session.tee.handed().get(speaker.user_id, [])  # type: ignore[union-attr]
-    assert handed, f"{name}: nothing reached the sink"
-    for packet in handed:
-        frame = sent[(packet.ssrc, packet.sequence)]
-        assert packet.opus == frame.opus, f"{name} seq {packet.sequence}: not the frame that was sent"
-    on_wire = {key for key, f in sent.items() if f.fate != "dropped"}
-    got = {(p.ssrc, p.sequence) for p in handed}
-    wav = _read(session.directory / f"{speaker.user_id}.wav")
-    runs, problems = match_track(wav, handed, sent, session.sink.started_at)  # type: ignore[union-attr]
-    assert not problems, f"{name}: " + "; ".join(problems[:5])
-    offsets = [r.offset for r in runs if r.offset is not None]
-    assert offsets and max(abs(o) for o in offsets) <= ALIGNMENT, f"{name}: runs misplaced by {offsets} samples"
-    return {"missing": on_wire - got, "extra": got - on_wire, "wav": wav, "sent": sent, "handed": handed}
+    track = session.checked_track(runner.speakers[name])
+    on_wire = {key for key, f in track.sent.items() if f.fate != "dropped"}
+    got = {(p.ssrc, p.sequence) for p in track.handed}
+    return {"missing": on_wire - got, "extra": got - on_wire, "wav": track.wav, "sent": track.sent,
+            "handed": track.handed}
 
 
 def _first_after_hold(frames: list[Any], key: tuple[int, int]) -> bool:

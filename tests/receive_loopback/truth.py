@@ -29,8 +29,10 @@ from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder
 from sinks.packet import seq_delta, ts_delta
 from tests.fakediscord.speakers import SentFrame
 
-__all__ = ["Run", "match_track", "sent_frames"]
+__all__ = ["ALIGNMENT", "Run", "match_track", "sent_frames"]
 
+#: How far a run may sit from its capture time: one 20 ms frame.
+ALIGNMENT = FRAME_SAMPLES
 #: How far from its capture time a run is searched for (the test's assertion is tighter).
 SEARCH = SAMPLE_RATE // 5
 _MAX_PLC = 5
