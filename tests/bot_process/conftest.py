@@ -8,7 +8,6 @@ attached to the report when the test fails.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -36,21 +35,6 @@ REPLY_TIMEOUT = 60.0
 #: What the bot logs in on_ready, once every guild is in its cache.
 _READY_LINE = " connected as "
 _REPO = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted on `path` (made if missing), so writes there fail as on a
-    real full disk (ENOSPC). Mount it before the bot starts: it must have exited before
-    the file system goes away."""
-    path.mkdir(exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    assert mounted.returncode == 0, f"these tests mount a tmpfs and need root: {mounted.stderr.strip()}"
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 def free_port() -> int:

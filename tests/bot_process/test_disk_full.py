@@ -34,6 +34,7 @@ import soundfile
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from sinks.wavfile import HEADER_SIZE
 from sinks.worker import SYNC_INTERVAL
+from tests.disks import tmpfs
 from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
@@ -41,7 +42,7 @@ from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE
 
 from .checks import (check_get_serves, check_tracks, download_link, http_get, manifest, origin_guess, play,
                      read_wav, recording_id, refusal, seconds, talk_samples, wait_posted, zip_members)
-from .conftest import REPLY_TIMEOUT, BotProcess, tmpfs
+from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: The recordings file system: about 10 s of two mono 48 kHz tracks after B's turn.
 DISK_SIZE = "2m"

@@ -24,7 +24,7 @@ import soundfile as sf
 
 from sinks import AudioSink, VoicePacket
 from sinks.slices import OPEN_RETRY
-from tests.sinks.disks import small_tmpfs
+from tests.disks import tmpfs
 from tests.sinks.streams import FakeClock, arrival_order, encode, packets, tone
 
 ALICE, BOB = 1, 2
@@ -126,7 +126,6 @@ def test_running_out_of_descriptors_loses_only_the_new_speaker_until_they_are_ba
     assert not got[BOB][: round(released_at * 48_000)].any()
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full for a real ENOSPC")
 def test_no_room_for_a_new_speakers_header_loses_only_that_speaker(tmp_path: pathlib.Path) -> None:
     """ENOSPC while a file is created (its header): no zero-byte file, and no failed recording."""
     clock = FakeClock(0.0)
@@ -153,7 +152,7 @@ def test_no_room_for_a_new_speakers_header_loses_only_that_speaker(tmp_path: pat
 
 def test_a_write_to_an_open_track_on_a_full_disk_still_stops_the_recording(tmp_path: pathlib.Path) -> None:
     """The other side of the line: the disk filling under files already open is fatal, as before."""
-    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+    with tmpfs(tmp_path / "disk", "64k") as disk:
         clock = FakeClock(0.0)
         sink = AudioSink(disk, clock=clock)
         for p in _alice():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import pathlib
 import threading
 import time
@@ -14,7 +13,7 @@ import soundfile as sf
 
 from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
-from tests.sinks.disks import small_tmpfs
+from tests.disks import tmpfs
 from tests.sinks.streams import (
     ALIGNMENT_LIMIT, CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
     packets, tone,
@@ -304,7 +303,7 @@ def test_headers_are_synced_while_idle(tmp_path: pathlib.Path) -> None:
 def test_disk_full_stops_writing_but_not_the_sink(tmp_path: pathlib.Path) -> None:
     # A write to a file already open fails (a 64 KiB tmpfs fills up): fatal to the recording.
     # (A file that cannot be *created* is one user's loss only: tests/sinks/test_open_failures.py.)
-    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+    with tmpfs(tmp_path / "disk", "64k") as disk:
         clock = FakeClock(0.0)
         sink = AudioSink(disk, clock=clock, queue_size=64)
         good = packets(encode(tone(400, 150)), start=0.1, seq0=0, ts0=0, ssrc=1)

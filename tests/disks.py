@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import pathlib
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
-import pytest
+__all__ = ["tmpfs"]
 
 
 @contextlib.contextmanager
-def small_tmpfs(path: pathlib.Path, size: str) -> Iterator[pathlib.Path]:
-    """A tmpfs of ``size`` mounted on ``path`` (made here); skips the test when not root."""
-    path.mkdir()
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``path`` (made if missing). The tests run as root,
+    as CI does; anywhere else this fails rather than skip. A bot process writing there
+    must have exited before the file system goes away."""
+    path.mkdir(exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                              capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.strip()}")
+    assert mounted.returncode == 0, f"these tests mount a tmpfs and need root: {mounted.stderr.strip()}"
     try:
         yield path
     finally:
