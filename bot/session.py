@@ -252,7 +252,7 @@ class RecordingSession:
                               automatic=True)
         free = await asyncio.to_thread(free_disk_mb, self.recording.directory)
         if free < limits.min_free_disk_mb:
-            return StopReason(f"free disk space fell below {limits.min_free_disk_mb} MB", automatic=True)
+            return StopReason(f"free disk space fell below {limits.min_free_disk_mb} MiB", automatic=True)
         me = self.guild.me
         here = me.voice.channel if me is not None and me.voice is not None else None
         if not self._voice_alive():

@@ -250,7 +250,7 @@ def test_below_min_free_disk_a_recording_is_refused_or_stopped(
     rid = recording_id(bot.ask("record", "start", voice))
     _fill_to(small_disk, 0.5)
     notice = wait_posted(fake, [fake.config["text_channel_id"]], "Recording stopped:", timeout=REPLY_TIMEOUT)
-    assert "Recording stopped: free disk space fell below 1 MB." in notice.content, notice.content
+    assert "Recording stopped: free disk space fell below 1 MiB." in notice.content, notice.content
     assert manifest(bot.recordings_dir / rid)["status"] == "finished"
 
 
