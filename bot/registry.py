@@ -124,7 +124,7 @@ class RecordingRegistry:
         if record is None:
             raise NothingToStop(guild_id)
         await record.started.wait()  # a stop during the voice connect stops what it brings
-        if self._running.get(guild_id) is not record or record.session.stopping:
+        if not self._holds(record) or record.session.stopping:
             raise NothingToStop(guild_id)
         manifest = await self._stop(record, reason)
         assert record.session.recording is not None  # started, and not forgotten as a failed start
@@ -148,7 +148,7 @@ class RecordingRegistry:
         the next start closes what could not be finished)."""
         for record in list(self._running.values()):
             await record.started.wait()
-            if self._running.get(record.session.guild.id) is not record:  # its start failed meanwhile
+            if not self._holds(record):  # its start failed meanwhile
                 continue
             if record.session.stopping:  # whoever began this stop announces it; wait for its files all the same
                 with contextlib.suppress(Exception):
@@ -182,11 +182,14 @@ class RecordingRegistry:
         finally:
             self._forget(record)
 
+    def _holds(self, record: GuildRecording) -> bool:
+        """Whether ``record`` is still its guild's running recording."""
+        return self._running.get(record.session.guild.id) is record
+
     def _forget(self, record: GuildRecording) -> None:
         """The one place a record leaves the registry (once, and never a newer one of its guild)."""
-        guild_id = record.session.guild.id
-        if self._running.get(guild_id) is record:
-            del self._running[guild_id]
+        if self._holds(record):
+            del self._running[record.session.guild.id]
 
     async def _on_auto_stop(self, session: RecordingSession, reason: StopReason, manifest: Manifest | None) -> None:
         """The session stopped by itself (see :data:`bot.session.OnAutoStop`)."""

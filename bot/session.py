@@ -30,7 +30,6 @@ __all__ = ["SessionLimits", "RecordingSession", "StopReason"]
 _log = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionLimits:
     """When a recording stops by itself."""
@@ -134,10 +133,13 @@ class RecordingSession:
     def _should_record(self, user_id: int) -> bool:
         return user_id not in self.opted_out
 
-    def begin_stop(self, reason: StopReason) -> asyncio.Future[Manifest]:
-        """Start finalizing the recording, at once and without yielding to the loop,
-        so no other stop (the session's own watch included) can begin meanwhile.
-        Later calls return the same future, whatever their reason."""
+    async def stop(self, reason: StopReason) -> Manifest:
+        """Finalize the recording (idempotent: a second call, whatever its reason, waits for the first).
+
+        The stop is claimed before the first await, so a caller that checked
+        :attr:`stopping` and calls this without yielding in between is the only
+        one that stops it (:mod:`bot.registry` relies on it).
+        """
         if self._stopping is None:
             # Only here is the caller the current task: the watch task, when it
             # stops the recording itself, must not cancel its own wait for the
@@ -145,11 +147,7 @@ class RecordingSession:
             if self._watch_task is not None and self._watch_task is not asyncio.current_task():
                 self._watch_task.cancel()
             self._stopping = asyncio.ensure_future(self._stop(reason))
-        return self._stopping
-
-    async def stop(self, reason: StopReason) -> Manifest:
-        """Finalize the recording (idempotent: a second call waits for the first)."""
-        return await asyncio.shield(self.begin_stop(reason))
+        return await asyncio.shield(self._stopping)
 
     @property
     def stopping(self) -> bool:
