@@ -8,7 +8,7 @@ from datetime import datetime
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.storage import Manifest, Recording
-from bot.units import duration, size
+from bot.units import duration, moment, size
 from bot.voice.stats import RecordingStats
 
 __all__ = ["plain", "write_failure", "recording_summary", "unfinished_text", "status_text", "recording_line"]
@@ -45,7 +45,7 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str, expires: 
         lines.append("Nobody spoke.")
     lines.append(f"Download (page, players, ZIP, FLAC): {link}")
     if expires is not None:
-        lines.append(f"The recording and its link are kept until {expires.strftime('%Y-%m-%d %H:%M UTC')}.")
+        lines.append(f"The recording and its link are kept until {moment(expires)}.")
     return "\n".join(lines)
 
 
@@ -89,8 +89,9 @@ def status_text(channel_name: str, recording_id: str, elapsed: float, names: dic
 
 def recording_line(recording: Recording) -> str:
     """One line of /recordings list."""
-    started = recording.started_at.strftime("%Y-%m-%d %H:%M UTC")
+    started = moment(recording.started_at)
     length = ""
     if recording.ended_at is not None:
         length = f", {duration((recording.ended_at - recording.started_at).total_seconds())}"
     return f"`{recording.id}` {started}, **{plain(recording.channel_name)}**{length} ({recording.status})"
+

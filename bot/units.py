@@ -1,4 +1,4 @@
-"""Durations and sizes as people read them, in the Discord messages and on the download page.
+"""Durations, sizes and moments as people read them, in the Discord messages and on the download page.
 
 One convention each, so a number reads the same wherever it is shown:
 
@@ -7,13 +7,16 @@ One convention each, so a number reads the same wherever it is shown:
   measured that way too.
 - Durations in words (:func:`duration`) for sentences; the page's table and
   timeline axis use the compact clock form (:func:`clock`) of the same seconds.
+- Moments (:func:`moment`) to the minute, in UTC, the one zone every member shares.
 
 A leaf module: it imports nothing from the bot.
 """
 
 from __future__ import annotations
 
-__all__ = ["clock", "duration", "size"]
+from datetime import datetime
+
+__all__ = ["clock", "duration", "moment", "size"]
 
 
 def duration(seconds: float) -> str:
@@ -51,3 +54,8 @@ def size(num_bytes: int) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+def moment(when: datetime) -> str:
+    """``2026-12-04 16:05 UTC``: a point in time (the store keeps every one in UTC)."""
+    return when.strftime("%Y-%m-%d %H:%M UTC")

@@ -8,7 +8,7 @@ from html import escape
 from urllib.parse import quote
 
 from bot.storage import Manifest
-from bot.units import clock, duration, size
+from bot.units import clock, duration, moment, size
 from bot.web.activity import WINDOW_SECONDS, TrackActivity
 
 __all__ = ["TrackInfo", "render_page", "render_timeline"]
@@ -78,7 +78,7 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
     def link(path: str, extra: str = "") -> str:
         return escape(f"/r/{rid}/{path}{q}{extra}", quote=True)
 
-    ended = manifest.ended_at.strftime("%Y-%m-%d %H:%M UTC") if manifest.ended_at else "?"
+    ended = moment(manifest.ended_at) if manifest.ended_at else "?"
     status = (
         '<p class="warn">This recording was interrupted; tracks end where it stopped.</p>'
         if manifest.status == "interrupted" else ""
@@ -110,7 +110,7 @@ audio {{ width: 18em; }}
 </style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p>{escape(manifest.guild_name)} · started {manifest.started_at.strftime("%Y-%m-%d %H:%M UTC")} · ended {ended}</p>
+<p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}</p>
 {status}
 <p class="downloads"><a href="{link("all.zip")}">All tracks (ZIP)</a>
 <a href="{link("mix.wav")}">Mixed down (WAV)</a></p>

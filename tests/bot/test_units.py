@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from bot.units import clock, duration, size
+from bot.units import clock, duration, moment, size
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
@@ -29,3 +31,7 @@ def test_clock(seconds: float, text: str) -> None:
 ])
 def test_size_in_powers_of_1024(num_bytes: int, text: str) -> None:
     assert size(num_bytes) == text
+
+
+def test_moment_to_the_minute_in_utc() -> None:
+    assert moment(datetime(2026, 12, 4, 16, 5, 59, tzinfo=UTC)) == "2026-12-04 16:05 UTC"
