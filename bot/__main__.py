@@ -14,6 +14,7 @@ from bot.app import RecorderBot
 from bot.config import ConfigError, Settings, help_text
 from bot.endpoints import apply_endpoints, tls_connector
 from bot.logsetup import configure_logging
+from sinks.opus import OpusError
 
 _log = logging.getLogger("bot")
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except discord.PrivilegedIntentsRequired:
         print("error: Discord refused the requested intents", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, OpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

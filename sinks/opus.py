@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
 from typing import Final
 
 import numpy as np
@@ -81,12 +82,25 @@ def _load_library() -> ctypes.CDLL:
 
 
 _lib: ctypes.CDLL | None = None
+_load_lock = threading.Lock()
+
+
+def load() -> None:
+    """Load libopus now, raising :class:`OpusError` if it is missing.
+
+    Called where a worker pool is built: finding the library runs ``ldconfig``
+    and makes temporary files, which must not happen in the audio path (a
+    process short of descriptors mid-recording would fail its first decode).
+    """
+    _opus()
 
 
 def _opus() -> ctypes.CDLL:
     global _lib
     if _lib is None:
-        _lib = _load_library()
+        with _load_lock:
+            if _lib is None:
+                _lib = _load_library()
     return _lib
 
 

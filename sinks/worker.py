@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from . import opus
 from .slices import RecordingSlice
 from .track import Backlog
 
@@ -192,7 +193,8 @@ class WorkerPool:
     by ``AudioSink.write``); while more than half of it waits, the worker's
     tracks leave lost frames silent rather than conceal them (see
     :class:`~sinks.track.Backlog`). :meth:`close` ends the threads; close the
-    recordings first.
+    recordings first. Raises :class:`~sinks.opus.OpusError` when libopus is
+    missing: a bot learns that at start-up, not when somebody first speaks.
     """
 
     def __init__(self, threads: int = 1, *, queue_size: int = DEFAULT_QUEUE_SIZE, name: str = "shared") -> None:
@@ -200,6 +202,7 @@ class WorkerPool:
             raise ValueError(f"workers must be at least 1, not {threads}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+        opus.load()  # here, not at a worker's first decode: see opus.load
         self.queue_size = queue_size
         self.workers = [Worker(queue.SimpleQueue(), queue_size // 2) for _ in range(threads)]
         self._threads = [
