@@ -107,9 +107,11 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: 
         rows.append(
             f'<tr class="speaker" data-user="{t.user_id}" data-file="{escape(t.file, quote=True)}">'
             f'<td class="name">{escape(t.display_name)}</td>'
-            f"<td>{clock(t.duration)}</td><td>{clock(t.talk_seconds)}</td><td>{size(t.size)}</td>"
-            f"{render_mix_controls(t.display_name)}"
-            f'<td><audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
+            f'<td class="fact" data-label="Duration">{clock(t.duration)}</td>'
+            f'<td class="fact" data-label="Talk time">{clock(t.talk_seconds)}</td>'
+            f'<td class="fact" data-label="Size">{size(t.size)}</td>'
+            f'<td class="mix">{render_mix_controls(t.display_name)}'
+            f'<audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
             f'<td><a href="{link("files/" + name, "&download=1")}">WAV</a> '
             f'<a href="{link("flac/" + name, "&download=1")}">FLAC</a></td></tr>'
         )
@@ -143,10 +145,10 @@ audio {{ width: 18em; }}
 <a href="{link("mix.wav")}">Mixed down (WAV)</a>{marker_links}</p>
 <h2>Who spoke when</h2>
 {render_transport() if tracks else ""}
-{render_timeline(tracks, manifest.notes)}
+<div class="timeline-scroll">{render_timeline(tracks, manifest.notes)}</div>
 <h2>Speakers</h2>
 <table><thead><tr><th>Speaker</th><th>Duration</th><th>Talk time</th><th>Size</th>
-<th>Mix</th><th>Listen</th><th>Download</th></tr></thead>
+<th>Listen</th><th>Download</th></tr></thead>
 <tbody>
 {"".join(rows)}
 </tbody></table>

@@ -28,6 +28,7 @@
   let playing = false;
   let position = 0; // seconds; the clock element's time while playing
 
+  document.documentElement.classList.add("player-ready");
   for (const track of tracks) {
     track.audio.controls = false; // one transport for all: separate controls would desync them
     track.audio.preload = "auto";
