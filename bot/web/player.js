@@ -1,13 +1,14 @@
 // The download page's multitrack player (see bot/web/player.py for why <audio> elements).
 // Every track plays together; one element (the longest) is the clock and the others are
-// moved back to it when they drift further than DRIFT seconds. window.recordingPlayer
+// nudged back to it when they drift further than DRIFT seconds, and all wait while one buffers. window.recordingPlayer
 // exposes the state, read from the elements themselves, for tests and for people.
 "use strict";
 (() => {
   const root = document.getElementById("player");
   const timeline = document.getElementById("timeline");
   if (!root || !timeline) return;
-  const DRIFT = 0.04;
+  const DRIFT = 0.01; // seconds a track may be off the clock track before it is nudged back
+  const RESYNC = 0.5; // seconds off at which it jumps back instead
   const tracks = [...document.querySelectorAll("tr.speaker")].map((row) => ({
     row,
     file: row.dataset.file,
@@ -95,22 +96,45 @@
     if (!playing) return;
     position = now();
     playing = false;
+    held = false;
     for (const t of tracks) t.audio.pause();
     seek(position);
   }
+
+  // A track that has not buffered enough holds all of them (each waits where it is)
+  // rather than letting the others run ahead of it.
+  const HAVE_FUTURE_DATA = 3;
+  const starved = (a) => !a.ended && a.currentTime < (a.duration || 0) && a.readyState < HAVE_FUTURE_DATA;
+  let held = false;
 
   function keepInStep() {
     if (!playing) return;
     const clock = clockTrack().audio;
     if (clock.ended) {
       playing = false;
+      held = false;
       position = duration();
       for (const t of tracks) t.audio.pause();
+    } else if (tracks.some((t) => starved(t.audio))) {
+      if (!held) {
+        held = true;
+        for (const t of tracks) t.audio.pause();
+      }
+    } else if (held) {
+      held = false;
+      for (const t of tracks) {
+        t.audio.currentTime = clock.currentTime;
+        t.audio.play().catch(() => {});
+      }
     } else {
       for (const t of tracks) {
         const a = t.audio;
-        if (a === clock || a.ended || a.currentTime >= (a.duration || 0)) continue;
-        if (Math.abs(a.currentTime - clock.currentTime) > DRIFT) a.currentTime = clock.currentTime;
+        if (a === clock || a.ended) continue;
+        const ahead = a.currentTime - clock.currentTime;
+        // Far off (a stall): jump. A little off: run a little slower or faster until back in
+        // step, which is inaudible where a jump would click.
+        if (Math.abs(ahead) > RESYNC) a.currentTime = clock.currentTime;
+        a.playbackRate = Math.abs(ahead) > DRIFT ? 1 - Math.max(-0.1, Math.min(0.1, ahead * 2)) : 1;
         if (a.paused) a.play().catch(() => {});
       }
     }
@@ -134,9 +158,10 @@
   }
   document.addEventListener("keydown", (event) => {
     if (event.key !== " " || event.repeat || event.altKey || event.ctrlKey || event.metaKey) return;
-    // Space keeps its own meaning on buttons, links and text fields.
-    if (event.target.closest("button, a, textarea, select, input:not([type=range])")) return;
-    event.preventDefault(); // not a page scroll
+    // Space types in text fields; everywhere else, the player's own buttons included
+    // (Enter presses those), it plays and pauses, as in a media player.
+    if (event.target.closest("textarea, select, input:not([type=range]), [contenteditable]")) return;
+    event.preventDefault(); // no page scroll, no press of the focused button
     playing ? pause() : play();
   });
   setInterval(keepInStep, 100);

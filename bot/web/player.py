@@ -1,8 +1,9 @@
 """The page's multitrack player: its HTML pieces and its script (``player.js``).
 
 Every speaker's track is its own ``<audio>`` element, played together and kept
-in step by the script (one element is the clock, the others are moved back to
-it when they drift). Elements rather than the Web Audio API: an element
+in step by the script: one element is the clock, the others play a little
+slower or faster while they are more than 10 ms off it (jump back when more
+than 0.5 s off), and all wait while one of them buffers. Elements rather than the Web Audio API: an element
 streams its WAV with Range requests and holds a few seconds, where Web Audio
 would have to download and decode every track whole first (an hour of one
 speaker is 660 MiB of decoded samples). Mute and solo mute elements; volume is

@@ -18,12 +18,13 @@ from tests.bot.chromium import OUTPUT, open_chromium
 from tests.bot.conftest import serving
 from tests.bot.wavgen import bursts, write_wav
 
-#: Names with emoji and CJK (the screenshot shows whether the fonts draw them), 20 s each.
+#: Names with emoji and CJK (the screenshot shows whether the fonts draw them), 60 s each:
+#: long enough that no step of the test meets the end.
 SPEAKERS = ((7001, "Ana 🎧", 440.0), (7002, "Bo 🐸 Ñandú", 660.0), (7003, "Zoë 日本", 880.0))
-SECONDS = 20.0
-NOTES = (Note(4.0, "Intro ends 🎬", 7001, "Ana 🎧"), Note(12.5, "Q&A <starts>", 7003, "Zoë 日本"))
+SECONDS = 60.0
+NOTES = (Note(4.0, "Intro ends 🎬", 7001, "Ana 🎧"), Note(32.5, "Q&A <starts>", 7003, "Zoë 日本"))
 #: How far apart the tracks may be read in one script call while playing (the player
-#: corrects drift beyond 40 ms; reading the elements one after another takes a little too).
+#: nudges a track back once it is 10 ms off; reading the elements one after another takes a little too).
 IN_STEP = 0.15
 
 
@@ -148,6 +149,8 @@ def test_player_plays_seeks_mutes_solos_in_chromium(served: tuple[str, Recording
     assert muted["tracks"][0]["muted"] and _audible(muted) == [False, True, True]
     _click(browser, "button.solo", 1)
     assert _audible(_state(browser)) == [False, True, False]
+    OUTPUT.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(OUTPUT / "player-desktop.png"))  # playing, one muted, one soloed
     _click(browser, "button.solo", 2)  # two soloed: both heard, the muted one still not
     assert _audible(_state(browser)) == [False, True, True]
     _click(browser, "button.solo", 1)
@@ -160,13 +163,14 @@ def test_player_plays_seeks_mutes_solos_in_chromium(served: tuple[str, Recording
     volumes = [t["elementVolume"] for t in _state(browser)["tracks"]]
     assert volumes[:2] == [1, 1] and abs(volumes[2] - 0.3) < 1e-6, volumes
 
-    OUTPUT.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(OUTPUT / "player-desktop.png"))
 
-    # Space again pauses all of them where they are.
+    # Space again pauses all of them where they are, though a mute button has the
+    # focus (clicked last): Space is the player's, the button is not pressed.
+    assert browser.execute_script("return document.activeElement.className") == "mute"
     _press_space(browser)
     paused = _state_when(browser, lambda s: not s["playing"] and all(t["elementPaused"] for t in s["tracks"]),
                          "Space paused every track")
+    assert paused["position"] < SECONDS - 5 and _audible(paused) == [True, True, True], paused
     time.sleep(0.3)  # a stretch of time in which paused tracks must not move
     assert _times(_state(browser)) == _times(paused)
 
