@@ -6,6 +6,8 @@ a phone. Screenshots (desktop and phone) go to test-output/ for people to look a
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,29 @@ def test_player_fits_a_phone(served: tuple[str, Recording], tmp_path: Path) -> N
         assert phone.save_screenshot(str(OUTPUT / "player-phone.png"))
     finally:
         phone.quit()
+
+
+def test_marker_files_need_the_key(served: tuple[str, Recording]) -> None:
+    """labels.txt and chapters.json answer with the recording's key only; anything else
+    is the same 404 as an unknown recording. The player script needs no key."""
+    url, rec = served
+    base = url.split("?")[0]
+    root = base.rsplit("/r/", 1)[0]
+    unknown = _get(f"{root}/r/zzzzzzzz/labels.txt?key={rec.secret}")
+    assert unknown[0] == 404
+    for name, kind in (("labels.txt", "text/plain; charset=utf-8"), ("chapters.json", "application/json+chapters")):
+        status, headers, body = _get(f"{base}/{name}?key={rec.secret}")
+        assert status == 200 and headers["Content-Type"] == kind and body == (rec.directory / name).read_bytes()
+        for key in ("", "wrong", rec.secret[:-1], rec.secret + "x"):
+            assert _get(f"{base}/{name}?key={key}")[::2] == unknown[::2], (name, key)
+        assert _get(f"{base}/{name}")[::2] == unknown[::2], name
+    status, headers, body = _get(f"{root}/player.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"recordingPlayer" in body
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
