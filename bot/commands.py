@@ -1,4 +1,4 @@
-"""The slash commands: /record start|stop|status|optout|optin and /recordings list|get|delete."""
+"""The slash commands: /record start|stop|status|note|optout|optin and /recordings list|get|delete."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from discord import app_commands
 
 from bot.announce import Announcer
 from bot.config import Settings
+from bot.notes import NOTE_MAX_CHARS, NOTES_PER_RECORDING, NoteRefused, clean_note
 from bot.registry import AlreadyRecording, NothingToStop, RecordingRegistry
 from bot.session import StopReason
-from bot.storage import AsyncRecordingStore, Recording, has_free_space
+from bot.storage import AsyncRecordingStore, Note, Recording, has_free_space
 from bot.summary import plain, recording_line, status_text, unfinished_text
+from bot.units import clock
 
 __all__ = ["RecordGroup", "RecordingsGroup", "may_record"]
 
@@ -167,6 +169,37 @@ class RecordGroup(_BotGroup):
         names = {uid: session.display_name(uid) for uid in stats.engine.per_user}
         await interaction.response.send_message(
             status_text(session.channel.name, session.recording.id, session.elapsed(), names, stats), ephemeral=True,
+        )
+
+    @app_commands.command(name="note", description="Mark this moment of the recording with a note")
+    @app_commands.describe(text=f"What happens now (at most {NOTE_MAX_CHARS} characters); "
+                                f"becomes a label and a chapter")
+    async def note(self, interaction: discord.Interaction, text: str) -> None:
+        """Put a note on the running recording's timeline, at the moment the command arrived."""
+        assert interaction.guild is not None
+        session = self.registry.session(interaction.guild.id)
+        if session is None or session.recording is None or session.stopping:
+            await _refuse(interaction, _NOTHING_RECORDED)
+            return
+        at = session.timeline_seconds()  # first: the moment is now, not after the checks below
+        voice = getattr(interaction.user, "voice", None)
+        in_channel = voice is not None and voice.channel is not None and voice.channel.id == session.channel.id
+        if not (in_channel or may_record(interaction, self.settings.recorder_role)):
+            await _refuse(interaction, f"Only members in {session.channel.mention}, or "
+                                       f"{_who_may_record(self.settings.recorder_role)}, may add notes.")
+            return
+        try:
+            line = clean_note(text)
+        except NoteRefused as exc:
+            await _refuse(interaction, str(exc))
+            return
+        note = Note(round(at, 3), line, interaction.user.id, interaction.user.display_name)
+        if not await session.store.add_note(session.recording.id, note, limit=NOTES_PER_RECORDING):
+            await _refuse(interaction, f"This recording has the most notes it may have ({NOTES_PER_RECORDING}).")
+            return
+        _log.info("note at %.3f s added to recording %s", note.at, session.recording.id)
+        await interaction.response.send_message(
+            f"\N{MEMO} Note at {clock(note.at)} of recording `{session.recording.id}`: {plain(line)}", ephemeral=True,
         )
 
     @app_commands.command(name="optout", description="Never record my voice in this server")

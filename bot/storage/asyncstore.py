@@ -10,7 +10,7 @@ import asyncio
 from datetime import datetime
 
 from bot.storage.index import Recording, RecordingStore
-from bot.storage.manifest import Manifest
+from bot.storage.manifest import Manifest, Note
 
 __all__ = ["AsyncRecordingStore"]
 
@@ -48,6 +48,10 @@ class AsyncRecordingStore:
     async def note_speaker(self, recording_id: str, user_id: int, display_name: str) -> None:
         """See :meth:`RecordingStore.note_speaker`."""
         await asyncio.to_thread(self.store.note_speaker, recording_id, user_id, display_name)
+
+    async def add_note(self, recording_id: str, note: Note, *, limit: int) -> bool:
+        """See :meth:`RecordingStore.add_note`."""
+        return await asyncio.to_thread(self.store.add_note, recording_id, note, limit=limit)
 
     async def new_manifest(self, recording: Recording) -> Manifest:
         """See :meth:`RecordingStore.new_manifest`."""

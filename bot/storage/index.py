@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
-from bot.storage.manifest import Manifest, Speaker
+from bot.storage.manifest import Manifest, Note, Speaker
+from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
 
 __all__ = ["Recording", "RecordingStore", "StorageError"]
@@ -48,6 +49,13 @@ CREATE TABLE IF NOT EXISTS speakers (
     user_id INTEGER NOT NULL,
     display_name TEXT NOT NULL,
     PRIMARY KEY (recording_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+    at REAL NOT NULL,
+    author_id INTEGER NOT NULL,
+    author_name TEXT NOT NULL,
+    text TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS opt_outs (
     guild_id INTEGER NOT NULL,
@@ -223,18 +231,37 @@ class RecordingStore:
                 (recording_id, user_id, display_name),
             )
 
+    def add_note(self, recording_id: str, note: Note, *, limit: int) -> bool:
+        """Keep ``note`` for the recording's manifest (in the index, so a crash keeps it
+        too); False, and nothing kept, when the recording has ``limit`` notes already."""
+        with self._lock, self._db:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM notes WHERE recording_id = ?",
+                                        (recording_id,)).fetchone()
+            if count >= limit:
+                return False
+            self._db.execute(
+                "INSERT INTO notes (recording_id, at, author_id, author_name, text) VALUES (?, ?, ?, ?, ?)",
+                (recording_id, note.at, note.author_id, note.author_name, note.text),
+            )
+        return True
+
     def new_manifest(self, recording: Recording) -> Manifest:
-        """A manifest for ``recording`` with every speaker noted so far; the caller
+        """A manifest for ``recording`` with every speaker and note so far; the caller
         fills in talk time, packets and losses, then passes it to :meth:`finish`."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT user_id, display_name FROM speakers WHERE recording_id = ? ORDER BY rowid",
                 (recording.id,),
             ).fetchall()
+            notes = self._db.execute(
+                "SELECT at, text, author_id, author_name FROM notes WHERE recording_id = ? ORDER BY at, rowid",
+                (recording.id,),
+            ).fetchall()
         return Manifest(
             recording.id, recording.guild_id, recording.guild_name, recording.channel_id,
             recording.channel_name, recording.started_at, recording.ended_at, recording.status,
             recording.sample_rate, recording.channels, [Speaker(uid, name) for uid, name in rows],
+            [Note(*row) for row in notes],
         )
 
     def read_manifest(self, recording: Recording) -> Manifest:
@@ -351,6 +378,7 @@ class RecordingStore:
         ended = ended_at or manifest.ended_at or _now()
         final = dataclasses.replace(manifest, status=status, ended_at=ended, speakers=speakers)
         (rec.directory / _RESERVE_NAME).unlink(missing_ok=True)
+        write_markers(rec.directory, final.notes)  # before the manifest, which marks the folder complete
         final.write(rec.directory)
         with self._lock, self._db:
             self._db.execute(
