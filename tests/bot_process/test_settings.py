@@ -3,6 +3,7 @@ kept in the index across restarts; the server's retention decides expiry and the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from tests.fakediscord.server import FakeDiscord
@@ -89,7 +90,11 @@ def test_a_servers_shorter_retention_expires_its_recordings_and_the_sweep_delete
     stopped = bot.ask("record", "stop")
     assert "The recording and its link are kept until " in stopped.content, stopped.content
     link = download_link(stopped)
-    assert http_get(link)[0] == 200
+    kept_until = re.search(r"kept until (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", stopped.content)
+    assert kept_until, stopped.content
+    status, page = http_get(link)
+    # The page names the same end of life as the message: the server's retention, not the operator's.
+    assert status == 200 and f"kept until {kept_until.group(1)}".encode() in page
 
     fake.wait_for(lambda: http_get(link)[0] == 404, timeout=REPLY_TIMEOUT, what="the link to expire")
     expired = refusal(bot.ask("recordings", "get", {"recording_id": rid}))
