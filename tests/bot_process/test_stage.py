@@ -36,6 +36,8 @@ def test_the_speakers_of_a_stage_are_recorded_and_its_audience_is_not(
     bot_state = fake.world.voice_states[(fake.config["guild_id"], fake.config["bot_user_id"])]
     assert bot_state.channel_id == stage and bot_state.suppress  # in the audience, as Discord puts a bot
     assert fake.run(lambda: fake.voice.room(fake.config["guild_id"], stage).dave_version) == 0
+    fake.wait_for(lambda: any("This channel is being recorded" in m.content for m in fake.messages(stage)),
+                  REPLY_TIMEOUT, "the consent notice in the stage's chat")
 
     runner = fake.start_scenario(PANEL, channel_id=stage)
     fake.run(runner.wait_done(), timeout=PANEL.duration + 30)
