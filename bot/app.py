@@ -10,13 +10,16 @@ import aiohttp
 import discord
 
 from bot.announce import Announcer
+from bot.autorecord import Autorecorder
 from bot.commands import RecordGroup, RecordingsGroup
 from bot.config import Settings
+from bot.guild_config import GuildConfig
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.nickname import clear_stale_mark
 from bot.recovery import recover
 from bot.registry import RecordingRegistry
 from bot.session import SessionLimits, StopReason
+from bot.settings_command import SettingsGroup
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app
@@ -70,6 +73,9 @@ class RecorderBot(discord.AutoShardedClient):
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
         )
         self.recordings = RecordingRegistry(self.astore, limits, self.recording_workers, self.announcer)
+        #: Each server's own settings, within the operator's.
+        self.guild_config = GuildConfig(self.astore, settings)
+        self.autorecorder = Autorecorder(settings, self.guild_config, self.recordings, self.announcer)
         self._recovered: list[Recording] = []
         self._retention: asyncio.Task[None] | None = None
 
@@ -78,8 +84,10 @@ class RecorderBot(discord.AutoShardedClient):
         self._recovered = await asyncio.to_thread(recover, self.store)
         await self.astore.expire()
         await self.web.start()
-        self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer))
-        self.tree.add_command(RecordingsGroup(self.settings, self.recordings, self.announcer, self.astore))
+        self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer, self.guild_config))
+        self.tree.add_command(RecordingsGroup(self.settings, self.recordings, self.announcer, self.guild_config,
+                                              self.astore))
+        self.tree.add_command(SettingsGroup(self.settings, self.guild_config))
         await self.tree.sync()
         self._retention = asyncio.create_task(self._retention_loop(), name="retention")
         assert self.application_id is not None
@@ -101,6 +109,14 @@ class RecorderBot(discord.AutoShardedClient):
             if guild is not None:
                 await self.announcer.recovered(guild, recording)
 
+    async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
+                                    after: discord.VoiceState) -> None:
+        """Someone joined, left or moved in voice: autorecord may start a recording."""
+        try:
+            await self.autorecorder.on_voice_state_update(member, before, after)
+        except Exception:  # one failed start must not silence the next events
+            _log.exception("autorecord failed on a voice state update in guild %s", member.guild.id)
+
     async def on_app_command_completion(self, interaction: discord.Interaction, _command: object) -> None:
         """discord.py's event after a command callback returned."""
         self.tree.finished(interaction)
@@ -108,6 +124,7 @@ class RecorderBot(discord.AutoShardedClient):
     async def close(self) -> None:
         """Let running commands answer, finalize every recording (SIGTERM lands here), then disconnect."""
         await self.tree.wait_idle(_COMMAND_DRAIN_SECONDS)
+        self.autorecorder.close()
         await self.recordings.stop_all(StopReason("the bot is shutting down", automatic=True))
         await asyncio.to_thread(self.recording_workers.close)
         self.recordings.close()

@@ -11,7 +11,8 @@ from bot.storage import Manifest, Recording
 from bot.units import clock, duration, moment, size
 from bot.voice.stats import RecordingStats
 
-__all__ = ["SUMMARY_NOTES", "plain", "write_failure", "recording_summary", "unfinished_text", "status_text", "recording_line"]
+__all__ = ["SUMMARY_NOTES", "plain", "write_failure", "started_text", "recording_summary", "unfinished_text",
+           "status_text", "recording_line"]
 
 
 #: Notes the stop summary lists (the rest are on the page and in the files), and
@@ -33,6 +34,18 @@ def write_failure(code: int | None) -> str:
     if code == errno.EFBIG:
         return "a file reached the size limit of the bot's system"
     return "the bot could not write to its disk"
+
+
+def started_text(channel_mention: str, recording_id: str, who_may_stop: str, max_hours: float) -> str:
+    """What ``/record start`` (and an autorecording) says once recording runs."""
+    return (
+        f"\N{LARGE RED CIRCLE} Recording {channel_mention} (recording `{recording_id}`): "
+        f"every speaker is saved to their own audio file.\n"
+        f"Stop: `/record stop` ({who_may_stop}). "
+        f"Don't want to be recorded? `/record optout` (undo with `/record optin`).\n"
+        f"It stops by itself when the channel stays empty, after "
+        f"{max_hours:g} h, or if disk space runs low."
+    )
 
 
 def recording_summary(manifest: Manifest, total_bytes: int, link: str, expires: datetime | None) -> str:

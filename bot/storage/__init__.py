@@ -17,6 +17,7 @@ What a crash left open (``store.unfinished()``) is closed by :mod:`bot.recovery`
 
 from bot.storage.asyncstore import AsyncRecordingStore
 from bot.storage.disk import free_disk_mb, has_free_space
+from bot.storage.guild_settings import StoredGuildSettings
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
 from bot.storage.index import Recording, RecordingStore, StorageError
 from bot.storage.manifest import MANIFEST_NAME, Manifest, ManifestError, Note, Speaker
@@ -36,6 +37,7 @@ __all__ = [
     "RecordingStore",
     "Speaker",
     "StorageError",
+    "StoredGuildSettings",
     "free_disk_mb",
     "has_free_space",
     "is_recording_id",

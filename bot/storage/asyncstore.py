@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from bot.storage.guild_settings import StoredGuildSettings
 from bot.storage.index import Recording, RecordingStore
 from bot.storage.manifest import Manifest, Note
 
@@ -84,3 +85,11 @@ class AsyncRecordingStore:
     async def opted_out(self, guild_id: int) -> set[int]:
         """See :meth:`RecordingStore.opted_out`."""
         return await asyncio.to_thread(self.store.opted_out, guild_id)
+
+    async def guild_settings(self, guild_id: int) -> StoredGuildSettings:
+        """See :meth:`GuildSettingsTable.get <bot.storage.guild_settings.GuildSettingsTable.get>`."""
+        return await asyncio.to_thread(self.store.guild_settings.get, guild_id)
+
+    async def put_guild_settings(self, settings: StoredGuildSettings) -> None:
+        """See :meth:`GuildSettingsTable.put <bot.storage.guild_settings.GuildSettingsTable.put>`."""
+        await asyncio.to_thread(self.store.guild_settings.put, settings)

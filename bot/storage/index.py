@@ -19,6 +19,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot.storage.guild_settings import GuildSettingsTable
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
 from bot.storage.manifest import Manifest, Note, Speaker
 from bot.storage.markers import write_markers
@@ -71,6 +72,9 @@ _RESERVE_BYTES = 256 * 1024
 _COLUMNS = (
     "id, guild_id, guild_name, channel_id, channel_name, started_at, ended_at, status, secret, sample_rate, channels"
 )
+#: Every read of a recording brings its server's retention along, so expiry stays arithmetic.
+_SELECT = (f"SELECT {_COLUMNS}, (SELECT g.retention_days FROM guild_settings g "
+           f"WHERE g.guild_id = recordings.guild_id) FROM recordings")
 
 
 class StorageError(Exception):
@@ -93,6 +97,9 @@ class Recording:
     sample_rate: int
     channels: int
     directory: Path
+    #: How long it is kept once it ended (its server's setting within the operator's);
+    #: None: forever.
+    retention: timedelta | None
 
     @property
     def download_path(self) -> str:
@@ -138,6 +145,8 @@ class RecordingStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._db:
             self._db.executescript(_SCHEMA)
+        #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
+        self.guild_settings = GuildSettingsTable(self._db, self._lock)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -209,14 +218,14 @@ class RecordingStore:
         if not is_recording_id(rid):
             return None
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (rid,)).fetchone()
+            row = self._db.execute(f"{_SELECT} WHERE id = ?", (rid,)).fetchone()
         return None if row is None else self._row(row)
 
     def list(self, guild_id: int) -> list[Recording]:
         """This guild's recordings, newest first. Never another guild's."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE guild_id = ? ORDER BY started_at DESC, id",
+                f"{_SELECT} WHERE guild_id = ? ORDER BY started_at DESC, id",
                 (guild_id,),
             ).fetchall()
         return [self._row(r) for r in rows]
@@ -300,9 +309,9 @@ class RecordingStore:
         """When ``recording`` and its link expire: retention counts from its end, so
         a recording longer than the retention is not dead on arrival. None while it
         runs, or when recordings are kept forever."""
-        if self.retention is None or recording.ended_at is None:
+        if recording.retention is None or recording.ended_at is None:
             return None
-        return recording.ended_at + self.retention
+        return recording.ended_at + recording.retention
 
     def is_expired(self, recording: Recording, now: datetime | None = None) -> bool:
         """True when ``recording`` is past retention (its link no longer works)."""
@@ -310,18 +319,17 @@ class RecordingStore:
         return expires is not None and expires <= (now or _now())
 
     def expire(self, now: datetime | None = None) -> list[str]:
-        """Delete every recording that ended longer than the retention period ago
+        """Delete every recording that ended longer than its retention period ago
         (files and rows); recordings still in progress are kept. Returns the ids removed."""
-        if self.retention is None:
-            return []
-        cutoff = _ts((now or _now()) - self.retention)
+        moment = now or _now()
+        # Each row's own retention (its server's, within the operator's) decides.
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE ended_at <= ? AND status != 'recording'", (cutoff,)
-            ).fetchall()
+            rows = self._db.execute(f"{_SELECT} WHERE ended_at IS NOT NULL AND status != 'recording'").fetchall()
         removed = []
         for row in rows:
             rec = self._row(row)
+            if not self.is_expired(rec, moment):
+                continue
             self._remove_files(rec)
             with self._lock, self._db:
                 self._db.execute("DELETE FROM recordings WHERE id = ?", (rec.id,))
@@ -335,7 +343,7 @@ class RecordingStore:
         the dead process left open (see :mod:`bot.recovery`)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE status = 'recording' ORDER BY started_at"
+                f"{_SELECT} WHERE status = 'recording' ORDER BY started_at"
             ).fetchall()
         return [self._row(row) for row in rows]
 
@@ -357,10 +365,17 @@ class RecordingStore:
 
     # -- internals --------------------------------------------------------------
 
+    def _retention_of(self, guild_days: float | None) -> timedelta | None:
+        """A server's retention within the operator's: never longer, and the operator's when it chose none."""
+        if guild_days is None:
+            return self.retention
+        chosen = timedelta(days=guild_days)
+        return chosen if self.retention is None else min(chosen, self.retention)
+
     def _row(self, row: tuple) -> Recording:
-        rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels = row
+        rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels, guild_days = row
         return Recording(rid, gid, gname, cid, cname, _dt(started), _dt(ended), status, secret, rate, channels,
-                         self.recordings_dir / rid)
+                         self.recordings_dir / rid, self._retention_of(guild_days))
 
     def require(self, recording_id: str) -> Recording:
         """The recording with this id; :class:`StorageError` when there is none."""

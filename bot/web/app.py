@@ -174,7 +174,8 @@ class _Routes:
             return tracks
 
         tracks = await asyncio.to_thread(describe)
-        html = render_page(manifest, request.query["key"], tracks, self._markers(rec))
+        html = render_page(manifest, request.query["key"], tracks, self._markers(rec),
+                           expires=self.store.expires_at(rec))
         return web.Response(
             text=html, content_type="text/html",
             headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "private, no-store"},

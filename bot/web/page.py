@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
@@ -87,9 +88,11 @@ def render_timeline(tracks: list[TrackInfo], notes: Sequence[Note] = ()) -> str:
     return "".join(parts)
 
 
-def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: list[str]) -> str:
+def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: list[str], *,
+                expires: datetime | None) -> str:
     """The whole HTML page for one recording; ``key`` is appended to every link.
-    ``markers`` are the marker files (label track, chapters) the recording has."""
+    ``markers`` are the marker files (label track, chapters) the recording has; ``expires``:
+    when the recording and its link are deleted (None: kept forever)."""
     rid = quote(manifest.recording_id, safe="")
     q = "?key=" + quote(key, safe="")
 
@@ -97,6 +100,7 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: 
         return escape(f"/r/{rid}/{path}{q}{extra}", quote=True)
 
     ended = moment(manifest.ended_at) if manifest.ended_at else "?"
+    kept = f" · kept until {moment(expires)}" if expires is not None else ""
     status = (
         '<p class="warn">This recording was interrupted; tracks end where it stopped.</p>'
         if manifest.status == "interrupted" else ""
@@ -139,7 +143,7 @@ audio {{ width: 18em; }}
 </style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}</p>
+<p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}{kept}</p>
 {status}
 <p class="downloads"><a href="{link("all.zip")}">All tracks (ZIP)</a>
 <a href="{link("mix.wav")}">Mixed down (WAV)</a>{marker_links}</p>
