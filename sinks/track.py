@@ -22,7 +22,7 @@ from typing import Final, Protocol
 import numpy as np
 
 from .metrics import WorkerCounters
-from .opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusError
+from .opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, OpusDecoder, OpusError
 from .packet import VoicePacket, seq_delta
 from .timeline import DEFAULT_TOLERANCE, StreamTimeline
 
@@ -86,6 +86,7 @@ class _Stream:
 
     __slots__ = (
         "ssrc", "decoder", "timeline", "highest", "next_seq", "pending", "seen", "last_arrival", "hold",
+        "talking",
     )
 
     def __init__(self, packet: VoicePacket, arrival: int, channels: int) -> None:
@@ -104,6 +105,8 @@ class _Stream:
         #: of a re-anchored burst, the next few arrivals show whether the anchor packet
         #: itself was delayed (the timeline corrects it) before any audio is placed.
         self.hold = True
+        #: Whether the newest packet (``highest``) carried speech rather than the silence frame.
+        self.talking = packet.opus != SILENCE_FRAME
 
 
 def _account(stream: _Stream, ts: int, arrival: int) -> None:
@@ -188,11 +191,17 @@ class Track:
                 seen[slot] = ext
                 if delta > 0:
                     stream.highest = ext
-                    if arrival - stream.last_arrival > _BURST_GAP:
+                    # Right after speech, a gap is the network holding packets back, not a
+                    # pause: a speaker who stops sends silence frames first. Its RTP time
+                    # places the packet; a new anchor at the late arrival misplaced the rest
+                    # of the sentence, and the next on-time packet cut a frame to undo it.
+                    paused = delta > 1 or not stream.talking
+                    if paused and arrival - stream.last_arrival > _BURST_GAP:
                         self._maybe_new_burst(stream, ts, arrival)
                     else:
                         _account(stream, ts, arrival)
                     stream.last_arrival = arrival
+                    stream.talking = packet.opus != SILENCE_FRAME
                 else:
                     _account(stream, ts, arrival)
         stream.pending[ext] = packet
