@@ -38,6 +38,8 @@ _MAX_PLC_FRAMES: Final = 5
 MAX_SEQ_JUMP: Final = 3000
 #: An arrival gap this long (samples) may be silence: the burst may be re-anchored.
 _BURST_GAP: Final = 3 * FRAME_SAMPLES
+#: Silence frames a Discord client sends when its speaker stops, before it goes quiet.
+_PAUSE_FRAMES: Final = 5
 #: How far (samples) a frame's RTP-predicted position may lie from its own
 #: arrival. Honest frames land at or just before arrival (network delay), or
 #: as far off as the receiving thread stalled (packets queue in the socket
@@ -192,10 +194,11 @@ class Track:
                 if delta > 0:
                     stream.highest = ext
                     # Right after speech, a gap is the network holding packets back, not a
-                    # pause: a speaker who stops sends silence frames first. Its RTP time
-                    # places the packet; a new anchor at the late arrival misplaced the rest
-                    # of the sentence, and the next on-time packet cut a frame to undo it.
-                    paused = delta > 1 or not stream.talking
+                    # pause: a speaker who stops sends _PAUSE_FRAMES silence frames first, so
+                    # fewer missing packets cannot hide one. RTP time places the packet; a new
+                    # anchor at the late arrival misplaced the rest of the sentence, and the
+                    # next on-time packet cut a frame to undo it.
+                    paused = not stream.talking or delta > _PAUSE_FRAMES
                     if paused and arrival - stream.last_arrival > _BURST_GAP:
                         self._maybe_new_burst(stream, ts, arrival)
                     else:
