@@ -28,7 +28,7 @@ from tests.fakediscord.speakers import SentFrame, SimulatedSpeaker
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
 
-from .truth import ALIGNMENT, match_track, sent_frames
+from .truth import ALIGNMENT, match_track_without_late, sent_frames
 
 __all__ = ["TeeSink", "RecordingSession", "settle"]
 
@@ -86,6 +86,9 @@ class SpeakerTrack:
     #: The highest floor (samples) of each run some of whose frames all came more than the
     #: budget late, so that it was judged by their arrival (see :mod:`tests.receive_loopback.truth`).
     late_runs: list[int]
+    #: Packets handed over that the engine counted ``late`` (they came after their slot was
+    #: committed) and so never decoded, by (ssrc, seq).
+    too_late: list[tuple[int, int]]
 
 
 class RecordingSession:
@@ -188,7 +191,7 @@ class RecordingSession:
 
     def checked_track(self, speaker: SimulatedSpeaker) -> SpeakerTrack:
         """Assert that the sink was handed exactly frames ``speaker`` sent, and that its WAV
-        holds every run of them sample-exact within :data:`ALIGNMENT` of its capture time (or, where
+        holds every run of them (but packets the engine counted late) sample-exact within :data:`ALIGNMENT` of its capture time (or, where
         the frames came late, of the fastest recent arrival: ``Run.placed_within``). Runs judged by
         arrival are printed."""
         assert self.tee is not None and self.sink is not None
@@ -201,7 +204,8 @@ class RecordingSession:
                 f"{name} seq {packet.sequence}: not the frame that was sent")
         wav, rate = soundfile.read(self.directory / f"{speaker.user_id}.wav", dtype="int16")
         assert rate == SAMPLE_RATE
-        runs, problems = match_track(wav, handed, sent, self.sink.started_at)
+        runs, problems, left_out = match_track_without_late(wav, handed, sent, self.sink.started_at,
+                                                            self.sink.stats().late)
         assert not problems, f"{name}: " + "; ".join(problems[:5])
         placed = [r for r in runs if r.offset is not None]
         assert placed, f"{name}: no audible run found"
@@ -212,4 +216,4 @@ class RecordingSession:
         if late:
             print(f"{name}: {len(late)} of {len(placed)} runs judged by arrival: the speaker sent them "
                   f"up to {max(late) * 1000 // SAMPLE_RATE} ms late")
-        return SpeakerTrack(sent, handed, wav, late)
+        return SpeakerTrack(sent, handed, wav, late, [(p.ssrc, p.sequence) for p in left_out])

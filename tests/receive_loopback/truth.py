@@ -23,6 +23,13 @@ budget around capture time. Where the floor drops (on-time frames after late
 ones) the anchor moves back, and what the slip cannot take is cut: a run may
 lose as many frames as its highest floor spans, besides ``_TRIMMED``.
 
+A packet overtaken by more than the engine's reorder window, or one still on
+its way when the engine took a quiet stream for finished, comes after its slot
+was committed: the engine counts it ``late`` and never decodes it, so the
+reference must leave it out. Which ones that were depends on the worker's
+timing; :func:`match_track_without_late` finds them among the overtaken
+packets, no more than the engine counted.
+
 A sequence gap is concealed by the engine (PLC, then FEC from the next
 packet), which changes the decoder's state and so every sample after it.
 How many frames it conceals depends on how much room the timeline left,
@@ -43,7 +50,7 @@ from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder
 from sinks.packet import seq_delta, ts_delta
 from tests.fakediscord.speakers import SentFrame
 
-__all__ = ["ALIGNMENT", "FLOOR_WINDOW", "Run", "match_track", "sent_frames"]
+__all__ = ["ALIGNMENT", "FLOOR_WINDOW", "Run", "match_track", "match_track_without_late", "sent_frames"]
 
 #: How far a run may sit from its capture time: one 20 ms frame.
 ALIGNMENT = FRAME_SAMPLES
@@ -71,8 +78,11 @@ class Run:
     offset: int | None = None
     #: Each packet's floor (samples; see the module doc), in the run's order.
     floors: list[int] = field(default_factory=list)
-    #: Each frame's offset from its capture time (samples), None where the engine cut it.
+    #: Each frame's offset from its capture time (samples), None where the engine cut it
+    #: or it decodes to silence (which sits anywhere silent).
     offsets: list[int | None] = field(default_factory=list)
+    #: True when the run decodes to sound but was not found in the WAV.
+    missing: bool = False
 
     @property
     def late(self) -> int:
@@ -163,7 +173,7 @@ def _place(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) -> bool:
     if not np.array_equal(wav[position:position + len(pcm)], pcm):
         return False
     run.pcm, run.position, run.offset = pcm, position, position - expected
-    run.offsets = [run.offset] * len(frames)
+    run.offsets = [run.offset if frame.any() else None for frame in frames]
     return True
 
 
@@ -184,7 +194,8 @@ def _place_piecewise(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) 
     allowed = _TRIMMED + run.late // FRAME_SAMPLES
     for k, frame in enumerate(frames):
         if position is not None and np.array_equal(wav[position:position + FRAME_SAMPLES], frame):
-            offsets.append(position - (expected + k * FRAME_SAMPLES))
+            # A silent frame matches any silence: where it sits says nothing.
+            offsets.append(position - (expected + k * FRAME_SAMPLES) if frame.any() else None)
             position += FRAME_SAMPLES
             continue
         due, floor = expected + k * FRAME_SAMPLES, run.floors[k]
@@ -260,6 +271,7 @@ def match_track(
                 chosen = concealment
                 break
         else:
+            run.missing = True
             problems.append(f"{run.label}: not found sample-exact within {SEARCH} samples of {expected} "
                             f"(plus its floors, up to {run.late} samples: frames that arrived late)")
         assert chosen is not None
@@ -267,3 +279,53 @@ def match_track(
         steps.extend((lambda d, opus=p.opus: d.decode(opus)) for p in run.packets)
         previous[run.ssrc] = run.packets[-1]
     return runs, problems
+
+
+def _overtaken(packets: list[VoicePacket]) -> list[VoicePacket]:
+    """Packets that arrived after a later one of their stream (in arrival order)."""
+    highest: dict[int, int] = {}
+    out = []
+    for p in packets:
+        top = highest.get(p.ssrc)
+        if top is not None and seq_delta(top, p.sequence) > 0:
+            out.append(p)
+        else:
+            highest[p.ssrc] = p.sequence
+    return out
+
+
+def match_track_without_late(
+    wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int, int], SentFrame], origin: float,
+    late: int,
+) -> tuple[list[Run], list[str], list[VoicePacket]]:
+    """:func:`match_track`, where the engine counted ``late`` packets as arriving after their
+    slot was committed (overtaken by more than its reorder window, or held while it took a
+    quiet stream for finished) and so never decoded them.
+
+    Which ones depends on the worker's timing, so while a run is missing, overtaken
+    packets at or before it are left out of the reference one at a time, nearest first,
+    keeping each that lets the run be found; at most ``late`` are left out. Returns the
+    runs, what is still wrong, and the packets left out.
+    """
+    left_out: list[VoicePacket] = []
+    runs, problems = match_track(wav, packets, sent, origin)
+    while problems and len(left_out) < late:
+        bad = next(r for r in runs if r.missing)
+        end = bad.packets[-1].sequence
+        overtaken = sorted((p for p in _overtaken(packets) if p.ssrc == bad.ssrc and seq_delta(end, p.sequence) >= 0),
+                           key=lambda p: seq_delta(end, p.sequence))
+        inside = [p for p in overtaken if seq_delta(p.sequence, bad.packets[0].sequence) >= 0]
+        # One at a time, nearest first; then all of those inside the run together.
+        tries = [[p] for p in overtaken] + ([inside] if len(inside) > 1 else [])
+        for gone in tries:
+            if len(left_out) + len(gone) > late:
+                continue
+            trial = [p for p in packets if all(p is not g for g in gone)]
+            trial_runs, trial_problems = match_track(wav, trial, sent, origin)
+            if len(trial_problems) < len(problems):
+                packets, runs, problems = trial, trial_runs, trial_problems
+                left_out += gone
+                break
+        else:
+            break
+    return runs, problems, left_out
