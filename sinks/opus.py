@@ -20,6 +20,7 @@ __all__ = [
     "SAMPLE_RATE",
     "FRAME_SAMPLES",
     "MAX_FRAME_SAMPLES",
+    "SILENCE_FRAME",
     "OpusError",
     "OpusDecoder",
     "OpusEncoder",
@@ -33,6 +34,9 @@ SAMPLE_RATE: Final = 48_000
 FRAME_SAMPLES: Final = 960
 #: The longest Opus packet is 120 ms.
 MAX_FRAME_SAMPLES: Final = 5760
+#: The 3-byte Opus silence frame. Discord clients send five of them when a
+#: speaker stops, then nothing until they speak again.
+SILENCE_FRAME: Final = b"\xf8\xff\xfe"
 
 _OPUS_OK: Final = 0
 _APPLICATION_AUDIO: Final = 2049

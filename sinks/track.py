@@ -22,7 +22,7 @@ from typing import Final, Protocol
 import numpy as np
 
 from .metrics import WorkerCounters
-from .opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusError
+from .opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, OpusDecoder, OpusError
 from .packet import VoicePacket, seq_delta
 from .timeline import DEFAULT_TOLERANCE, StreamTimeline
 
@@ -38,6 +38,8 @@ _MAX_PLC_FRAMES: Final = 5
 MAX_SEQ_JUMP: Final = 3000
 #: An arrival gap this long (samples) may be silence: the burst may be re-anchored.
 _BURST_GAP: Final = 3 * FRAME_SAMPLES
+#: Silence frames a Discord client sends when its speaker stops, before it goes quiet.
+_PAUSE_FRAMES: Final = 5
 #: How far (samples) a frame's RTP-predicted position may lie from its own
 #: arrival. Honest frames land at or just before arrival (network delay), or
 #: as far off as the receiving thread stalled (packets queue in the socket
@@ -86,6 +88,7 @@ class _Stream:
 
     __slots__ = (
         "ssrc", "decoder", "timeline", "highest", "next_seq", "pending", "seen", "last_arrival", "hold",
+        "talking",
     )
 
     def __init__(self, packet: VoicePacket, arrival: int, channels: int) -> None:
@@ -104,6 +107,8 @@ class _Stream:
         #: of a re-anchored burst, the next few arrivals show whether the anchor packet
         #: itself was delayed (the timeline corrects it) before any audio is placed.
         self.hold = True
+        #: Whether the newest packet (``highest``) carried speech rather than the silence frame.
+        self.talking = packet.opus != SILENCE_FRAME
 
 
 def _account(stream: _Stream, ts: int, arrival: int) -> None:
@@ -188,11 +193,18 @@ class Track:
                 seen[slot] = ext
                 if delta > 0:
                     stream.highest = ext
-                    if arrival - stream.last_arrival > _BURST_GAP:
+                    # Right after speech, a gap is the network holding packets back, not a
+                    # pause: a speaker who stops sends _PAUSE_FRAMES silence frames first, so
+                    # fewer missing packets cannot hide one. RTP time places the packet; a new
+                    # anchor at the late arrival misplaced the rest of the sentence, and the
+                    # next on-time packet cut a frame to undo it.
+                    paused = not stream.talking or delta > _PAUSE_FRAMES
+                    if paused and arrival - stream.last_arrival > _BURST_GAP:
                         self._maybe_new_burst(stream, ts, arrival)
                     else:
                         _account(stream, ts, arrival)
                     stream.last_arrival = arrival
+                    stream.talking = packet.opus != SILENCE_FRAME
                 else:
                     _account(stream, ts, arrival)
         stream.pending[ext] = packet

@@ -162,6 +162,12 @@ class VoiceRoom:
         """True when nobody is left."""
         return not self.clients and not self.speakers
 
+    @property
+    def dave_settled(self) -> bool:
+        """True when every member can open everyone's media: DAVE is off, or no group change
+        is in flight and every member with a key package is in the group."""
+        return self._dave is None or self._dave.settled
+
     # -- speaking and media --------------------------------------------------
 
     def announce(self, user_id: int, ssrc: int, speaking: int = 1) -> None:

@@ -5,6 +5,13 @@ impairment, reconnects) and channel-wide events (garbage datagrams, RTCP,
 UDP silence, a flood of hostile datagrams). `ScenarioRunner` plays it on the fake's event loop in 20 ms
 slots against absolute `loop.time()` deadlines, so it never drifts; every
 speaker's `frames` list is the ground truth of what was sent.
+
+Its clock starts once the speakers present from the start are in the call's
+DAVE group with everyone already there (the bot, in tests): a call that was
+going on when a recording starts. Timed from their joining instead, a loaded
+machine took seconds to form the group, and the talks before it were held
+back unsent (a whole speaker, at times). Joins later in the scenario still
+change the group while others talk.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ __all__ = ["Talk", "SpeakerSpec", "Event", "Scenario", "ScenarioRunner", "DEFAUL
 _log = logging.getLogger(__name__)
 
 FRAME_SECONDS: Final = 0.02
+#: Seconds the speakers present from the start may take to get into the DAVE group.
+DAVE_SETTLE_TIMEOUT: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +204,10 @@ class ScenarioRunner:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         scenario = self.scenario
+        for live in self._live:
+            self._membership(live, 0.0)
+        if any(live.present for live in self._live):
+            await self._dave_settled()
         self.started_mono, self.started_wall = loop.time(), time.time()
         events = sorted(scenario.events, key=lambda e: e.at)
         slot = 0
@@ -228,6 +241,15 @@ class ScenarioRunner:
             for live in self._live:
                 live.speaker.prepare(_talk_at(live.spec, next_t) is not None)
             slot += 1
+
+    async def _dave_settled(self) -> None:
+        """Until everyone in the room can open everyone's media (at once with DAVE off)."""
+        deadline = asyncio.get_running_loop().time() + DAVE_SETTLE_TIMEOUT
+        while not self._room().dave_settled:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the DAVE group of the scenario's speakers did not settle within "
+                                   f"{DAVE_SETTLE_TIMEOUT:g} s")
+            await asyncio.sleep(0.01)
 
     def _membership(self, live: _Live, t: float) -> None:
         spec = live.spec

@@ -94,10 +94,13 @@ def test_discordpy_decrypts_ground_truth_through_joins_and_leaves(fake):
                                                         connector=trusting_connector(cfg["ca_file"])),
                                  cfg["token"])
     try:
-        fake.run(runner.start())
+        # In the channel first: the scenario's clock starts once alice and bob are in the
+        # group with the client, so it plays the joins and leaves with the client there
+        # however long connecting took (on a loaded machine, longer than the scenario).
         client = client_thread.start()
         channel = client.get_channel(cfg["voice_channel_id"])
         vc = client_thread.call(channel.connect())
+        fake.run(runner.start())
         users = {s.ssrc: s.user_id for s in runner.speakers.values()}
         capture = Capture(vc, users)
         client_thread.call(_add_listener(vc, capture))

@@ -9,6 +9,27 @@ the shared ``time.monotonic`` clock. (Not its send time: a sender that sends
 late still stamps the frame with its slot's RTP time, and the engine places
 it by that.)
 
+A sender that sends late (the loopback speakers share the machine, and under
+load their loop falls behind) is judged by what the engine could know: only
+RTP time and arrivals, never capture time. Its contract (README, "How it
+works"): a talk burst is anchored on the fastest of the first frames it holds,
+and the anchor then follows the fastest arrivals of about the last second
+within 10 ms, plus at most 10 ms of slip. So every frame gets a ``floor``:
+how late after capture the fastest of the last :data:`FLOOR_WINDOW` arrivals
+of its talk burst (itself included) came. A frame must sit no earlier than
+20 ms before its capture time and no later than 20 ms after its floor; for
+audio that came on time the floor is about 0 and that is the plain 20 ms
+budget around capture time. Where the floor drops (on-time frames after late
+ones) the anchor moves back, and what the slip cannot take is cut: a run may
+lose as many frames as its highest floor spans, besides ``_TRIMMED``.
+
+A packet overtaken by more than the engine's reorder window, or one still on
+its way when the engine took a quiet stream for finished, comes after its slot
+was committed: the engine counts it ``late`` and never decodes it, so the
+reference must leave it out. Which ones that were depends on the worker's
+timing; :func:`match_track_without_late` finds them among the overtaken
+packets, no more than the engine counted.
+
 A sequence gap is concealed by the engine (PLC, then FEC from the next
 packet), which changes the decoder's state and so every sample after it.
 How many frames it conceals depends on how much room the timeline left,
@@ -29,12 +50,15 @@ from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder
 from sinks.packet import seq_delta, ts_delta
 from tests.fakediscord.speakers import SentFrame
 
-__all__ = ["ALIGNMENT", "Run", "match_track", "sent_frames"]
+__all__ = ["ALIGNMENT", "FLOOR_WINDOW", "Run", "match_track", "match_track_without_late", "sent_frames"]
 
 #: How far a run may sit from its capture time: one 20 ms frame.
 ALIGNMENT = FRAME_SAMPLES
 #: How far from its capture time a run is searched for (the test's assertion is tighter).
 SEARCH = SAMPLE_RATE // 5
+#: Arrivals a frame's floor looks back over: the timeline's shortest window (two of its
+#: 25-packet blocks make its longest), so the anchor can never be later than their fastest.
+FLOOR_WINDOW = 25
 _MAX_PLC = 5
 
 Action = Callable[[OpusDecoder], None]
@@ -49,8 +73,26 @@ class Run:
     lost_before: int
     pcm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     position: int | None = None
-    #: position minus the capture time of the first frame, in samples.
+    #: position minus the capture time of the first frame, in samples (for a run the
+    #: anchor moved inside, the frame farthest from its capture time).
     offset: int | None = None
+    #: Each packet's floor (samples; see the module doc), in the run's order.
+    floors: list[int] = field(default_factory=list)
+    #: Each frame's offset from its capture time (samples), None where the engine cut it
+    #: or it decodes to silence (which sits anywhere silent).
+    offsets: list[int | None] = field(default_factory=list)
+    #: True when the run decodes to sound but was not found in the WAV.
+    missing: bool = False
+
+    @property
+    def late(self) -> int:
+        """The highest floor of the run: how late the engine may have had to place part of it."""
+        return max(self.floors, default=0)
+
+    @property
+    def placed_within(self) -> bool:
+        """Whether every frame sits within :data:`ALIGNMENT` of where the engine could know it belongs."""
+        return all(-ALIGNMENT <= o <= f + ALIGNMENT for o, f in zip(self.offsets, self.floors) if o is not None)
 
     @property
     def label(self) -> str:
@@ -106,10 +148,10 @@ def _concealments(lost: int, gap: int, opus: bytes) -> list[list[Action]]:
     return [plan(plc, fec) for plc, fec in options]
 
 
-def _find(wav: np.ndarray, frame: np.ndarray, around: int) -> int | None:
-    """Start of the exact occurrence of ``frame`` in ``wav`` nearest to ``around``."""
-    lo = max(0, around - SEARCH)
-    hi = min(len(wav), around + SEARCH + len(frame))
+def _find(wav: np.ndarray, frame: np.ndarray, around: int, reach: int = SEARCH) -> int | None:
+    """Start of the exact occurrence of ``frame`` in ``wav`` nearest to ``around``, within ``reach``."""
+    lo = max(0, around - reach)
+    hi = min(len(wav), around + reach + len(frame))
     if hi - lo < len(frame):
         return None
     windows = np.lib.stride_tricks.sliding_window_view(wav[lo:hi], len(frame))
@@ -123,46 +165,76 @@ def _place(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) -> bool:
     """Locate ``pcm`` (the run's decode) near ``expected``; True when it is there exactly."""
     frames = pcm.reshape(-1, FRAME_SAMPLES)
     loudest = int(np.abs(frames.astype(np.int32)).max(axis=1).argmax())
-    hit = _find(wav, frames[loudest], expected + loudest * FRAME_SAMPLES)
+    floor = run.floors[loudest]
+    hit = _find(wav, frames[loudest], expected + floor + loudest * FRAME_SAMPLES, SEARCH + floor)
     if hit is None:
         return False
     position = hit - loudest * FRAME_SAMPLES
     if not np.array_equal(wav[position:position + len(pcm)], pcm):
         return False
     run.pcm, run.position, run.offset = pcm, position, position - expected
+    run.offsets = [run.offset if frame.any() else None for frame in frames]
     return True
 
 
-#: Frames of one run the engine may cut short when its timeline re-anchors (a late first packet).
+#: Frames of one run the engine may cut short when its timeline re-anchors (a late first packet),
+#: besides those its lateness spans.
 _TRIMMED = 2
 
 
 def _place_piecewise(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) -> bool:
     """Like :func:`_place`, for a run the timeline re-anchored inside: every frame whole
-    where it belongs, except at most ``_TRIMMED`` cut short where the anchor moved back.
-    ``run.offset`` becomes the worst offset of any frame."""
+    where it belongs, except at most ``_TRIMMED`` (plus the frames its highest floor spans)
+    cut short where the anchor moved back. ``run.offset`` becomes the worst offset of
+    any frame."""
     frames = pcm.reshape(-1, FRAME_SAMPLES)
     position: int | None = None
     worst, trimmed, first = 0, 0, None
+    offsets: list[int | None] = []
+    allowed = _TRIMMED + run.late // FRAME_SAMPLES
     for k, frame in enumerate(frames):
         if position is not None and np.array_equal(wav[position:position + FRAME_SAMPLES], frame):
+            # A silent frame matches any silence: where it sits says nothing.
+            offsets.append(position - (expected + k * FRAME_SAMPLES) if frame.any() else None)
             position += FRAME_SAMPLES
             continue
-        hit = _find(wav, frame, expected + k * FRAME_SAMPLES) if frame.any() else None
+        due, floor = expected + k * FRAME_SAMPLES, run.floors[k]
+        hit = _find(wav, frame, due + floor, SEARCH + floor) if frame.any() else None
         if hit is None:
             trimmed += 1
-            if trimmed > _TRIMMED or not frame.any():
+            if trimmed > allowed or not frame.any():
                 return False
+            offsets.append(None)
             position = None
             continue
-        offset = hit - (expected + k * FRAME_SAMPLES)
+        offset = hit - due
+        offsets.append(offset)
         worst = offset if abs(offset) > abs(worst) else worst
         first = hit - k * FRAME_SAMPLES if first is None else first
         position = hit + FRAME_SAMPLES
     if first is None:
         return False
-    run.pcm, run.position, run.offset = pcm, first, worst
+    run.pcm, run.position, run.offset, run.offsets = pcm, first, worst, offsets
     return True
+
+
+def _floors(packets: list[VoicePacket], sent: dict[tuple[int, int], SentFrame]) -> dict[tuple[int, int], int]:
+    """Each packet's floor (samples): the least lateness after capture among the last
+    :data:`FLOOR_WINDOW` arrivals of its stream's talk burst, itself included. ``packets``
+    are in arrival order; a burst starts with the first voice frame after silence frames."""
+    windows: dict[int, list[int]] = {}
+    floors: dict[tuple[int, int], int] = {}
+    for p in packets:
+        key = (p.ssrc, p.sequence)
+        frame = sent[key]
+        before = sent.get((p.ssrc, (p.sequence - 1) & 0xFFFF))
+        window = windows.setdefault(p.ssrc, [])
+        if before is not None and before.silence and not frame.silence:
+            window.clear()
+        window.append(max(0, round((p.received_at - frame.scheduled) * SAMPLE_RATE)))
+        del window[:-FLOOR_WINDOW]
+        floors.setdefault(key, min(window))
+    return floors
 
 
 def match_track(
@@ -174,6 +246,9 @@ def match_track(
     silence cannot be located; it is kept unplaced (``position`` None).
     """
     runs = _runs(packets)
+    floors = _floors(packets, sent)
+    for run in runs:
+        run.floors = [floors[(p.ssrc, p.sequence)] for p in run.packets]
     problems: list[str] = []
     history: dict[int, list[Action]] = {}
     previous: dict[int, VoicePacket] = {}
@@ -196,9 +271,61 @@ def match_track(
                 chosen = concealment
                 break
         else:
-            problems.append(f"{run.label}: not found sample-exact within {SEARCH} samples of {expected}")
+            run.missing = True
+            problems.append(f"{run.label}: not found sample-exact within {SEARCH} samples of {expected} "
+                            f"(plus its floors, up to {run.late} samples: frames that arrived late)")
         assert chosen is not None
         steps.extend(chosen)
         steps.extend((lambda d, opus=p.opus: d.decode(opus)) for p in run.packets)
         previous[run.ssrc] = run.packets[-1]
     return runs, problems
+
+
+def _overtaken(packets: list[VoicePacket]) -> list[VoicePacket]:
+    """Packets that arrived after a later one of their stream (in arrival order)."""
+    highest: dict[int, int] = {}
+    out = []
+    for p in packets:
+        top = highest.get(p.ssrc)
+        if top is not None and seq_delta(top, p.sequence) > 0:
+            out.append(p)
+        else:
+            highest[p.ssrc] = p.sequence
+    return out
+
+
+def match_track_without_late(
+    wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int, int], SentFrame], origin: float,
+    late: int,
+) -> tuple[list[Run], list[str], list[VoicePacket]]:
+    """:func:`match_track`, where the engine counted ``late`` packets as arriving after their
+    slot was committed (overtaken by more than its reorder window, or held while it took a
+    quiet stream for finished) and so never decoded them.
+
+    Which ones depends on the worker's timing, so while a run is missing, overtaken
+    packets at or before it are left out of the reference one at a time, nearest first,
+    keeping each that lets the run be found; at most ``late`` are left out. Returns the
+    runs, what is still wrong, and the packets left out.
+    """
+    left_out: list[VoicePacket] = []
+    runs, problems = match_track(wav, packets, sent, origin)
+    while problems and len(left_out) < late:
+        bad = next(r for r in runs if r.missing)
+        end = bad.packets[-1].sequence
+        overtaken = sorted((p for p in _overtaken(packets) if p.ssrc == bad.ssrc and seq_delta(end, p.sequence) >= 0),
+                           key=lambda p: seq_delta(end, p.sequence))
+        inside = [p for p in overtaken if seq_delta(p.sequence, bad.packets[0].sequence) >= 0]
+        # One at a time, nearest first; then all of those inside the run together.
+        tries = [[p] for p in overtaken] + ([inside] if len(inside) > 1 else [])
+        for gone in tries:
+            if len(left_out) + len(gone) > late:
+                continue
+            trial = [p for p in packets if all(p is not g for g in gone)]
+            trial_runs, trial_problems = match_track(wav, trial, sent, origin)
+            if len(trial_problems) < len(problems):
+                packets, runs, problems = trial, trial_runs, trial_problems
+                left_out += gone
+                break
+        else:
+            break
+    return runs, problems, left_out

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from sinks import AudioSink, EngineStats, VoicePacket
-from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
+from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME
 from tests.disks import tmpfs
 from tests.sinks.streams import (
     ALIGNMENT_LIMIT, CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
@@ -96,18 +96,46 @@ def test_ssrc_change_continues_the_same_track(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("rtp_advances", [True, False])
 def test_burst_after_silence_is_placed_by_arrival(tmp_path: pathlib.Path, rtp_advances: bool) -> None:
-    """Discord sends nothing while a user is silent; the next burst lands where it arrived
-    whether or not the sender's RTP clock ran through the silence."""
+    """A Discord client that stops talking sends five silence frames, then nothing; the
+    next burst lands where it arrived whether or not the sender's RTP clock ran through
+    the silence."""
     clock = FakeClock(0.0)
     frames = encode(tone(600, 60))
-    first = packets(frames[:30], start=0.2, seq0=1000, ts0=0, ssrc=3)
-    ts_after = 30 * FRAME_SAMPLES + (round(1.3 * SAMPLE_RATE) if rtp_advances else 0)
-    second = packets(frames[30:], start=1.8, seq0=1030, ts0=ts_after, ssrc=3, delays=[0.003] * 30)
+    spoken = frames[:30] + [SILENCE_FRAME] * 5
+    first = packets(spoken, start=0.2, seq0=1000, ts0=0, ssrc=3)
+    ts_after = 35 * FRAME_SAMPLES + (round(1.2 * SAMPLE_RATE) if rtp_advances else 0)
+    second = packets(frames[30:], start=1.8, seq0=1035, ts0=ts_after, ssrc=3, delays=[0.003] * 30)
     tracks, stats = record(tmp_path, clock, [(1, p) for p in first + second], end=3.0)
-    starts = onsets(tracks[1])
-    assert len(starts) == 2
-    assert abs(starts[1] - (round(1.803 * SAMPLE_RATE) + CODEC_DELAY)) <= ALIGNMENT_LIMIT
-    assert stats.lost == 0 and stats.decoded == 60
+    track = tracks[1][:, 0]
+    reference = decode_offline(spoken + frames[30:])[:, 0]
+    before, after = round(0.2 * SAMPLE_RATE), round(1.803 * SAMPLE_RATE)
+    cut = len(spoken) * FRAME_SAMPLES
+    assert np.array_equal(track[before:before + cut], reference[:cut])
+    assert np.array_equal(track[after:after + len(reference) - cut], reference[cut:])
+    assert not track[before + cut:after].any()
+    assert stats.lost == 0 and stats.decoded == 65
+
+
+def test_packets_held_up_mid_sentence_keep_their_place(tmp_path: pathlib.Path) -> None:
+    """The network holds a talking speaker's packets back 100 ms, then drains its queue
+    at twice their rate: the first of them arrives 120 ms after the one before, as a
+    burst after a pause would, but it follows speech, not the silence frames a pause
+    starts with. Every frame stays where its RTP time puts it and nothing is cut (the
+    gap was taken for a pause: the rest of the sentence moved to the late arrivals, and
+    the on-time packets after them cut frames to move it back)."""
+    clock = FakeClock(0.0)
+    frames = encode(tone(450, 100))
+    delays = [0.0] * 100
+    for k in range(40, 50):
+        delays[k] = 0.1 - 0.01 * (k - 40)  # held 100 ms, then one every 10 ms until caught up
+    sent = packets(frames, start=0.2, seq0=300, ts0=12_345, ssrc=8, delays=delays)
+    tracks, stats = record(tmp_path, clock, arrival_order((1, p) for p in sent), end=2.5)
+    track = tracks[1][:, 0]
+    reference = decode_offline(frames)[:, 0]
+    start = round(0.2 * SAMPLE_RATE)
+    assert np.array_equal(track[start:start + len(reference)], reference)
+    assert not track[:start].any() and not track[start + len(reference):].any()
+    assert stats.decoded == 100 and stats.lost == stats.late == 0
 
 
 def test_late_first_packet_never_costs_audio_later(tmp_path: pathlib.Path) -> None:
