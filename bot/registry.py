@@ -23,9 +23,10 @@ import logging
 import discord
 
 from bot.announce import RECORDING_NOTICE, Announcer
+from bot.summary import suspended_text
 from bot.recovery import close_unfinished
 from bot.session import RecordingSession, SessionLimits, StopReason
-from bot.storage import AsyncRecordingStore, Manifest, StorageError
+from bot.storage import AsyncRecordingStore, Manifest, Recording, StorageError
 from sinks import WorkerPool
 
 __all__ = ["RecordingRegistry", "GuildRecording", "Stopped", "AlreadyRecording", "NothingToStop"]
@@ -111,6 +112,29 @@ class RecordingRegistry:
         await self._announcer.post(channel, RECORDING_NOTICE)
         return session
 
+    async def resume(self, channel: discord.VoiceChannel | discord.StageChannel, recording: Recording,
+                     earlier_talk: dict[int, float], *, report_channel: discord.abc.Messageable | None) -> None:
+        """Continue ``recording``, which a restart of the bot interrupted, in ``channel``
+        (see :meth:`RecordingSession.resume`). Raises :class:`AlreadyRecording` when the
+        guild records already, else what joining raised; the recording is then left as it was.
+        """
+        guild_id = channel.guild.id
+        if guild_id in self._running:
+            raise AlreadyRecording(guild_id)
+        opted_out: set[int] = set()
+        session = RecordingSession(self._store, channel, self._limits, self._workers, opted_out=opted_out,
+                                   on_auto_stop=self._on_auto_stop)
+        record = GuildRecording(session, report_channel, opted_out)
+        self._running[guild_id] = record
+        try:
+            opted_out |= await self._store.opted_out(guild_id)
+            await session.resume(recording, earlier_talk)
+        except BaseException:
+            self._forget(record)
+            raise
+        finally:
+            record.started.set()
+
     async def stop(self, guild_id: int, reason: StopReason, *,
                    report_channel: discord.abc.Messageable | None) -> Stopped:
         """Finalize the guild's recording.
@@ -144,8 +168,9 @@ class RecordingRegistry:
             record.opted_out.discard(user_id)
 
     async def stop_all(self, reason: StopReason) -> None:
-        """Finalize every running recording and announce each (shutdown: no retries;
-        the next start closes what could not be finished)."""
+        """Shutdown: suspend every recording whose channel still has people in it, for
+        the next start to resume; finalize the others (no retries: the next start
+        closes what could not be finished). Each is announced."""
         for record in list(self._running.values()):
             await record.started.wait()
             if not self._holds(record):  # its start failed meanwhile
@@ -153,6 +178,9 @@ class RecordingRegistry:
             if record.session.stopping:  # whoever began this stop announces it; wait for its files all the same
                 with contextlib.suppress(Exception):
                     await record.session.stop(reason)
+                continue
+            if record.session.has_humans():
+                await self._suspend(record)
                 continue
             try:
                 manifest = await self._stop(record, reason)
@@ -165,6 +193,20 @@ class RecordingRegistry:
                                                      retrying=False)
             except Exception:  # keep finalizing the other guilds' recordings
                 _log.exception("finalizing the recording of guild %s at shutdown failed", record.session.guild.id)
+
+    async def _suspend(self, record: GuildRecording) -> None:
+        """Suspend ``record`` for the next start and say so (a failure is logged: the next
+        start finds it unfinished and resumes it or repairs it like a crash)."""
+        recording = record.session.recording
+        assert recording is not None
+        try:
+            await record.session.suspend()
+        except Exception:  # the files are whole or the next start repairs them; the index decides
+            _log.exception("suspending recording %s for a restart failed", recording.id)
+            return
+        finally:
+            self._forget(record)
+        await self._announcer.post(record.report_channel, suspended_text(recording.id))
 
     def close(self) -> None:
         """End the tries to finish recordings whose stop failed (the next start closes them)."""

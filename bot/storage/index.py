@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS speakers (
     display_name TEXT NOT NULL,
     PRIMARY KEY (recording_id, user_id)
 );
+CREATE TABLE IF NOT EXISTS suspensions (
+    recording_id TEXT PRIMARY KEY REFERENCES recordings (id) ON DELETE CASCADE,
+    suspended_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS opt_outs (
     guild_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
@@ -312,6 +316,29 @@ class RecordingStore:
             ).fetchall()
         return [self._row(row) for row in rows]
 
+    def suspend(self, recording_id: str, at: datetime) -> None:
+        """Mark a running recording as paused for a restart of the bot at ``at``: its
+        files are whole, its status stays ``recording``, and the next start resumes
+        or finishes it (see :mod:`bot.resume`)."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO suspensions (recording_id, suspended_at) VALUES (?, ?) "
+                "ON CONFLICT (recording_id) DO UPDATE SET suspended_at = excluded.suspended_at",
+                (recording_id, _ts(at)),
+            )
+
+    def suspended_at(self, recording_id: str) -> datetime | None:
+        """When the recording was paused for a restart; None when it was not (or it runs again)."""
+        with self._lock:
+            row = self._db.execute("SELECT suspended_at FROM suspensions WHERE recording_id = ?",
+                                   (recording_id,)).fetchone()
+        return None if row is None else _dt(row[0])
+
+    def resumed(self, recording_id: str) -> None:
+        """The recording runs again: it is no longer paused."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM suspensions WHERE recording_id = ?", (recording_id,))
+
     # -- opt-outs ---------------------------------------------------------------
 
     def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
@@ -356,6 +383,7 @@ class RecordingStore:
             self._db.execute(
                 "UPDATE recordings SET status = ?, ended_at = ? WHERE id = ?", (status, _ts(ended), rec.id)
             )
+            self._db.execute("DELETE FROM suspensions WHERE recording_id = ?", (rec.id,))
         _log.info("recording %s %s with %d track(s)", rec.id, status, len(speakers))
         return final
 
