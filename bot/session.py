@@ -133,6 +133,8 @@ class RecordingSession:
         ``earlier_talk`` is each speaker's talk seconds before the restart. Raises
         what joining raised (the recording is left as it was).
         """
+        # The names the index has: a speaker who left while the bot was away is no longer in its cache.
+        self._names = {s.user_id: s.display_name for s in (await self.store.new_manifest(recording)).speakers}
         voice = await self._connect()
         self.recording = recording
         self._earlier_talk = dict(earlier_talk)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.nickname import RECORDING_MARK
 from sinks.opus import SAMPLE_RATE
+from sinks.talk import talk_blocks
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 from tests.receive_loopback.truth import ALIGNMENT, Run, match_track, sent_frames
@@ -43,6 +45,17 @@ CRASH_LOSS = 1.0
 #: (the bot joins, then posts), for the first packet its new decoder took.
 _REJOIN_SLACK = 3.0
 _MISSING = re.compile(r"resumed after a restart of the bot; ([\d.]+) s are missing")
+
+
+def _wait_nick(fake: FakeDiscord, wanted: str | None) -> None:
+    def nick() -> str | None:
+        return fake.world.guilds[fake.config["guild_id"]].members[fake.config["bot_user_id"]].nick
+    fake.wait_for(lambda: nick() == wanted or None, REPLY_TIMEOUT, f"the bot's nickname to be {wanted!r}")
+
+
+def _talk(wav: np.ndarray) -> float:
+    """Seconds of talk in a whole track, by the rule the engine counts with while recording."""
+    return float(talk_blocks(wav.reshape(-1, 1)).sum()) * 0.02
 
 
 def _record_until_talked(fake: FakeDiscord, bot: BotProcess, scenario: Scenario) -> tuple[str, ScenarioRunner]:
@@ -115,6 +128,9 @@ def _check_resumed(folder: Path, runner: ScenarioRunner, members: dict[str, int]
     assert set(by_user) == {members[n] for n in SPEAKERS}
     origin = origin_guess(runner, meta["started_at"])
     tracks = {n: read_wav(folder / by_user[members[n]]) for n in SPEAKERS}
+    for speaker in meta["speakers"]:  # talk time adds up both parts
+        whole = _talk(read_wav(folder / speaker["file"]))
+        assert abs(speaker["talk_seconds"] - whole) <= 0.1, (speaker, whole)
     lengths = {n: len(w) for n, w in tracks.items()}
     assert len(set(lengths.values())) == 1, f"tracks of different lengths: {lengths}"
     figures = []
@@ -124,7 +140,12 @@ def _check_resumed(folder: Path, runner: ScenarioRunner, members: dict[str, int]
         assert not problems, f"{name} before the restart: " + "; ".join(problems[:5])
         after = _runs_after_restart(wav, runner, name, origin, back, stopped - 1.0)
         offsets = [r.offset for r in before + after if r.offset is not None]
-        assert max(abs(o) for o in offsets) <= ALIGNMENT, f"{name}: runs off their capture time: {offsets}"
+        sent = sent_frames(runner.truth(name))
+        late = [round(1000 * (sent[(p.ssrc, p.sequence)].mono_time - sent[(p.ssrc, p.sequence)].scheduled))
+                for p in after[0].packets[:10]]
+        assert max(abs(o) for o in offsets) <= ALIGNMENT, (
+            f"{name}: runs off their capture time: {offsets}; the first frames after the restart were sent "
+            f"{late} ms after their capture, first at {after[0].position}")
         first_after = after[0]
         assert first_after.position is not None
         heard_before = np.flatnonzero(wav[:first_after.position])
@@ -135,7 +156,8 @@ def _check_resumed(folder: Path, runner: ScenarioRunner, members: dict[str, int]
         assert away - 0.1 <= silent <= away + CRASH_LOSS, f"{name}: {silent:.2f} s silent for {away:.2f} s away"
         assert abs(missing - away) <= CRASH_LOSS + 0.5, f"announced {missing} s missing, {away:.2f} s away"
         figures.append(f"{name}: away {away:.2f} s, silent {silent:.2f} s in the track, announced {missing:g} s, "
-                       f"offsets from capture {min(offsets)}..{max(offsets)} samples")
+                       f"offsets from capture {[r.offset for r in before]} before, {[r.offset for r in after]} after "
+                       f"(first frames after sent {late} ms late)")
     return figures
 
 
@@ -147,9 +169,12 @@ def test_a_killed_bot_resumes_the_same_recording_on_its_timeline(
     killed_at = time.monotonic()
     bot.kill()
     bot, back, missing = _restart(fake, start_bot, rid)
+    # The restart cleared the dead process's REC mark, and the resumed recording shows one again.
+    _wait_nick(fake, f"{RECORDING_MARK} {fake.world.users[fake.config['bot_user_id']].username}")
     _wait_talk(fake, runner, list(SPEAKERS), back + TALK_AFTER)
     folder = _stop_same_recording(fake, bot, rid)
     stopped = time.monotonic()
+    _wait_nick(fake, None)
     fake.run(runner.stop())
     figures = _check_resumed(folder, runner, members, cut=killed_at, kept_until=killed_at - CRASH_LOSS - 0.5,
                              back=back, stopped=stopped, missing=missing)
@@ -200,8 +225,9 @@ def test_a_recording_paused_by_sigterm_is_finished_when_nobody_is_left_at_the_re
     lengths = set()
     for name in SPEAKERS:
         speaker = by_user[members[name]]
-        assert speaker["talk_seconds"] >= TALK_BEFORE - 0.5, speaker
         wav = read_wav(folder / speaker["file"])
+        # Counted from the files at the restart, by the rule the engine counts with while recording.
+        assert abs(speaker["talk_seconds"] - _talk(wav)) <= 0.03 and speaker["talk_seconds"] > 1.0, speaker
         lengths.add(len(wav))
         _, problems = match_track(wav, wire_packets(runner, name, terminated_at - 0.2),
                                   sent_frames(runner.truth(name)), origin)
