@@ -3,10 +3,11 @@
 A record holds what goes with one guild's recording: the session, the text
 channel its reports go to, and the live set of members who opted out (read
 by the socket thread, so ``/record optout`` takes effect at once). Records
-are added by :meth:`RecordingRegistry.start`, which admits one recording per
-guild however many starts race, and removed in one place, however the
-recording ends: a command, a reason found by the session's own watch, or
-shutdown. Exactly one stop wins too: a stop that comes while the voice
+are added by :meth:`RecordingRegistry.start` (or :meth:`~RecordingRegistry.resume`
+after a restart), which admits one recording per guild however many starts
+race, and removed in one place, however the recording ends: a command, a
+reason found by the session's own watch, or shutdown (which suspends a
+recording with people in its channel for the next start to resume). Exactly one stop wins too: a stop that comes while the voice
 connection is still being set up waits for it, then stops it. A recording whose stop failed (its index locked by
 another process, say) leaves the registry at once, so its guild may record
 again, and the registry keeps trying to finish it in the background.
@@ -19,14 +20,15 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 
 import discord
 
 from bot.announce import RECORDING_NOTICE, Announcer
-from bot.summary import suspended_text
 from bot.recovery import close_unfinished
 from bot.session import RecordingSession, SessionLimits, StopReason
 from bot.storage import AsyncRecordingStore, Manifest, Recording, StorageError
+from bot.summary import suspended_text
 from sinks import WorkerPool
 
 __all__ = ["RecordingRegistry", "GuildRecording", "Stopped", "AlreadyRecording", "NothingToStop"]
@@ -93,22 +95,7 @@ class RecordingRegistry:
         check and the registration happen without yielding, so of two starts
         exactly one gets here), else what joining raised.
         """
-        guild_id = channel.guild.id
-        if guild_id in self._running:
-            raise AlreadyRecording(guild_id)
-        opted_out: set[int] = set()
-        session = RecordingSession(self._store, channel, self._limits, self._workers, opted_out=opted_out,
-                                   on_auto_stop=self._on_auto_stop)
-        record = GuildRecording(session, report_channel, opted_out)
-        self._running[guild_id] = record
-        try:
-            opted_out |= await self._store.opted_out(guild_id)
-            await session.start()
-        except BaseException:
-            self._forget(record)
-            raise
-        finally:
-            record.started.set()
+        session = await self._admit(channel, report_channel, lambda session: session.start())
         await self._announcer.post(channel, RECORDING_NOTICE)
         return session
 
@@ -117,6 +104,16 @@ class RecordingRegistry:
         """Continue ``recording``, which a restart of the bot interrupted, in ``channel``
         (see :meth:`RecordingSession.resume`). Raises :class:`AlreadyRecording` when the
         guild records already, else what joining raised; the recording is then left as it was.
+        """
+        await self._admit(channel, report_channel, lambda session: session.resume(recording, earlier_talk))
+
+    async def _admit(self, channel: discord.VoiceChannel | discord.StageChannel,
+                     report_channel: discord.abc.Messageable | None,
+                     begin: Callable[[RecordingSession], Awaitable[object]]) -> RecordingSession:
+        """Register the guild's one recording and ``begin`` its session (start or resume).
+
+        The check and the registration happen without yielding, so of two
+        concurrent admissions exactly one gets past :class:`AlreadyRecording`.
         """
         guild_id = channel.guild.id
         if guild_id in self._running:
@@ -128,12 +125,13 @@ class RecordingRegistry:
         self._running[guild_id] = record
         try:
             opted_out |= await self._store.opted_out(guild_id)
-            await session.resume(recording, earlier_talk)
+            await begin(session)
         except BaseException:
             self._forget(record)
             raise
         finally:
             record.started.set()
+        return session
 
     async def stop(self, guild_id: int, reason: StopReason, *,
                    report_channel: discord.abc.Messageable | None) -> Stopped:
