@@ -26,7 +26,7 @@ from sinks.opus import SAMPLE_RATE
 from sinks.talk import TalkMeter
 from sinks.wavfile import HEADER_SIZE
 
-__all__ = ["Interrupted", "examine", "close_interrupted", "recover", "close_unfinished"]
+__all__ = ["Interrupted", "examine", "close_interrupted", "close_unfinished"]
 
 _log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Interrupted:
     last_write: datetime
     #: Talk seconds of each track so far (``<user_id>.wav``), counted as the engine counts them.
     talk_seconds: dict[int, float]
+    #: Whether its stop had begun (then it is closed, never resumed).
+    stop_begun: bool
 
 
 def examine(store: RecordingStore) -> tuple[list[Recording], list[Interrupted]]:
@@ -78,6 +80,7 @@ def examine(store: RecordingStore) -> tuple[list[Recording], list[Interrupted]]:
             rec.started_at + timedelta(seconds=longest / SAMPLE_RATE),
             datetime.fromtimestamp(last_write, UTC) if last_write is not None else rec.started_at,
             {int(r.path.stem): _talk_seconds(r.path, rec.channels) for r in reports if r.path.stem.isdigit()},
+            store.stop_begun(rec),
         ))
     return finished, open_
 
@@ -103,19 +106,12 @@ def close_interrupted(store: RecordingStore, interrupted: Interrupted) -> Record
     return closed
 
 
-def recover(store: RecordingStore) -> list[Recording]:
-    """Close every recording the last process left open, resuming none: :func:`examine`,
-    then :func:`close_interrupted` for each. Returns them so the bot can tell their guilds."""
-    finished, open_ = examine(store)
-    return finished + [close_interrupted(store, item) for item in open_]
-
-
 def close_unfinished(store: RecordingStore, recording_id: str, manifest: Manifest | None) -> Manifest:
     """Close a recording whose stop failed part-way (the index locked by another
     process, say), now that it may work.
 
     It is finished with ``manifest`` when the stop got as far as describing it,
-    else repaired like a crash (:func:`recover`) and marked ``interrupted``.
+    else repaired like a crash (:func:`examine`) and marked ``interrupted``.
     Safe to repeat after a failure of its own. Raises
     :class:`bot.storage.StorageError` when the recording is gone.
     """

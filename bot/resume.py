@@ -2,9 +2,9 @@
 
 A recording the last process left open (:func:`bot.recovery.examine`: it was
 suspended by a shutdown, or cut short by a crash) goes on in the same files
-when its voice channel still exists and has people in it, it has not reached
-the maximum length counted from its start, and the disk has room: the bot
-rejoins, every track continues where it ended on the recording's own
+when nobody had begun to stop it, its voice channel still exists and has
+people in it, it has not reached the maximum length counted from its start,
+and the disk has room: the bot rejoins, every track continues where it ended on the recording's own
 timeline, and the channel is told how many seconds are missing. Otherwise it
 is closed as before resuming existed: finished with its summary when a
 shutdown had suspended it, else repaired and announced as cut short by a crash.
@@ -54,6 +54,9 @@ async def _try_resume(client: discord.Client, registry: RecordingRegistry, store
                       announcer: Announcer, limits: SessionLimits, item: Interrupted) -> bool:
     """Resume ``item`` when it can go on; False when it cannot (nothing was changed)."""
     rec = item.recording
+    if item.stop_begun:
+        _log.info("recording %s is not resumed: it was being stopped", rec.id)
+        return False
     guild = client.get_guild(rec.guild_id)
     channel = guild.get_channel(rec.channel_id) if guild is not None else None
     if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):

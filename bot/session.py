@@ -232,6 +232,10 @@ class RecordingSession:
 
     async def _stop(self, reason: StopReason) -> Manifest:
         assert self.recording is not None and self.sink is not None and self.voice is not None
+        try:
+            await self.store.mark_stopping(self.recording)
+        except OSError as exc:  # a full disk, say: the stop goes on; only a restart could mistake it
+            _log.warning("could not mark recording %s as stopping: %s", self.recording.id, exc.strerror)
         stats = self.voice.stop_recording() if self.voice.is_recording() else None
         try:
             await asyncio.to_thread(self.sink.close)

@@ -56,7 +56,7 @@ def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
     posts the summary once that works; ``retrying`` False is for a bot that is
     shutting down. Its index entry still says "recording", which the next start
     of the bot takes for a crash: it repairs the files and marks the recording
-    interrupted (``bot.recovery.recover``). The cause stays in the bot's log:
+    interrupted (``bot.recovery.examine``), unless it resumes it. The cause stays in the bot's log:
     it may name paths.
     """
     head = f"Recording `{recording_id}` could not be finished (the error is in the bot's log). Its files are kept: "

@@ -73,6 +73,10 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.expires_at` (arithmetic only: no thread needed)."""
         return self.store.expires_at(recording)
 
+    async def mark_stopping(self, recording: Recording) -> None:
+        """:meth:`RecordingStore.mark_stopping` in a thread."""
+        await asyncio.to_thread(self.store.mark_stopping, recording)
+
     async def suspend(self, recording_id: str, at: datetime) -> None:
         """:meth:`RecordingStore.suspend` in a thread."""
         await asyncio.to_thread(self.store.suspend, recording_id, at)

@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS opt_outs (
 #: A file each running recording keeps in its folder and gives up when it closes, so
 #: the final manifest and index update still find room on a disk its tracks filled.
 _RESERVE_NAME = ".reserve"
+#: A file a recording's folder gets when its stop begins, so the next start never resumes a
+#: recording somebody stopped: kept in the folder, as the index may be what the stop fails on.
+_STOPPING_NAME = ".stopping"
 _RESERVE_BYTES = 256 * 1024
 
 _COLUMNS = (
@@ -327,6 +330,14 @@ class RecordingStore:
                 (recording_id, _ts(at)),
             )
 
+    def mark_stopping(self, recording: Recording) -> None:
+        """Note in the recording's folder that its stop has begun (see :meth:`stop_begun`)."""
+        (recording.directory / _STOPPING_NAME).touch()
+
+    def stop_begun(self, recording: Recording) -> bool:
+        """Whether a stop of the still-open ``recording`` had begun: if so it must be closed, not resumed."""
+        return (recording.directory / _STOPPING_NAME).exists()
+
     def suspended_at(self, recording_id: str) -> datetime | None:
         """When the recording was paused for a restart; None when it was not (or it runs again)."""
         with self._lock:
@@ -378,6 +389,7 @@ class RecordingStore:
         ended = ended_at or manifest.ended_at or _now()
         final = dataclasses.replace(manifest, status=status, ended_at=ended, speakers=speakers)
         (rec.directory / _RESERVE_NAME).unlink(missing_ok=True)
+        (rec.directory / _STOPPING_NAME).unlink(missing_ok=True)
         final.write(rec.directory)
         with self._lock, self._db:
             self._db.execute(
