@@ -1,5 +1,9 @@
 """One recording in one guild: join, record, watch for reasons to stop, finalize.
 
+A shutdown may instead pause it for a restart (:meth:`RecordingSession.suspend`),
+and the next process continue it in the same files on the same timeline
+(:meth:`RecordingSession.resume`).
+
 The session owns the voice connection, the AudioSink and the storage record
 of one recording. Everything here runs on the bot's event loop; the only
 blocking step (closing the sink: waiting for its workers to finish the files) runs
