@@ -18,10 +18,11 @@ from typing import IO, Any
 import discord
 
 from bot.session import StopReason
-from bot.storage import AsyncRecordingStore, Manifest, Recording
+from bot.storage import MARKER_FILES, AsyncRecordingStore, Manifest, Recording
 from bot.summary import plain, recording_summary, unfinished_text, write_failure
 from bot.web import download_url
 from bot.web.exports import write_zip
+from bot.web.files import servable
 
 __all__ = ["Announcer", "RECORDING_NOTICE"]
 
@@ -59,8 +60,10 @@ class Announcer:
         text = recording_summary(manifest, total, self.link(recording), self._store.expires_at(recording))
         if not names:
             return text, None
+        # The notes' label track and chapters ride along (a few KiB: within the margin).
+        members = names + [m for m in MARKER_FILES if servable(recording.directory, m) is not None]
         try:
-            zipped = await asyncio.to_thread(_zip_if_fits, recording, names, total, upload_limit - _UPLOAD_MARGIN)
+            zipped = await asyncio.to_thread(_zip_if_fits, recording, members, total, upload_limit - _UPLOAD_MARGIN)
         except OSError as exc:  # its temporary file: the link still serves every track
             _log.warning("could not build the ZIP of recording %s to attach: %s", recording.id, exc)
             return text + f"\n(The ZIP could not be attached: {write_failure(exc.errno)}. Use the link.)", None

@@ -10,14 +10,17 @@ import aiohttp
 import discord
 
 from bot.announce import Announcer
+from bot.autorecord import Autorecorder
 from bot.commands import RecordGroup, RecordingsGroup
 from bot.config import Settings
+from bot.guild_config import GuildConfig
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.nickname import clear_stale_mark
 from bot.recovery import Interrupted, examine
 from bot.registry import RecordingRegistry
 from bot.resume import resume_or_close
 from bot.session import SessionLimits, StopReason
+from bot.settings_command import SettingsGroup
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app
@@ -71,6 +74,9 @@ class RecorderBot(discord.AutoShardedClient):
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
         )
         self.recordings = RecordingRegistry(self.astore, limits, self.recording_workers, self.announcer)
+        #: Each server's own settings, within the operator's.
+        self.guild_config = GuildConfig(self.astore, settings)
+        self.autorecorder = Autorecorder(settings, self.guild_config, self.recordings, self.announcer)
         self._recovered: list[Recording] = []
         self._interrupted: list[Interrupted] = []
         self._retention: asyncio.Task[None] | None = None
@@ -80,8 +86,10 @@ class RecorderBot(discord.AutoShardedClient):
         self._recovered, self._interrupted = await asyncio.to_thread(examine, self.store)
         await self.astore.expire()
         await self.web.start()
-        self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer))
-        self.tree.add_command(RecordingsGroup(self.settings, self.recordings, self.announcer, self.astore))
+        self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer, self.guild_config))
+        self.tree.add_command(RecordingsGroup(self.settings, self.recordings, self.announcer, self.guild_config,
+                                              self.astore))
+        self.tree.add_command(SettingsGroup(self.settings, self.guild_config))
         await self.tree.sync()
         self._retention = asyncio.create_task(self._retention_loop(), name="retention")
         assert self.application_id is not None
@@ -106,6 +114,14 @@ class RecorderBot(discord.AutoShardedClient):
         interrupted, self._interrupted = self._interrupted, []
         await resume_or_close(self, self.recordings, self.astore, self.announcer, self._limits, interrupted)
 
+    async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
+                                    after: discord.VoiceState) -> None:
+        """Someone joined, left or moved in voice: autorecord may start a recording."""
+        try:
+            await self.autorecorder.on_voice_state_update(member, before, after)
+        except Exception:  # one failed start must not silence the next events
+            _log.exception("autorecord failed on a voice state update in guild %s", member.guild.id)
+
     async def on_app_command_completion(self, interaction: discord.Interaction, _command: object) -> None:
         """discord.py's event after a command callback returned."""
         self.tree.finished(interaction)
@@ -114,6 +130,7 @@ class RecorderBot(discord.AutoShardedClient):
         """Let running commands answer, suspend every recording with people in its channel
         for the next start to resume and finalize the others (SIGTERM lands here), then disconnect."""
         await self.tree.wait_idle(_COMMAND_DRAIN_SECONDS)
+        self.autorecorder.close()
         await self.recordings.stop_all(StopReason("the bot is shutting down", automatic=True))
         await asyncio.to_thread(self.recording_workers.close)
         self.recordings.close()

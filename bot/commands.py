@@ -1,4 +1,4 @@
-"""The slash commands: /record start|stop|status|optout|optin and /recordings list|get|delete."""
+"""The slash commands: /record start|stop|status|note|optout|optin and /recordings list|get|delete."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import logging
 import discord
 from discord import app_commands
 
+from bot.access import bot_cannot_record, may_record, who_may_record
 from bot.announce import Announcer
 from bot.config import Settings
+from bot.guild_config import GuildConfig
+from bot.notes import NOTE_MAX_CHARS, NOTES_PER_RECORDING, NoteRefused, clean_note
 from bot.registry import AlreadyRecording, NothingToStop, RecordingRegistry
 from bot.session import StopReason
-from bot.storage import AsyncRecordingStore, Recording, has_free_space
-from bot.summary import plain, recording_line, status_text, unfinished_text
+from bot.storage import AsyncRecordingStore, Note, Recording
+from bot.summary import plain, recording_line, started_text, status_text, unfinished_text
+from bot.units import clock, days
 
-__all__ = ["RecordGroup", "RecordingsGroup", "may_record"]
+__all__ = ["RecordGroup", "RecordingsGroup"]
 
 _log = logging.getLogger(__name__)
 
@@ -22,55 +26,43 @@ _ALREADY_RECORDING = "A recording is already running in this server. Stop it wit
 _NOTHING_RECORDED = "Nothing is being recorded in this server."
 
 
-def may_record(interaction: discord.Interaction, recorder_role: str | None) -> bool:
-    """Members with Manage Server, or with the configured recorder role (name or id)."""
-    if interaction.permissions.manage_guild:
-        return True
-    user = interaction.user
-    if recorder_role is None or not isinstance(user, discord.Member):
-        return False
-    wanted = recorder_role.casefold()
-    return any(role.name.casefold() == wanted or str(role.id) == recorder_role for role in user.roles)
-
-
-def _who_may_record(recorder_role: str | None) -> str:
-    if recorder_role:
-        return f"members with Manage Server or the **{recorder_role}** role"
-    return "members with Manage Server"
-
-
 async def _refuse(interaction: discord.Interaction, text: str) -> None:
     await interaction.response.send_message(text, ephemeral=True)
-
-
-async def _require_recorder(interaction: discord.Interaction, recorder_role: str | None) -> bool:
-    """True when the invoker may record; otherwise tell them who may and return False."""
-    if may_record(interaction, recorder_role):
-        return True
-    await _refuse(interaction, f"Only {_who_may_record(recorder_role)} may do that.")
-    return False
 
 
 class _BotGroup(app_commands.Group):
     """A command group that knows the running recordings, what to post, and who may record."""
 
-    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer, *,
-                 name: str, description: str) -> None:
+    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer, config: GuildConfig,
+                 *, name: str, description: str) -> None:
         super().__init__(name=name, description=description)
         self.settings = settings
         self.registry = registry
         self.announcer = announcer
+        self.config = config
+
+    async def _who_may_record(self, guild: discord.Guild) -> str:
+        roles = (await self.config.get(guild.id)).recorder_role_ids
+        return who_may_record(guild, self.settings.recorder_role, roles)
 
     async def _check_recorder(self, interaction: discord.Interaction) -> bool:
-        return await _require_recorder(interaction, self.settings.recorder_role)
+        """True when the invoker may record; otherwise tell them who may and return False."""
+        assert interaction.guild is not None
+        roles = (await self.config.get(interaction.guild.id)).recorder_role_ids
+        if may_record(interaction.user, interaction.permissions, self.settings.recorder_role, roles):
+            return True
+        await _refuse(interaction, f"Only {who_may_record(interaction.guild, self.settings.recorder_role, roles)} "
+                                   f"may do that.")
+        return False
 
 
 @app_commands.guild_only()
 class RecordGroup(_BotGroup):
     """Start, stop and inspect the recording of a voice channel."""
 
-    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer) -> None:
-        super().__init__(settings, registry, announcer, name="record",
+    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer,
+                 config: GuildConfig) -> None:
+        super().__init__(settings, registry, announcer, config, name="record",
                          description="Record a voice channel, one WAV file per speaker")
 
     @app_commands.command(name="start", description="Start recording a voice channel (default: the one you are in)")
@@ -91,10 +83,6 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, _ALREADY_RECORDING)
             return
         settings = self.settings
-        if not has_free_space(settings.recordings_dir, settings.min_free_disk_mb):
-            await _refuse(interaction, "The bot's disk is almost full, so it cannot record now. "
-                                       "Tell the bot's operator.")
-            return
         # A member records only a channel they could join themselves: naming one
         # they cannot see must not let them listen in through the bot.
         theirs = channel.permissions_for(interaction.user) if isinstance(interaction.user, discord.Member) else None
@@ -102,9 +90,9 @@ class RecordGroup(_BotGroup):
             await _refuse(interaction, f"You can only record a voice channel you may view and connect to "
                                        f"yourself, and {channel.mention} is not one.")
             return
-        perms = channel.permissions_for(interaction.guild.me)
-        if not (perms.view_channel and perms.connect):
-            await _refuse(interaction, f"I need the View Channel and Connect permissions in {channel.mention}.")
+        cannot = bot_cannot_record(channel, settings.recordings_dir, settings.min_free_disk_mb)
+        if cannot is not None:
+            await _refuse(interaction, cannot)
             return
         # Joining voice and the DAVE handshake can take longer than Discord's 3 s.
         await interaction.response.defer(thinking=True)
@@ -119,14 +107,9 @@ class RecordGroup(_BotGroup):
             await interaction.followup.send(f"Could not start recording {channel.mention}: {_short(exc)}")
             return
         assert session.recording is not None
-        await interaction.followup.send(
-            f"\N{LARGE RED CIRCLE} Recording {channel.mention} (recording `{session.recording.id}`): "
-            f"every speaker is saved to their own audio file.\n"
-            f"Stop: `/record stop` ({_who_may_record(settings.recorder_role)}). "
-            f"Don't want to be recorded? `/record optout` (undo with `/record optin`).\n"
-            f"It stops by itself when the channel stays empty, after "
-            f"{settings.max_recording_hours:g} h, or if disk space runs low."
-        )
+        await interaction.followup.send(started_text(channel.mention, session.recording.id,
+                                                     await self._who_may_record(interaction.guild),
+                                                     settings.max_recording_hours))
 
     @app_commands.command(name="stop", description="Stop the recording and get the files")
     async def stop(self, interaction: discord.Interaction) -> None:
@@ -169,6 +152,40 @@ class RecordGroup(_BotGroup):
             status_text(session.channel.name, session.recording.id, session.elapsed(), names, stats), ephemeral=True,
         )
 
+    @app_commands.command(name="note", description="Mark this moment of the recording with a note")
+    @app_commands.describe(text=f"What happens now (at most {NOTE_MAX_CHARS} characters); "
+                                f"becomes a label and a chapter")
+    async def note(self, interaction: discord.Interaction, text: str) -> None:
+        """Put a note on the running recording's timeline, at the moment the command arrived."""
+        assert interaction.guild is not None
+        session = self.registry.session(interaction.guild.id)
+        if session is None or session.recording is None or session.stopping:
+            await _refuse(interaction, _NOTHING_RECORDED)
+            return
+        at = session.timeline_seconds()  # first: the moment is now, not after the checks below
+        voice = getattr(interaction.user, "voice", None)
+        in_channel = voice is not None and voice.channel is not None and voice.channel.id == session.channel.id
+        roles = (await self.config.get(interaction.guild.id)).recorder_role_ids
+        if not (in_channel or may_record(interaction.user, interaction.permissions, self.settings.recorder_role,
+                                         roles)):
+            await _refuse(interaction, f"Only members in {session.channel.mention}, or "
+                                       f"{who_may_record(interaction.guild, self.settings.recorder_role, roles)}, "
+                                       f"may add notes.")
+            return
+        try:
+            line = clean_note(text)
+        except NoteRefused as exc:
+            await _refuse(interaction, str(exc))
+            return
+        note = Note(round(at, 3), line, interaction.user.id, interaction.user.display_name)
+        if not await session.store.add_note(session.recording.id, note, limit=NOTES_PER_RECORDING):
+            await _refuse(interaction, f"This recording has the most notes it may have ({NOTES_PER_RECORDING}).")
+            return
+        _log.info("note at %.3f s added to recording %s", note.at, session.recording.id)
+        await interaction.response.send_message(
+            f"\N{MEMO} Note at {clock(note.at)} of recording `{session.recording.id}`: {plain(line)}", ephemeral=True,
+        )
+
     @app_commands.command(name="optout", description="Never record my voice in this server")
     async def optout(self, interaction: discord.Interaction) -> None:
         """Stop recording the invoker, now and in future recordings of this server."""
@@ -192,9 +209,10 @@ class RecordGroup(_BotGroup):
 class RecordingsGroup(_BotGroup):
     """This server's past recordings."""
 
-    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer,
+    def __init__(self, settings: Settings, registry: RecordingRegistry, announcer: Announcer, config: GuildConfig,
                  store: AsyncRecordingStore) -> None:
-        super().__init__(settings, registry, announcer, name="recordings", description="This server's recordings")
+        super().__init__(settings, registry, announcer, config, name="recordings",
+                         description="This server's recordings")
         self.store = store
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -239,9 +257,10 @@ class RecordingsGroup(_BotGroup):
         if recording is None:
             return
         if self.store.is_expired(recording):
-            assert self.settings.retention_days is not None  # nothing expires when recordings are kept forever
+            assert recording.retention is not None  # nothing expires when recordings are kept forever
             await _refuse(interaction, f"Recording `{recording.id}` has expired (recordings are kept "
-                                       f"{_days(self.settings.retention_days)} after they end); its files are "
+                                       f"{days(recording.retention.total_seconds() / 86400)} after they end); "
+                                       f"its files are "
                                        f"being deleted.")
             return
         await interaction.response.defer(thinking=True, ephemeral=True)
@@ -258,10 +277,6 @@ class RecordingsGroup(_BotGroup):
             return
         await self.store.delete(recording.id)
         await interaction.response.send_message(f"Deleted recording `{recording.id}` and its files.", ephemeral=True)
-
-
-def _days(days: float) -> str:
-    return f"{days:g} day" if days == 1 else f"{days:g} days"
 
 
 def _short(exc: BaseException) -> str:

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "VARIABLES", "Variable", "help_text", "load_dotenv"]
+__all__ = ["ConfigError", "DOWNLOAD_FORMATS", "Settings", "VARIABLES", "Variable", "help_text", "load_dotenv"]
+
+#: The formats a recording's files can be downloaded in; a server picks its default.
+DOWNLOAD_FORMATS = ("wav", "flac", "ogg", "mp3")
 
 
 class ConfigError(Exception):
@@ -53,6 +56,13 @@ VARIABLES: tuple[Variable, ...] = (
                                          "(MiB, at most 10000000)."),
     Variable("EMPTY_CHANNEL_MINUTES", "3", "A recording stops by itself after its channel has no humans for this "
                                            "many minutes (at most 1440)."),
+    Variable("DOWNLOAD_FORMAT", "wav", "Default download format of a server's recordings (wav, flac, ogg or mp3); "
+                                      "each server may pick its own with /settings."),
+    Variable("ATTACH_FILES", "yes", "Whether the stop summary attaches the recording's files (yes or no); each "
+                                    "server may pick its own with /settings."),
+    Variable("AUTORECORD_GRACE_SECONDS", "30", "An autorecord channel must stay empty this long before it records "
+                                               "by itself again, so leaving and rejoining does not flap "
+                                               "(at most 3600)."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
     Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
@@ -144,6 +154,22 @@ def _retention(name: str, text: str) -> float | None:
     return _positive(name, text, _MAX_RETENTION_DAYS)
 
 
+def _choice(name: str, text: str, choices: tuple[str, ...]) -> str:
+    value = text.casefold()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {text!r}")
+    return value
+
+
+def _yes_no(name: str, text: str) -> bool:
+    value = text.casefold()
+    if value in ("yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off"):
+        return False
+    raise ConfigError(f"{name}: expected yes or no, got {text!r}")
+
+
 def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(text)
     if parts.scheme not in schemes or not parts.netloc:
@@ -176,6 +202,10 @@ class Settings:
     retention_days: float | None = 30.0
     min_free_disk_mb: int = 1024
     empty_channel_minutes: float = 3.0
+    #: The default of each server's download format (one of DOWNLOAD_FORMATS).
+    download_format: str = "wav"
+    attach_files: bool = True
+    autorecord_grace_seconds: float = 30.0
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     discord_api_base: str | None = None
@@ -254,6 +284,10 @@ class Settings:
             retention_days=_retention("RETENTION_DAYS", get("RETENTION_DAYS") or "30"),
             min_free_disk_mb=_int("MIN_FREE_DISK_MB", get("MIN_FREE_DISK_MB") or "1024", 0, 10_000_000),
             empty_channel_minutes=_positive("EMPTY_CHANNEL_MINUTES", get("EMPTY_CHANNEL_MINUTES") or "3", 1440),
+            download_format=_choice("DOWNLOAD_FORMAT", get("DOWNLOAD_FORMAT") or "wav", DOWNLOAD_FORMATS),
+            attach_files=_yes_no("ATTACH_FILES", get("ATTACH_FILES") or "yes"),
+            autorecord_grace_seconds=_positive("AUTORECORD_GRACE_SECONDS", get("AUTORECORD_GRACE_SECONDS") or "30",
+                                               3600),
             shard_count=shard_count,
             shard_ids=shard_ids,
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),

@@ -7,8 +7,9 @@ are added by :meth:`RecordingRegistry.start` (or :meth:`~RecordingRegistry.resum
 after a restart), which admits one recording per guild however many starts
 race, and removed in one place, however the recording ends: a command, a
 reason found by the session's own watch, or shutdown (which suspends a
-recording with people in its channel for the next start to resume). Exactly one stop wins too: a stop that comes while the voice
-connection is still being set up waits for it, then stops it. A recording whose stop failed (its index locked by
+recording with people in its channel for the next start to resume).
+Exactly one stop wins too: a stop that comes while the voice connection is
+still being set up waits for it, then stops it. A recording whose stop failed (its index locked by
 another process, say) leaves the registry at once, so its guild may record
 again, and the registry keeps trying to finish it in the background.
 """
@@ -37,6 +38,10 @@ _log = logging.getLogger(__name__)
 
 #: Seconds between tries to finish a recording whose stop failed; the last repeats.
 FINISH_RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0)
+
+
+#: Told of every recording that left the registry (stopped, or its start failed), with its channel.
+OnEnded = Callable[[discord.VoiceChannel | discord.StageChannel], None]
 
 
 class AlreadyRecording(Exception):
@@ -81,6 +86,11 @@ class RecordingRegistry:
         self._announcer = announcer
         self._running: dict[int, GuildRecording] = {}
         self._retries: set[asyncio.Task[None]] = set()
+        self._end_listeners: list[OnEnded] = []
+
+    def add_end_listener(self, listener: OnEnded) -> None:
+        """Call ``listener(channel)`` whenever a guild's recording leaves the registry."""
+        self._end_listeners.append(listener)
 
     def session(self, guild_id: int) -> RecordingSession | None:
         """The guild's running recording, if any."""
@@ -230,6 +240,8 @@ class RecordingRegistry:
         """The one place a record leaves the registry (once, and never a newer one of its guild)."""
         if self._holds(record):
             del self._running[record.session.guild.id]
+            for listener in self._end_listeners:
+                listener(record.session.channel)
 
     async def _on_auto_stop(self, session: RecordingSession, reason: StopReason, manifest: Manifest | None) -> None:
         """The session stopped by itself (see :data:`bot.session.OnAutoStop`)."""

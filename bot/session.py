@@ -283,6 +283,12 @@ class RecordingSession:
         """Seconds since recording began."""
         return time.monotonic() - self.started_monotonic
 
+    def timeline_seconds(self) -> float:
+        """Where this moment falls on the recording's timeline: seconds since the sink's
+        sample 0, on the clock the engine places every packet's arrival with."""
+        assert self.sink is not None
+        return time.monotonic() - self.sink.started_at
+
     def stats(self) -> RecordingStats:
         """Receive and sink counters of the running recording (the receive ones all 0 once receiving stopped)."""
         assert self.voice is not None and self.sink is not None

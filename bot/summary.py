@@ -8,10 +8,17 @@ from datetime import datetime
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.storage import Manifest, Recording
-from bot.units import duration, moment, size
+from bot.units import clock, duration, moment, size
 from bot.voice.stats import RecordingStats
 
-__all__ = ["plain", "write_failure", "recording_summary", "unfinished_text", "status_text", "recording_line"]
+__all__ = ["SUMMARY_NOTES", "plain", "write_failure", "started_text", "recording_summary", "unfinished_text",
+           "status_text", "recording_line"]
+
+
+#: Notes the stop summary lists (the rest are on the page and in the files), and
+#: how much of each it shows: a Discord message holds 2000 characters.
+SUMMARY_NOTES = 5
+_SUMMARY_NOTE_CHARS = 100
 
 
 def plain(name: str) -> str:
@@ -29,6 +36,18 @@ def write_failure(code: int | None) -> str:
     return "the bot could not write to its disk"
 
 
+def started_text(channel_mention: str, recording_id: str, who_may_stop: str, max_hours: float) -> str:
+    """What ``/record start`` (and an autorecording) says once recording runs."""
+    return (
+        f"\N{LARGE RED CIRCLE} Recording {channel_mention} (recording `{recording_id}`): "
+        f"every speaker is saved to their own audio file.\n"
+        f"Stop: `/record stop` ({who_may_stop}). "
+        f"Don't want to be recorded? `/record optout` (undo with `/record optin`).\n"
+        f"It stops by itself when the channel stays empty, after "
+        f"{max_hours:g} h, or if disk space runs low."
+    )
+
+
 def recording_summary(manifest: Manifest, total_bytes: int, link: str, expires: datetime | None) -> str:
     """The stop message: duration, each speaker's talk time, size, loss, link and until when it works."""
     length = (manifest.ended_at - manifest.started_at).total_seconds() if manifest.ended_at else 0.0
@@ -43,10 +62,25 @@ def recording_summary(manifest: Manifest, total_bytes: int, link: str, expires: 
         lines.append(f"- {plain(speaker.display_name)}: {detail}")
     if not manifest.speakers:
         lines.append("Nobody spoke.")
+    lines += _notes_lines(manifest)
     lines.append(f"Download (page, players, ZIP, FLAC): {link}")
     if expires is not None:
         lines.append(f"The recording and its link are kept until {moment(expires)}.")
     return "\n".join(lines)
+
+
+def _notes_lines(manifest: Manifest) -> list[str]:
+    """The summary's notes: the first few, each shortened, then how many more."""
+    if not manifest.notes:
+        return []
+    lines = [f"Notes ({len(manifest.notes)}; also as an Audacity label track and podcast chapters "
+             f"on the page and in the ZIP):"]
+    for note in manifest.notes[:SUMMARY_NOTES]:
+        text = note.text if len(note.text) <= _SUMMARY_NOTE_CHARS else note.text[:_SUMMARY_NOTE_CHARS - 1] + "…"
+        lines.append(f"- {clock(note.at)} {plain(text)} ({plain(note.author_name)})")
+    if len(manifest.notes) > SUMMARY_NOTES:
+        lines.append(f"... and {len(manifest.notes) - SUMMARY_NOTES} more.")
+    return lines
 
 
 def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:

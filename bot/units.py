@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-__all__ = ["clock", "duration", "moment", "size"]
+__all__ = ["clock", "days", "duration", "moment", "size"]
+
+
+def days(count: float) -> str:
+    """``1 day``, ``7 days``, ``0.5 days``: a retention as people say it."""
+    return f"{count:g} day" if count == 1 else f"{count:g} days"
 
 
 def duration(seconds: float) -> str:

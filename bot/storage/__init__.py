@@ -17,20 +17,27 @@ What a crash left open (``store.unfinished()``) is closed by :mod:`bot.recovery`
 
 from bot.storage.asyncstore import AsyncRecordingStore
 from bot.storage.disk import free_disk_mb, has_free_space
+from bot.storage.guild_settings import StoredGuildSettings
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
 from bot.storage.index import Recording, RecordingStore, StorageError
-from bot.storage.manifest import MANIFEST_NAME, Manifest, ManifestError, Speaker
+from bot.storage.manifest import MANIFEST_NAME, Manifest, ManifestError, Note, Speaker
+from bot.storage.markers import CHAPTERS_NAME, LABELS_NAME, MARKER_FILES
 from bot.storage.names import speaker_filename
 
 __all__ = [
+    "CHAPTERS_NAME",
+    "LABELS_NAME",
     "MANIFEST_NAME",
+    "MARKER_FILES",
     "AsyncRecordingStore",
     "Manifest",
     "ManifestError",
+    "Note",
     "Recording",
     "RecordingStore",
     "Speaker",
     "StorageError",
+    "StoredGuildSettings",
     "free_disk_mb",
     "has_free_space",
     "is_recording_id",

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from bot.storage.guild_settings import StoredGuildSettings
 from bot.storage.index import Recording, RecordingStore
-from bot.storage.manifest import Manifest
+from bot.storage.manifest import Manifest, Note
 
 __all__ = ["AsyncRecordingStore"]
 
@@ -48,6 +49,10 @@ class AsyncRecordingStore:
     async def note_speaker(self, recording_id: str, user_id: int, display_name: str) -> None:
         """See :meth:`RecordingStore.note_speaker`."""
         await asyncio.to_thread(self.store.note_speaker, recording_id, user_id, display_name)
+
+    async def add_note(self, recording_id: str, note: Note, *, limit: int) -> bool:
+        """See :meth:`RecordingStore.add_note`."""
+        return await asyncio.to_thread(self.store.add_note, recording_id, note, limit=limit)
 
     async def new_manifest(self, recording: Recording) -> Manifest:
         """See :meth:`RecordingStore.new_manifest`."""
@@ -92,3 +97,11 @@ class AsyncRecordingStore:
     async def opted_out(self, guild_id: int) -> set[int]:
         """See :meth:`RecordingStore.opted_out`."""
         return await asyncio.to_thread(self.store.opted_out, guild_id)
+
+    async def guild_settings(self, guild_id: int) -> StoredGuildSettings:
+        """See :meth:`GuildSettingsTable.get <bot.storage.guild_settings.GuildSettingsTable.get>`."""
+        return await asyncio.to_thread(self.store.guild_settings.get, guild_id)
+
+    async def put_guild_settings(self, settings: StoredGuildSettings) -> None:
+        """See :meth:`GuildSettingsTable.put <bot.storage.guild_settings.GuildSettingsTable.put>`."""
+        await asyncio.to_thread(self.store.guild_settings.put, settings)

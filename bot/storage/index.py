@@ -19,8 +19,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot.storage.guild_settings import GuildSettingsTable
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
-from bot.storage.manifest import Manifest, Speaker
+from bot.storage.manifest import Manifest, Note, Speaker
+from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
 
 __all__ = ["Recording", "RecordingStore", "StorageError"]
@@ -53,6 +55,13 @@ CREATE TABLE IF NOT EXISTS suspensions (
     recording_id TEXT PRIMARY KEY REFERENCES recordings (id) ON DELETE CASCADE,
     suspended_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notes (
+    recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+    at REAL NOT NULL,
+    author_id INTEGER NOT NULL,
+    author_name TEXT NOT NULL,
+    text TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS opt_outs (
     guild_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
@@ -70,6 +79,9 @@ _RESERVE_BYTES = 256 * 1024
 _COLUMNS = (
     "id, guild_id, guild_name, channel_id, channel_name, started_at, ended_at, status, secret, sample_rate, channels"
 )
+#: Every read of a recording brings its server's retention along, so expiry stays arithmetic.
+_SELECT = (f"SELECT {_COLUMNS}, (SELECT g.retention_days FROM guild_settings g "
+           f"WHERE g.guild_id = recordings.guild_id) FROM recordings")
 
 
 class StorageError(Exception):
@@ -92,6 +104,9 @@ class Recording:
     sample_rate: int
     channels: int
     directory: Path
+    #: How long it is kept once it ended (its server's setting within the operator's);
+    #: None: forever.
+    retention: timedelta | None
 
     @property
     def download_path(self) -> str:
@@ -137,6 +152,8 @@ class RecordingStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._db:
             self._db.executescript(_SCHEMA)
+        #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
+        self.guild_settings = GuildSettingsTable(self._db, self._lock)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -208,14 +225,14 @@ class RecordingStore:
         if not is_recording_id(rid):
             return None
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM recordings WHERE id = ?", (rid,)).fetchone()
+            row = self._db.execute(f"{_SELECT} WHERE id = ?", (rid,)).fetchone()
         return None if row is None else self._row(row)
 
     def list(self, guild_id: int) -> list[Recording]:
         """This guild's recordings, newest first. Never another guild's."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE guild_id = ? ORDER BY started_at DESC, id",
+                f"{_SELECT} WHERE guild_id = ? ORDER BY started_at DESC, id",
                 (guild_id,),
             ).fetchall()
         return [self._row(r) for r in rows]
@@ -230,18 +247,37 @@ class RecordingStore:
                 (recording_id, user_id, display_name),
             )
 
+    def add_note(self, recording_id: str, note: Note, *, limit: int) -> bool:
+        """Keep ``note`` for the recording's manifest (in the index, so a crash keeps it
+        too); False, and nothing kept, when the recording has ``limit`` notes already."""
+        with self._lock, self._db:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM notes WHERE recording_id = ?",
+                                        (recording_id,)).fetchone()
+            if count >= limit:
+                return False
+            self._db.execute(
+                "INSERT INTO notes (recording_id, at, author_id, author_name, text) VALUES (?, ?, ?, ?, ?)",
+                (recording_id, note.at, note.author_id, note.author_name, note.text),
+            )
+        return True
+
     def new_manifest(self, recording: Recording) -> Manifest:
-        """A manifest for ``recording`` with every speaker noted so far; the caller
+        """A manifest for ``recording`` with every speaker and note so far; the caller
         fills in talk time, packets and losses, then passes it to :meth:`finish`."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT user_id, display_name FROM speakers WHERE recording_id = ? ORDER BY rowid",
                 (recording.id,),
             ).fetchall()
+            notes = self._db.execute(
+                "SELECT at, text, author_id, author_name FROM notes WHERE recording_id = ? ORDER BY at, rowid",
+                (recording.id,),
+            ).fetchall()
         return Manifest(
             recording.id, recording.guild_id, recording.guild_name, recording.channel_id,
             recording.channel_name, recording.started_at, recording.ended_at, recording.status,
             recording.sample_rate, recording.channels, [Speaker(uid, name) for uid, name in rows],
+            [Note(*row) for row in notes],
         )
 
     def read_manifest(self, recording: Recording) -> Manifest:
@@ -280,9 +316,9 @@ class RecordingStore:
         """When ``recording`` and its link expire: retention counts from its end, so
         a recording longer than the retention is not dead on arrival. None while it
         runs, or when recordings are kept forever."""
-        if self.retention is None or recording.ended_at is None:
+        if recording.retention is None or recording.ended_at is None:
             return None
-        return recording.ended_at + self.retention
+        return recording.ended_at + recording.retention
 
     def is_expired(self, recording: Recording, now: datetime | None = None) -> bool:
         """True when ``recording`` is past retention (its link no longer works)."""
@@ -290,18 +326,17 @@ class RecordingStore:
         return expires is not None and expires <= (now or _now())
 
     def expire(self, now: datetime | None = None) -> list[str]:
-        """Delete every recording that ended longer than the retention period ago
+        """Delete every recording that ended longer than its retention period ago
         (files and rows); recordings still in progress are kept. Returns the ids removed."""
-        if self.retention is None:
-            return []
-        cutoff = _ts((now or _now()) - self.retention)
+        moment = now or _now()
+        # Each row's own retention (its server's, within the operator's) decides.
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE ended_at <= ? AND status != 'recording'", (cutoff,)
-            ).fetchall()
+            rows = self._db.execute(f"{_SELECT} WHERE ended_at IS NOT NULL AND status != 'recording'").fetchall()
         removed = []
         for row in rows:
             rec = self._row(row)
+            if not self.is_expired(rec, moment):
+                continue
             self._remove_files(rec)
             with self._lock, self._db:
                 self._db.execute("DELETE FROM recordings WHERE id = ?", (rec.id,))
@@ -315,7 +350,7 @@ class RecordingStore:
         the dead process left open (see :mod:`bot.recovery`)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM recordings WHERE status = 'recording' ORDER BY started_at"
+                f"{_SELECT} WHERE status = 'recording' ORDER BY started_at"
             ).fetchall()
         return [self._row(row) for row in rows]
 
@@ -368,10 +403,17 @@ class RecordingStore:
 
     # -- internals --------------------------------------------------------------
 
+    def _retention_of(self, guild_days: float | None) -> timedelta | None:
+        """A server's retention within the operator's: never longer, and the operator's when it chose none."""
+        if guild_days is None:
+            return self.retention
+        chosen = timedelta(days=guild_days)
+        return chosen if self.retention is None else min(chosen, self.retention)
+
     def _row(self, row: tuple) -> Recording:
-        rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels = row
+        rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels, guild_days = row
         return Recording(rid, gid, gname, cid, cname, _dt(started), _dt(ended), status, secret, rate, channels,
-                         self.recordings_dir / rid)
+                         self.recordings_dir / rid, self._retention_of(guild_days))
 
     def require(self, recording_id: str) -> Recording:
         """The recording with this id; :class:`StorageError` when there is none."""
@@ -390,6 +432,7 @@ class RecordingStore:
         final = dataclasses.replace(manifest, status=status, ended_at=ended, speakers=speakers)
         (rec.directory / _RESERVE_NAME).unlink(missing_ok=True)
         (rec.directory / _STOPPING_NAME).unlink(missing_ok=True)
+        write_markers(rec.directory, final.notes)  # before the manifest, which marks the folder complete
         final.write(rec.directory)
         with self._lock, self._db:
             self._db.execute(

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.storage.names import speaker_filename
 
-__all__ = ["MANIFEST_NAME", "STATUSES", "Manifest", "ManifestError", "Speaker", "format_time", "parse_time"]
+__all__ = ["MANIFEST_NAME", "STATUSES", "Manifest", "ManifestError", "Note", "Speaker", "format_time", "parse_time"]
 
 MANIFEST_NAME = "manifest.json"
 STATUSES = ("recording", "finished", "interrupted")
@@ -74,6 +74,26 @@ class Speaker:
         )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Note:
+    """A marker someone put on the recording with ``/record note``: ``at`` seconds
+    after the recording's sample 0 (the origin every track is placed from)."""
+
+    at: float
+    text: str
+    author_id: int
+    author_name: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form; the id as a string, as the speakers' are."""
+        return {"at": self.at, "text": self.text, "author_id": str(self.author_id), "author_name": self.author_name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Note:
+        """Inverse of :meth:`to_json`."""
+        return cls(float(data["at"]), str(data["text"]), int(data["author_id"]), str(data["author_name"]))
+
+
 @dataclasses.dataclass(slots=True)
 class Manifest:
     """Everything known about one recording."""
@@ -89,6 +109,8 @@ class Manifest:
     sample_rate: int = 48000
     channels: int = 1
     speakers: list[Speaker] = dataclasses.field(default_factory=list)
+    #: In timeline order.
+    notes: list[Note] = dataclasses.field(default_factory=list)
 
     def speaker_by_file(self, name: str) -> Speaker | None:
         """The speaker whose track is called ``name``, or None."""
@@ -107,6 +129,7 @@ class Manifest:
             "sample_rate": self.sample_rate,
             "channels": self.channels,
             "speakers": [s.to_json() for s in self.speakers],
+            "notes": [n.to_json() for n in self.notes],
         }
 
     @classmethod
@@ -125,6 +148,8 @@ class Manifest:
                 sample_rate=int(data["sample_rate"]),
                 channels=int(data["channels"]),
                 speakers=[Speaker.from_json(s) for s in data["speakers"]],
+                # Manifests written before notes existed have none.
+                notes=[Note.from_json(n) for n in data.get("notes", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"manifest: bad or missing field ({exc})") from None

@@ -1,7 +1,9 @@
 """The download server's routes.
 
 ``/r/<id>?key=<secret>`` is the page; under it ``files/<name>`` (WAV, with HTTP
-Range), ``flac/<name>``, ``all.zip`` and ``mix.wav``, all with the same key.
+Range), ``flac/<name>``, ``all.zip``, ``mix.wav`` and, for a recording with
+notes, ``labels.txt`` and ``chapters.json``, all with the same key. The page's
+player script is ``/player.js``: the same for every recording, it needs no key.
 Anything wrong (unknown id, wrong/missing key, expired, still recording, a name
 not in the manifest, any path trick) gets the same 404 and nothing else.
 """
@@ -18,11 +20,13 @@ from urllib.parse import quote
 import soundfile as sf
 from aiohttp import web
 
-from bot.storage import AsyncRecordingStore, Manifest, ManifestError, Recording, is_recording_id
+from bot.storage import (CHAPTERS_NAME, LABELS_NAME, MARKER_FILES, AsyncRecordingStore, Manifest, ManifestError,
+                         Recording, is_recording_id)
 from bot.web.activity import load_activity
 from bot.web.exports import flac_copy, mixdown_chunks, mixdown_size, zip_chunks
 from bot.web.files import servable
 from bot.web.page import TrackInfo, render_page
+from bot.web.player import PLAYER_SCRIPT
 from bot.web.ranges import RangedFileResponse
 from bot.web.streaming import SEND_TIMEOUT, stream_chunks
 
@@ -33,7 +37,7 @@ _log = logging.getLogger(__name__)
 NOT_FOUND_BODY = "Not found.\n"
 
 _PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -61,6 +65,16 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     # the key in the URL must not leak through Referer; no type sniffing.
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
+
+
+#: The chapters' own media type, as the podcast namespace names it.
+_MARKER_TYPES = {LABELS_NAME: "text/plain; charset=utf-8", CHAPTERS_NAME: "application/json+chapters"}
+
+
+async def _player_script(_request: web.Request) -> web.Response:
+    """The page's player: static, the same for everyone, so cacheable."""
+    return web.Response(text=PLAYER_SCRIPT, content_type="text/javascript", charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=3600"})
 
 
 class _Denied(Exception):
@@ -130,6 +144,11 @@ class _Routes:
         """The manifest's track files that exist as regular files (never symlinks)."""
         return [s.file for s in manifest.speakers if servable(rec.directory, s.file) is not None]
 
+    @staticmethod
+    def _markers(rec: Recording) -> list[str]:
+        """The recording's notes as marker files (label track, chapters), those that exist."""
+        return [name for name in MARKER_FILES if servable(rec.directory, name) is not None]
+
     async def page(self, request: web.Request) -> web.StreamResponse:
         """The HTML page."""
         try:
@@ -155,7 +174,8 @@ class _Routes:
             return tracks
 
         tracks = await asyncio.to_thread(describe)
-        html = render_page(manifest, request.query["key"], tracks)
+        html = render_page(manifest, request.query["key"], tracks, self._markers(rec),
+                           expires=self.store.expires_at(rec))
         return web.Response(
             text=html, content_type="text/html",
             headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "private, no-store"},
@@ -194,6 +214,21 @@ class _Routes:
             headers["Content-Disposition"] = _attachment(target.name)
         return RangedFileResponse(target, headers=headers)
 
+    async def marker(self, request: web.Request) -> web.StreamResponse:
+        """The notes as an Audacity label track or as podcast chapters."""
+        try:
+            rec, _manifest = await self._authorize(request)
+        except _Denied:
+            return _not_found()
+        name = request.match_info["marker"]
+        path = servable(rec.directory, name)
+        if path is None:
+            return _not_found()
+        headers = {"Content-Type": _MARKER_TYPES[name], "Cache-Control": "private, max-age=3600"}
+        if "download" in request.query:
+            headers["Content-Disposition"] = _attachment(name)
+        return RangedFileResponse(path, headers=headers)
+
     async def zip(self, request: web.Request) -> web.StreamResponse:
         """Every track plus the manifest as one stored ZIP, streamed."""
         try:
@@ -202,6 +237,7 @@ class _Routes:
             return _not_found()
         names = self._tracks(rec, manifest)
         names.append("manifest.json")
+        names += self._markers(rec)
         response = web.StreamResponse(headers={
             "Content-Type": "application/zip",
             "Content-Disposition": _attachment(f"recording-{rec.id}.zip"),
@@ -248,6 +284,8 @@ def create_app(
     app.router.add_get("/r/{rid}/files/{name}", routes.wav)
     app.router.add_get("/r/{rid}/flac/{name}", routes.flac)
     app.router.add_get("/r/{rid}/all.zip", routes.zip, allow_head=False)
+    app.router.add_get(r"/r/{rid}/{marker:labels\.txt|chapters\.json}", routes.marker)
+    app.router.add_get("/player.js", _player_script)
     app.router.add_get("/r/{rid}/mix.wav", routes.mix, allow_head=False)
 
     async def shutdown(_app: web.Application) -> None:

@@ -1,21 +1,26 @@
-"""The download page: HTML with a player and links per track, and an inline SVG
-timeline of who spoke when. Every user-controlled string is escaped here."""
+"""The download page: HTML with the multitrack player (:mod:`bot.web.player`),
+links per track, the notes, and an inline SVG timeline of who spoke when with
+the notes on it. Every user-controlled string is escaped here."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
-from bot.storage import Manifest
+from bot.storage import CHAPTERS_NAME, LABELS_NAME, Manifest, Note
 from bot.units import clock, duration, moment, size
 from bot.web.activity import WINDOW_SECONDS, TrackActivity
+from bot.web.player import PLAYER_STYLE, render_mix_controls, render_notes, render_transport
 
 __all__ = ["TrackInfo", "render_page", "render_timeline"]
 
 _WIDTH = 1000
 _LABEL = 180
 _ROW = 28
+_NOTE_COLOR = "#c0392b"
 _COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 
 
@@ -37,14 +42,17 @@ def _tick(seconds: float, total: float) -> str:
     return duration(seconds) if total < 60 else clock(seconds)
 
 
-def render_timeline(tracks: list[TrackInfo]) -> str:
-    """An inline SVG: one row per speaker, a bar over each of their talk spans."""
+def render_timeline(tracks: list[TrackInfo], notes: Sequence[Note] = ()) -> str:
+    """An inline SVG: one row per speaker, a bar over each of their talk spans, a
+    line at each note, and the player's playhead. Its ``data-`` attributes tell
+    the player where the time axis lies, to seek where it is clicked."""
     total = max((t.activity.windows for t in tracks), default=0) or 1
     height = _ROW * len(tracks) + 24
     scale = (_WIDTH - _LABEL) / total
     parts = [
         f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" '
-        f'role="img" aria-label="Who spoke when" preserveAspectRatio="xMinYMin meet">'
+        f'role="img" aria-label="Who spoke when" preserveAspectRatio="xMinYMin meet" '
+        f'data-seconds="{total * WINDOW_SECONDS:.3f}" data-left="{_LABEL}" data-width="{_WIDTH}">'
     ]
     for row, track in enumerate(tracks):
         y = row * _ROW
@@ -58,6 +66,16 @@ def render_timeline(tracks: list[TrackInfo]) -> str:
                 f'<rect class="talk" x="{_LABEL + start * scale:.2f}" y="{y + 4}" '
                 f'width="{max((end - start) * scale, 0.5):.2f}" height="{_ROW - 8}" fill="{color}"/>'
             )
+    rows_bottom = _ROW * len(tracks)
+    for note in notes:
+        x = _LABEL + min(note.at / WINDOW_SECONDS, total) * scale
+        parts.append(
+            f'<g class="note" data-at="{note.at:.3f}"><title>{clock(note.at)} {escape(note.text)}</title>'
+            f'<line x1="{x:.2f}" y1="0" x2="{x:.2f}" y2="{rows_bottom}" stroke="{_NOTE_COLOR}" stroke-width="2" '
+            f'stroke-dasharray="4 3"/><path d="M{x - 5:.2f} 0 L{x + 5:.2f} 0 L{x:.2f} 7 Z" fill="{_NOTE_COLOR}"/></g>'
+        )
+    parts.append(f'<line id="playhead" x1="{_LABEL}" y1="0" x2="{_LABEL}" y2="{rows_bottom}" stroke="#111" '
+                 f'stroke-width="2"/>')
     axis_y = _ROW * len(tracks) + 16
     for i in range(5):
         x = _LABEL + (_WIDTH - _LABEL) * i / 4
@@ -70,8 +88,11 @@ def render_timeline(tracks: list[TrackInfo]) -> str:
     return "".join(parts)
 
 
-def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
-    """The whole HTML page for one recording; ``key`` is appended to every link."""
+def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: list[str], *,
+                expires: datetime | None) -> str:
+    """The whole HTML page for one recording; ``key`` is appended to every link.
+    ``markers`` are the marker files (label track, chapters) the recording has; ``expires``:
+    when the recording and its link are deleted (None: kept forever)."""
     rid = quote(manifest.recording_id, safe="")
     q = "?key=" + quote(key, safe="")
 
@@ -79,6 +100,7 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
         return escape(f"/r/{rid}/{path}{q}{extra}", quote=True)
 
     ended = moment(manifest.ended_at) if manifest.ended_at else "?"
+    kept = f" · kept until {moment(expires)}" if expires is not None else ""
     status = (
         '<p class="warn">This recording was interrupted; tracks end where it stopped.</p>'
         if manifest.status == "interrupted" else ""
@@ -87,12 +109,22 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
     for t in tracks:
         name = quote(t.file, safe="")
         rows.append(
-            f'<tr class="speaker" data-user="{t.user_id}"><td class="name">{escape(t.display_name)}</td>'
-            f"<td>{clock(t.duration)}</td><td>{clock(t.talk_seconds)}</td><td>{size(t.size)}</td>"
-            f'<td><audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
+            f'<tr class="speaker" data-user="{t.user_id}" data-file="{escape(t.file, quote=True)}">'
+            f'<td class="name">{escape(t.display_name)}</td>'
+            f'<td class="fact" data-label="Duration">{clock(t.duration)}</td>'
+            f'<td class="fact" data-label="Talk time">{clock(t.talk_seconds)}</td>'
+            f'<td class="fact" data-label="Size">{size(t.size)}</td>'
+            f'<td class="mix">{render_mix_controls(t.display_name)}'
+            f'<audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
             f'<td><a href="{link("files/" + name, "&download=1")}">WAV</a> '
             f'<a href="{link("flac/" + name, "&download=1")}">FLAC</a></td></tr>'
         )
+    marker_links = "".join(
+        f'\n<a href="{link(name, "&download=1")}">{label}</a>'
+        for name, label in ((LABELS_NAME, "Notes as Audacity labels (labels.txt)"),
+                            (CHAPTERS_NAME, "Notes as podcast chapters (chapters.json)"))
+        if name in markers
+    )
     title = f"Recording {manifest.recording_id} · #{manifest.channel_name}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -107,20 +139,24 @@ audio {{ width: 18em; }}
 .warn {{ background: #fff3cd; padding: .5em; }}
 .downloads a {{ margin-right: 1.5em; }}
 #timeline {{ width: 100%; height: auto; margin: 1em 0; }}
+{PLAYER_STYLE}
 </style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}</p>
+<p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}{kept}</p>
 {status}
 <p class="downloads"><a href="{link("all.zip")}">All tracks (ZIP)</a>
-<a href="{link("mix.wav")}">Mixed down (WAV)</a></p>
+<a href="{link("mix.wav")}">Mixed down (WAV)</a>{marker_links}</p>
 <h2>Who spoke when</h2>
-{render_timeline(tracks)}
+{render_transport() if tracks else ""}
+<div class="timeline-scroll">{render_timeline(tracks, manifest.notes)}</div>
 <h2>Speakers</h2>
 <table><thead><tr><th>Speaker</th><th>Duration</th><th>Talk time</th><th>Size</th>
 <th>Listen</th><th>Download</th></tr></thead>
 <tbody>
 {"".join(rows)}
 </tbody></table>
+{render_notes(manifest.notes)}
+<script src="/player.js" id="player-script"></script>
 </body></html>
 """

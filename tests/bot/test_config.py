@@ -135,6 +135,10 @@ def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
         ({"DISCORD_API_BASE": "ftp://x"}, "DISCORD_API_BASE: expected a http/https URL"),
         ({"DISCORD_GATEWAY_URL": "http://x"}, "DISCORD_GATEWAY_URL: expected a ws/wss URL"),
         ({"DISCORD_CA_FILE": "/nonexistent/ca.pem"}, "DISCORD_CA_FILE: no such file"),
+        ({"DOWNLOAD_FORMAT": "aiff"}, "DOWNLOAD_FORMAT: expected one of wav, flac, ogg, mp3, got 'aiff'"),
+        ({"ATTACH_FILES": "maybe"}, "ATTACH_FILES: expected yes or no, got 'maybe'"),
+        ({"AUTORECORD_GRACE_SECONDS": "0"}, "AUTORECORD_GRACE_SECONDS: must be a positive number"),
+        ({"AUTORECORD_GRACE_SECONDS": "3601"}, "AUTORECORD_GRACE_SECONDS: must be at most 3600"),
     ],
 )
 def test_bad_values_are_one_clear_line(env: dict[str, str], expected: str) -> None:
@@ -163,7 +167,7 @@ def test_help_lists_every_variable_with_default() -> None:
     names = [
         "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "HTTP_HOST", "HTTP_PORT", "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
-        "SHARD_COUNT",
+        "DOWNLOAD_FORMAT", "ATTACH_FILES", "AUTORECORD_GRACE_SECONDS", "SHARD_COUNT",
         "SHARD_IDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
     ]
     assert [v.name for v in VARIABLES] == names

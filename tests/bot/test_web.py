@@ -52,9 +52,12 @@ def test_page_lists_speakers_escaped(site: Site) -> None:
     assert '<svg id="timeline"' in html and 'class="talk"' in html
     # Talk time from activity: Alice 1.0 s, Bob 1.4 s, Zoë 1.6 s -> shown rounded to seconds.
     rows = {uid: html.split(f'data-user="{uid}"')[1].split("</tr>")[0] for uid, *_ in SPEAKERS}
-    assert "<td>0:03</td><td>0:01</td>" in rows[1111]
-    assert "<td>0:03</td><td>0:01</td>" in rows[2222]
-    assert "<td>0:02</td><td>0:02</td>" in rows[3333]
+    def facts(duration: str, talk: str) -> str:
+        return (f'<td class="fact" data-label="Duration">{duration}</td>'
+                f'<td class="fact" data-label="Talk time">{talk}</td>')
+    assert facts("0:03", "0:01") in rows[1111]
+    assert facts("0:03", "0:01") in rows[2222]
+    assert facts("0:02", "0:02") in rows[3333]
     assert "281.3 KiB" in rows[1111]
 
 

@@ -64,6 +64,8 @@ class VoiceRoom:
         self.speakers: dict[int, int | None] = {}
         #: SSRCs SPEAKING has announced, per user, replayed to clients who join later.
         self.announced: dict[int, int] = {}
+        #: Simulated speakers in a stage's audience: Discord forwards none of their media.
+        self.suppressed: set[int] = set()
         self._dave: Any = None
         self._members: dict[int, Any] = {}
         self._routing = False
@@ -131,8 +133,20 @@ class VoiceRoom:
             self._routing = False
             self._route([])
 
+    def set_suppressed(self, user_id: int, suppressed: bool) -> None:
+        """A simulated speaker moved to a stage's audience (True) or onto its speakers (False)."""
+        if suppressed:
+            self.suppressed.add(user_id)
+        else:
+            self.suppressed.discard(user_id)
+
+    def forwards(self, user_id: int) -> bool:
+        """Whether media from `user_id` reaches the others (not when they are in a stage's audience)."""
+        return user_id not in self.suppressed
+
     def remove_speaker(self, user_id: int) -> None:
         """A simulated speaker left the channel."""
+        self.suppressed.discard(user_id)
         if self.speakers.pop(user_id, None) is None and user_id not in self._members:
             return
         self._members.pop(user_id, None)

@@ -54,6 +54,9 @@ class SpeakerSpec:
     #: Times at which the speaker drops out of voice and rejoins with a new SSRC.
     reconnects: tuple[float, ...] = ()
     impairment: Impairment = Impairment()
+    #: On a stage: in the audience (suppressed; the room forwards none of their voice)
+    #: instead of among the speakers. Ignored in a voice channel.
+    audience: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,9 @@ class ScenarioRunner:
 
     def _set_present(self, live: _Live, present: bool) -> None:
         live.present = present
-        self.world.set_voice_state(self.guild_id, live.speaker.user_id, self.channel_id if present else None)
+        stage = self.world.is_stage(self.guild_id, self.channel_id)
+        self.world.set_voice_state(self.guild_id, live.speaker.user_id, self.channel_id if present else None,
+                                   suppress=live.spec.audience if stage and present else None)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

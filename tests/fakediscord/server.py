@@ -280,14 +280,15 @@ class FakeDiscord:
         """Disconnect `user_id` from voice everywhere; returns voice states removed."""
         return self.run(lambda: self.gateway.kick_from_voice(user_id))
 
-    def start_scenario(self, scenario: Any = None) -> Any:
-        """Play a voice scenario (default: scenario.DEFAULT_SCENARIO) in the default
-        voice channel; returns the started `ScenarioRunner` (stop it with
-        `fake.run(runner.stop())`). Needs the voice server."""
+    def start_scenario(self, scenario: Any = None, channel_id: int | None = None) -> Any:
+        """Play a voice scenario (default: scenario.DEFAULT_SCENARIO) in `channel_id`
+        (default: the default voice channel; a stage works too); returns the started
+        `ScenarioRunner` (stop it with `fake.run(runner.stop())`). Needs the voice server."""
         if self.voice is None:
             raise RuntimeError("voice scenarios need FakeDiscord(voice=True)")
         from .scenario import DEFAULT_SCENARIO, ScenarioRunner
-        runner = ScenarioRunner(self.world, self.voice, self.default.guild.id, self.default.voice_channel_id,
+        runner = ScenarioRunner(self.world, self.voice, self.default.guild.id,
+                                channel_id or self.default.voice_channel_id,
                                 scenario if scenario is not None else DEFAULT_SCENARIO)
         self.run(runner.start())
         return runner

@@ -135,6 +135,9 @@ class SimulatedSpeaker:
         self.frames.append(record)
         if wire is None:
             return
+        if not room.forwards(self.user_id):
+            record.fate = "suppressed"  # in a stage's audience: the room drops it
+            return
         record.seq = self.seq
         self.seq = (self.seq + 1) & 0xFFFF
         rng = self._rng

@@ -37,6 +37,10 @@ EVERYONE_PERMISSIONS = (
 
 CHANNEL_TEXT = 0
 CHANNEL_VOICE = 2
+#: A stage: speakers talk, the audience (suppressed voice states) listens. No DAVE on stages.
+CHANNEL_STAGE = 13
+#: Channel types people join by voice.
+VOICE_CHANNEL_TYPES = (CHANNEL_VOICE, CHANNEL_STAGE)
 
 _sequence = itertools.count(1)
 
@@ -103,8 +107,10 @@ class Channel:
             "type": self.type, "position": self.position, "permission_overwrites": list(self.overwrites),
             "parent_id": None, "nsfw": False,
         }
-        if self.type == CHANNEL_VOICE:
+        if self.type in VOICE_CHANNEL_TYPES:
             data.update(bitrate=64000, user_limit=0, rtc_region=None)
+        if self.type == CHANNEL_STAGE:
+            data.update(topic=None)
         return data
 
 
@@ -132,6 +138,8 @@ class VoiceState:
     session_id: str
     self_mute: bool = False
     self_deaf: bool = False
+    #: On a stage: in the audience (Discord forwards none of their audio), not a speaker.
+    suppress: bool = False
 
     def payload(self, member: Member | None) -> dict[str, Any]:
         """The voice state object; `member` is included because without the
@@ -141,7 +149,7 @@ class VoiceState:
             "channel_id": str(self.channel_id) if self.channel_id else None,
             "session_id": self.session_id, "deaf": False, "mute": False,
             "self_deaf": self.self_deaf, "self_mute": self.self_mute,
-            "self_video": False, "suppress": False, "request_to_speak_timestamp": None,
+            "self_video": False, "suppress": self.suppress, "request_to_speak_timestamp": None,
         }
         if member is not None:
             data["member"] = member.payload()
@@ -229,7 +237,7 @@ class World:
         return guild
 
     def add_channel(self, guild: Guild, name: str, type: int) -> Channel:
-        """Create a text (0) or voice (2) channel in `guild`."""
+        """Create a text (0), voice (2) or stage (13) channel in `guild`."""
         channel = Channel(id=snowflake(), guild_id=guild.id, name=name, type=type,
                           position=len(guild.channels))
         guild.channels[channel.id] = channel
@@ -254,6 +262,17 @@ class World:
         self._publish("member_update", {"guild_id": guild_id, "member": member})
         return member
 
+    def is_stage(self, guild_id: int, channel_id: int) -> bool:
+        """Whether `channel_id` is a stage channel of `guild_id`."""
+        channel = self.guilds[guild_id].channels.get(channel_id)
+        return channel is not None and channel.type == CHANNEL_STAGE
+
+    def set_suppress(self, guild_id: int, user_id: int, suppress: bool) -> VoiceState:
+        """Move a user on a stage between the audience (True) and the speakers (False)."""
+        state = self.voice_states[(guild_id, user_id)]
+        return self.set_voice_state(guild_id, user_id, state.channel_id, self_mute=state.self_mute,
+                                    self_deaf=state.self_deaf, suppress=suppress)
+
     def voice_channel_members(self, channel_id: int) -> list[int]:
         """User ids currently in voice channel `channel_id`."""
         return [vs.user_id for vs in self.voice_states.values() if vs.channel_id == channel_id]
@@ -261,18 +280,26 @@ class World:
     def set_voice_state(
         self, guild_id: int, user_id: int, channel_id: int | None, *,
         self_mute: bool = False, self_deaf: bool = False, new_session: bool = False,
+        suppress: bool | None = None,
     ) -> VoiceState:
         """Move a user into a voice channel (None: out of voice) and publish "voice_state".
 
         A user keeps their session id while connected; joining anew, or from
-        another client (``new_session``), starts a new one.
+        another client (``new_session``), starts a new one. On a stage a user
+        joins the audience (``suppress``) as on Discord, and stays where they were
+        while in it, unless `suppress` says otherwise.
         """
         key = (guild_id, user_id)
         previous = self.voice_states.get(key)
         before = previous.channel_id if previous else None
         kept = previous is not None and previous.channel_id is not None and not new_session
         session_id = previous.session_id if kept and previous is not None else f"{snowflake():x}"
-        state = VoiceState(guild_id, user_id, channel_id, session_id, self_mute, self_deaf)
+        if suppress is None:
+            channel = self.guilds[guild_id].channels.get(channel_id) if channel_id is not None else None
+            staying = previous is not None and previous.channel_id == channel_id
+            suppress = (previous.suppress if staying and previous is not None
+                        else channel is not None and channel.type == CHANNEL_STAGE)
+        state = VoiceState(guild_id, user_id, channel_id, session_id, self_mute, self_deaf, suppress)
         if channel_id is None:
             self.voice_states.pop(key, None)
         else:

@@ -313,7 +313,9 @@ class VoiceServer:
         """The room of a voice channel (created on first use)."""
         room = self.rooms.get(channel_id)
         if room is None:
-            room = self.rooms[channel_id] = VoiceRoom(guild_id, channel_id, dave_version=self.dave_version)
+            # Discord runs no DAVE on stages: their media is only transport-encrypted.
+            dave = 0 if self.world.is_stage(guild_id, channel_id) else self.dave_version
+            room = self.rooms[channel_id] = VoiceRoom(guild_id, channel_id, dave_version=dave)
         return room
 
     def _on_world(self, event: str, data: dict[str, Any]) -> None:
@@ -322,6 +324,8 @@ class VoiceServer:
         state = data["state"]
         if state.user_id not in self._speakers:
             return
+        if state.channel_id is not None:
+            self.room(state.guild_id, state.channel_id).set_suppressed(state.user_id, state.suppress)
         before = data.get("before_channel_id")
         if before is not None and before != state.channel_id and before in self.rooms:
             self.rooms[before].remove_speaker(state.user_id)
@@ -398,7 +402,8 @@ class VoiceServer:
             _log.info("voice IDENTIFY of %d refused: no matching authorization", user_id)
             await ws.close(code=CLOSE_AUTHENTICATION_FAILED)
             return None
-        if self.dave_version and int(d.get("max_dave_protocol_version") or 0) < self.dave_version:
+        required = self.room(guild_id, grant.channel_id).dave_version  # none on a stage
+        if required and int(d.get("max_dave_protocol_version") or 0) < required:
             await ws.close(code=CLOSE_DAVE_REQUIRED, message=b"DAVE protocol required")
             return None
         old = self.connections.pop((guild_id, user_id), None)
@@ -448,13 +453,13 @@ class VoiceServer:
 
     def _describe_and_join(self, conn: ClientConnection) -> None:
         assert conn.cipher is not None
+        room = self.room(conn.guild_id, conn.channel_id)
         conn.send_json(OP_SESSION_DESCRIPTION, {
             "mode": conn.mode, "secret_key": list(conn.cipher.key), "audio_codec": "opus",
             "video_codec": None, "media_session_id": secrets.token_hex(16),
-            "dave_protocol_version": self.dave_version,
+            "dave_protocol_version": room.dave_version,
         })
         # DAVE's op 25 must follow op 4: discord.py ignores binary frames until it has a session.
-        room = self.room(conn.guild_id, conn.channel_id)
         room.remove_client(conn.user_id)
         room.add_client(conn)
         conn.joined = True
