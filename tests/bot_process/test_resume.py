@@ -26,7 +26,7 @@ from sinks.talk import talk_blocks
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.speakers import SentFrame
-from tests.receive_loopback.truth import ALIGNMENT, Run, match_track, sent_frames
+from tests.receive_loopback.truth import ALIGNMENT, SEARCH, Run, match_track, sent_frames
 
 from .checks import manifest, origin_guess, read_wav, recording_id, wait_posted, wire_packets
 from .conftest import REPLY_TIMEOUT, BotProcess
@@ -109,13 +109,16 @@ def _runs_after_restart(wav: np.ndarray, runner: ScenarioRunner, name: str, orig
     sent = sent_frames(runner.truth(name))
     candidates = [i for i, p in enumerate(packets) if cut <= p.received_at <= back + 1.0]
     assert candidates, f"{name} sent nothing after the restart"
+    tried: list[str] = []
     for first in candidates:
         if not _starts_here(wav, packets[first:first + _PROBE_FRAMES], sent, origin):
             continue
         runs, problems = match_track(wav, packets[first:], sent, origin)
         if not problems and all(r.offset is not None for r in runs):
             return runs
-    raise AssertionError(f"{name}: the audio after the restart is not in the track sample-exact at its capture time")
+        tried.append(f"from seq {packets[first].sequence}: {problems[:2]}")
+    raise AssertionError(f"{name}: the audio after the restart is not in the track sample-exact at its capture time "
+                         f"({len(candidates)} candidate first packets; starts found: {tried[:3]})")
 
 
 #: Frames decoded to try a candidate first packet before the whole comparison.
@@ -124,13 +127,14 @@ _PROBE_FRAMES = 10
 
 def _starts_here(wav: np.ndarray, probe: list[VoicePacket], sent: dict[tuple[int, int], SentFrame],
                  origin: float) -> bool:
-    """Whether a fresh decoder's output of `probe` stands in `wav` sample-exact within a
-    frame of where its first packet was captured."""
+    """Whether a fresh decoder's output of `probe` stands in `wav` sample-exact near where
+    its first packet was captured."""
     decoder = OpusDecoder(1)
     pcm = np.concatenate([decoder.decode(p.opus)[:, 0].copy() for p in probe])  # decode reuses its buffer
     expected = round((sent[(probe[0].ssrc, probe[0].sequence)].scheduled - origin) * SAMPLE_RATE)
-    low = max(0, expected - 2 * ALIGNMENT)
-    window = wav[low:expected + 2 * ALIGNMENT + len(pcm)]
+    # As far off as the full comparison looks: how far off it is, the alignment check judges.
+    low = max(0, expected - SEARCH)
+    window = wav[low:expected + SEARCH + len(pcm)]
     if not pcm.any() or len(window) < len(pcm):
         return False
     loud = int(np.abs(pcm.astype(np.int32)).argmax())
