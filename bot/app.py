@@ -16,8 +16,9 @@ from bot.config import Settings
 from bot.guild_config import GuildConfig
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.nickname import clear_stale_mark
-from bot.recovery import recover
+from bot.recovery import Interrupted, examine
 from bot.registry import RecordingRegistry
+from bot.resume import resume_or_close
 from bot.session import SessionLimits, StopReason
 from bot.settings_command import SettingsGroup
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
@@ -67,7 +68,7 @@ class RecorderBot(discord.AutoShardedClient):
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
         self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
         self.announcer = Announcer(self.astore, settings.public_url)
-        limits = SessionLimits(
+        self._limits = limits = SessionLimits(
             max_seconds=settings.max_recording_seconds,
             min_free_disk_mb=settings.min_free_disk_mb,
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
@@ -77,11 +78,12 @@ class RecorderBot(discord.AutoShardedClient):
         self.guild_config = GuildConfig(self.astore, settings)
         self.autorecorder = Autorecorder(settings, self.guild_config, self.recordings, self.announcer)
         self._recovered: list[Recording] = []
+        self._interrupted: list[Interrupted] = []
         self._retention: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        """Repair what a crash left, start the download server, register commands."""
-        self._recovered = await asyncio.to_thread(recover, self.store)
+        """Repair what a crash or a restart left, start the download server, register commands."""
+        self._recovered, self._interrupted = await asyncio.to_thread(examine, self.store)
         await self.astore.expire()
         await self.web.start()
         self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer, self.guild_config))
@@ -97,8 +99,9 @@ class RecorderBot(discord.AutoShardedClient):
         _log.info("download links start with %s", self.settings.public_url)
 
     async def on_ready(self) -> None:
-        """Take off REC marks a dead process left, and tell guilds about the recordings
-        the start-up closed (once): cut by a crash, or left unfinished."""
+        """Take off REC marks a dead process left, tell guilds about the recordings
+        the start-up closed (once), and resume or close those the last process
+        left running (see :mod:`bot.resume`)."""
         _log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
         for guild in self.guilds:
             if self.recordings.session(guild.id) is None:
@@ -108,6 +111,8 @@ class RecorderBot(discord.AutoShardedClient):
             guild = self.get_guild(recording.guild_id)
             if guild is not None:
                 await self.announcer.recovered(guild, recording)
+        interrupted, self._interrupted = self._interrupted, []
+        await resume_or_close(self, self.recordings, self.astore, self.announcer, self._limits, interrupted)
 
     async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
                                     after: discord.VoiceState) -> None:
@@ -122,7 +127,8 @@ class RecorderBot(discord.AutoShardedClient):
         self.tree.finished(interaction)
 
     async def close(self) -> None:
-        """Let running commands answer, finalize every recording (SIGTERM lands here), then disconnect."""
+        """Let running commands answer, suspend every recording with people in its channel
+        for the next start to resume and finalize the others (SIGTERM lands here), then disconnect."""
         await self.tree.wait_idle(_COMMAND_DRAIN_SECONDS)
         self.autorecorder.close()
         await self.recordings.stop_all(StopReason("the bot is shutting down", automatic=True))

@@ -3,11 +3,13 @@
 A record holds what goes with one guild's recording: the session, the text
 channel its reports go to, and the live set of members who opted out (read
 by the socket thread, so ``/record optout`` takes effect at once). Records
-are added by :meth:`RecordingRegistry.start`, which admits one recording per
-guild however many starts race, and removed in one place, however the
-recording ends: a command, a reason found by the session's own watch, or
-shutdown. Exactly one stop wins too: a stop that comes while the voice
-connection is still being set up waits for it, then stops it. A recording whose stop failed (its index locked by
+are added by :meth:`RecordingRegistry.start` (or :meth:`~RecordingRegistry.resume`
+after a restart), which admits one recording per guild however many starts
+race, and removed in one place, however the recording ends: a command, a
+reason found by the session's own watch, or shutdown (which suspends a
+recording with people in its channel for the next start to resume).
+Exactly one stop wins too: a stop that comes while the voice connection is
+still being set up waits for it, then stops it. A recording whose stop failed (its index locked by
 another process, say) leaves the registry at once, so its guild may record
 again, and the registry keeps trying to finish it in the background.
 """
@@ -19,14 +21,15 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import discord
 
 from bot.announce import RECORDING_NOTICE, Announcer
 from bot.recovery import close_unfinished
 from bot.session import RecordingSession, SessionLimits, StopReason
-from bot.storage import AsyncRecordingStore, Manifest, StorageError
+from bot.storage import AsyncRecordingStore, Manifest, Recording, StorageError
+from bot.summary import suspended_text
 from sinks import WorkerPool
 
 __all__ = ["RecordingRegistry", "GuildRecording", "Stopped", "AlreadyRecording", "NothingToStop"]
@@ -102,6 +105,26 @@ class RecordingRegistry:
         check and the registration happen without yielding, so of two starts
         exactly one gets here), else what joining raised.
         """
+        session = await self._admit(channel, report_channel, lambda session: session.start())
+        await self._announcer.post(channel, RECORDING_NOTICE)
+        return session
+
+    async def resume(self, channel: discord.VoiceChannel | discord.StageChannel, recording: Recording,
+                     earlier_talk: dict[int, float], *, report_channel: discord.abc.Messageable | None) -> None:
+        """Continue ``recording``, which a restart of the bot interrupted, in ``channel``
+        (see :meth:`RecordingSession.resume`). Raises :class:`AlreadyRecording` when the
+        guild records already, else what joining raised; the recording is then left as it was.
+        """
+        await self._admit(channel, report_channel, lambda session: session.resume(recording, earlier_talk))
+
+    async def _admit(self, channel: discord.VoiceChannel | discord.StageChannel,
+                     report_channel: discord.abc.Messageable | None,
+                     begin: Callable[[RecordingSession], Awaitable[object]]) -> RecordingSession:
+        """Register the guild's one recording and ``begin`` its session (start or resume).
+
+        The check and the registration happen without yielding, so of two
+        concurrent admissions exactly one gets past :class:`AlreadyRecording`.
+        """
         guild_id = channel.guild.id
         if guild_id in self._running:
             raise AlreadyRecording(guild_id)
@@ -112,13 +135,12 @@ class RecordingRegistry:
         self._running[guild_id] = record
         try:
             opted_out |= await self._store.opted_out(guild_id)
-            await session.start()
+            await begin(session)
         except BaseException:
             self._forget(record)
             raise
         finally:
             record.started.set()
-        await self._announcer.post(channel, RECORDING_NOTICE)
         return session
 
     async def stop(self, guild_id: int, reason: StopReason, *,
@@ -154,8 +176,9 @@ class RecordingRegistry:
             record.opted_out.discard(user_id)
 
     async def stop_all(self, reason: StopReason) -> None:
-        """Finalize every running recording and announce each (shutdown: no retries;
-        the next start closes what could not be finished)."""
+        """Shutdown: suspend every recording whose channel still has people in it, for
+        the next start to resume; finalize the others (no retries: the next start
+        closes what could not be finished). Each is announced."""
         for record in list(self._running.values()):
             await record.started.wait()
             if not self._holds(record):  # its start failed meanwhile
@@ -163,6 +186,9 @@ class RecordingRegistry:
             if record.session.stopping:  # whoever began this stop announces it; wait for its files all the same
                 with contextlib.suppress(Exception):
                     await record.session.stop(reason)
+                continue
+            if record.session.has_humans():
+                await self._suspend(record)
                 continue
             try:
                 manifest = await self._stop(record, reason)
@@ -175,6 +201,20 @@ class RecordingRegistry:
                                                      retrying=False)
             except Exception:  # keep finalizing the other guilds' recordings
                 _log.exception("finalizing the recording of guild %s at shutdown failed", record.session.guild.id)
+
+    async def _suspend(self, record: GuildRecording) -> None:
+        """Suspend ``record`` for the next start and say so (a failure is logged: the next
+        start finds it unfinished and resumes it or repairs it like a crash)."""
+        recording = record.session.recording
+        assert recording is not None
+        try:
+            await record.session.suspend()
+        except Exception:  # the files are whole or the next start repairs them; the index decides
+            _log.exception("suspending recording %s for a restart failed", recording.id)
+            return
+        finally:
+            self._forget(record)
+        await self._announcer.post(record.report_channel, suspended_text(recording.id))
 
     def close(self) -> None:
         """End the tries to finish recordings whose stop failed (the next start closes them)."""

@@ -1,5 +1,9 @@
 """One recording in one guild: join, record, watch for reasons to stop, finalize.
 
+A shutdown may instead pause it for a restart (:meth:`RecordingSession.suspend`),
+and the next process continue it in the same files on the same timeline
+(:meth:`RecordingSession.resume`).
+
 The session owns the voice connection, the AudioSink and the storage record
 of one recording. Everything here runs on the bot's event loop; the only
 blocking step (closing the sink: waiting for its workers to finish the files) runs
@@ -13,6 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import discord
 
@@ -83,7 +88,7 @@ class RecordingSession:
         self.started_monotonic = 0.0
         self._on_auto_stop = on_auto_stop
         self._watch_task: asyncio.Task[None] | None = None
-        self._stopping: asyncio.Task[Manifest] | None = None
+        self._stopping: asyncio.Task[Manifest | None] | None = None
         #: The manifest :meth:`stop` built, once it has: if writing it to the index
         #: fails, finishing can be retried with it (``bot.recovery.close_unfinished``).
         self.pending_manifest: Manifest | None = None
@@ -93,6 +98,8 @@ class RecordingSession:
         self._unnamed: set[int] = set()
         self._mark = NicknameMark(self.guild)
         self._empty_since: float | None = None
+        #: Talk seconds per user recorded before a restart (see :meth:`resume`).
+        self._earlier_talk: dict[int, float] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -103,23 +110,63 @@ class RecordingSession:
             discord.ClientException / asyncio.TimeoutError: joining voice failed
             (nothing is left behind: no recording row, no connection).
         """
-        voice = await self.channel.connect(
-            cls=RecordingVoiceClient, timeout=self.limits.voice_connect_timeout, self_deaf=False, self_mute=True,
-        )
-        self.voice = voice
+        voice = await self._connect()
         try:
-            recording = await self.store.create(self.guild.id, self.guild.name, self.channel.id, self.channel.name)
+            # One reading of both clocks: the index's start is the timeline's sample 0,
+            # which a resume after a restart finds again from the wall clock.
+            origin, started_at = time.monotonic(), datetime.now(UTC)
+            recording = await self.store.create(self.guild.id, self.guild.name, self.channel.id, self.channel.name,
+                                                started_at=started_at)
             self.recording = recording
-            self.sink = AudioSink(recording.directory, channels=recording.channels, pool=self.workers)
-            self.started_monotonic = time.monotonic()
+            self.sink = AudioSink(recording.directory, channels=recording.channels, pool=self.workers, origin=origin)
+            self.started_monotonic = origin
             voice.start_recording(self.sink, should_record=self._should_record)
         except BaseException:
             await self._abandon_start()
             raise
-        self._watch_task = asyncio.create_task(self._watch(), name=f"recording-watch-{recording.id}")
+        self._begin_watch()
         await self._mark.put_on()
         _log.info("recording %s started in guild %s channel %s", recording.id, self.guild.id, self.channel.id)
         return recording
+
+    async def resume(self, recording: Recording, earlier_talk: dict[int, float]) -> None:
+        """Rejoin the channel and continue ``recording``, which a restart of the bot
+        interrupted, on its own timeline: every track is appended to where it ended,
+        the time the bot was away is silence, and the limits count the whole recording.
+
+        ``earlier_talk`` is each speaker's talk seconds before the restart. Raises
+        what joining raised (the recording is left as it was).
+        """
+        # The names the index has: a speaker who left while the bot was away is no longer in its cache.
+        self._names = {s.user_id: s.display_name for s in (await self.store.new_manifest(recording)).speakers}
+        voice = await self._connect()
+        self.recording = recording
+        self._earlier_talk = dict(earlier_talk)
+        try:
+            origin = time.monotonic() - (time.time() - recording.started_at.timestamp())
+            self.sink = AudioSink(recording.directory, channels=recording.channels, pool=self.workers,
+                                  origin=origin, resume=True)
+            self.started_monotonic = origin
+            voice.start_recording(self.sink, should_record=self._should_record)
+            await self.store.resumed(recording.id)
+        except BaseException:
+            if self.sink is not None:
+                await asyncio.to_thread(self.sink.close)
+            await voice.disconnect(force=True)
+            raise
+        self._begin_watch()
+        await self._mark.put_on()
+        _log.info("recording %s resumed in guild %s channel %s", recording.id, self.guild.id, self.channel.id)
+
+    async def _connect(self) -> RecordingVoiceClient:
+        self.voice = await self.channel.connect(
+            cls=RecordingVoiceClient, timeout=self.limits.voice_connect_timeout, self_deaf=False, self_mute=True,
+        )
+        return self.voice
+
+    def _begin_watch(self) -> None:
+        assert self.recording is not None
+        self._watch_task = asyncio.create_task(self._watch(), name=f"recording-watch-{self.recording.id}")
 
     async def _abandon_start(self) -> None:
         if self.sink is not None:
@@ -133,21 +180,54 @@ class RecordingSession:
     def _should_record(self, user_id: int) -> bool:
         return user_id not in self.opted_out
 
-    async def stop(self, reason: StopReason) -> Manifest:
+    async def stop(self, reason: StopReason) -> Manifest | None:
         """Finalize the recording (idempotent: a second call, whatever its reason, waits for the first).
 
         The stop is claimed before the first await, so a caller that checked
         :attr:`stopping` and calls this without yielding in between is the only
-        one that stops it (:mod:`bot.registry` relies on it).
+        one that stops it (:mod:`bot.registry` relies on it). None when the
+        recording was suspended (:meth:`suspend`) rather than finished.
         """
         if self._stopping is None:
-            # Only here is the caller the current task: the watch task, when it
-            # stops the recording itself, must not cancel its own wait for the
-            # result (it still has to announce the stop).
-            if self._watch_task is not None and self._watch_task is not asyncio.current_task():
-                self._watch_task.cancel()
-            self._stopping = asyncio.ensure_future(self._stop(reason))
+            self._claim_stop(self._stop(reason))
+        assert self._stopping is not None
         return await asyncio.shield(self._stopping)
+
+    async def suspend(self) -> None:
+        """Pause the recording for a restart of the bot (shutdown while people are in
+        the channel): receiving stops, every track is padded to the same length and
+        made whole under its raw name, the bot leaves, and the index marks it
+        suspended, so the next start resumes it (or finishes it when nobody is left).
+        Like :meth:`stop`, it claims the end of the session; a stop already begun wins.
+        """
+        if self._stopping is None:
+            self._claim_stop(self._suspend())
+        assert self._stopping is not None
+        await asyncio.shield(self._stopping)
+
+    def _claim_stop(self, ending: Awaitable[Manifest | None]) -> None:
+        # Only here is the caller the current task: the watch task, when it
+        # stops the recording itself, must not cancel its own wait for the
+        # result (it still has to announce the stop).
+        if self._watch_task is not None and self._watch_task is not asyncio.current_task():
+            self._watch_task.cancel()
+        self._stopping = asyncio.ensure_future(ending)
+
+    async def _suspend(self) -> None:
+        assert self.recording is not None and self.sink is not None and self.voice is not None
+        if self.voice.is_recording():
+            self.voice.stop_recording()
+        try:
+            await asyncio.to_thread(self.sink.close)
+            await self._note_speakers(self.sink.stats())
+            await self.store.suspend(self.recording.id, datetime.now(UTC))
+        finally:
+            await self._leave()
+        _log.info("recording %s suspended for a restart of the bot", self.recording.id)
+
+    def has_humans(self) -> bool:
+        """Whether anyone but bots is in the recorded channel."""
+        return any(not m.bot for m in self.channel.members)
 
     @property
     def stopping(self) -> bool:
@@ -156,6 +236,10 @@ class RecordingSession:
 
     async def _stop(self, reason: StopReason) -> Manifest:
         assert self.recording is not None and self.sink is not None and self.voice is not None
+        try:
+            await self.store.mark_stopping(self.recording)
+        except OSError as exc:  # a full disk, say: the stop goes on; only a restart could mistake it
+            _log.warning("could not mark recording %s as stopping: %s", self.recording.id, exc.strerror)
         stats = self.voice.stop_recording() if self.voice.is_recording() else None
         try:
             await asyncio.to_thread(self.sink.close)
@@ -171,6 +255,12 @@ class RecordingSession:
             speaker.talk_seconds = round(user.talk_seconds if user is not None else 0.0, 2)
             speaker.packets = user.packets if user is not None else None
             speaker.losses = user.lost if user is not None else None
+        if self._earlier_talk:
+            # Counted since the restart only: the packets before it are not known any more.
+            for speaker in manifest.speakers:
+                speaker.talk_seconds = round((speaker.talk_seconds or 0.0)
+                                             + self._earlier_talk.get(speaker.user_id, 0.0), 2)
+                speaker.packets = speaker.losses = None
         self.pending_manifest = manifest
         final = await self.store.finish(self.recording.id, manifest)
         _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
@@ -263,9 +353,8 @@ class RecordingSession:
             return StopReason("the bot was disconnected from the voice channel", automatic=True)
         if here is not None and here.id != self.channel.id:
             return StopReason(f"the bot was moved to {plain(here.name)}", automatic=True)
-        humans = [m for m in self.channel.members if not m.bot]
         now = time.monotonic()
-        if humans:
+        if self.has_humans():
             self._empty_since = None
         elif self._empty_since is None:
             self._empty_since = now

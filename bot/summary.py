@@ -90,7 +90,7 @@ def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
     posts the summary once that works; ``retrying`` False is for a bot that is
     shutting down. Its index entry still says "recording", which the next start
     of the bot takes for a crash: it repairs the files and marks the recording
-    interrupted (``bot.recovery.recover``). The cause stays in the bot's log:
+    interrupted (``bot.recovery.examine``), unless it resumes it. The cause stays in the bot's log:
     it may name paths.
     """
     head = f"Recording `{recording_id}` could not be finished (the error is in the bot's log). Its files are kept: "
@@ -129,3 +129,19 @@ def recording_line(recording: Recording) -> str:
         length = f", {duration((recording.ended_at - recording.started_at).total_seconds())}"
     return f"`{recording.id}` {started}, **{plain(recording.channel_name)}**{length} ({recording.status})"
 
+
+
+def suspended_text(recording_id: str) -> str:
+    """What the channel is told when a shutdown pauses its recording for a restart."""
+    return (f"Recording `{recording_id}` is paused: the bot is restarting. When it is back it rejoins and "
+            "continues the same recording (the time away stays silent), unless nobody is left in the "
+            "channel: then it finishes the recording and posts its summary.")
+
+
+def resumed_text(recording_id: str, gap_start: datetime, gap_end: datetime) -> str:
+    """What the channel is told when a recording goes on after a restart of the bot: how much is missing."""
+    missing = max(0.0, (gap_end - gap_start).total_seconds())
+    span = f"{gap_start:%H:%M:%S}\N{EN DASH}{gap_end:%H:%M:%S} UTC"
+    return (f"\N{LARGE RED CIRCLE} Recording `{recording_id}` resumed after a restart of the bot; "
+            f"{duration(missing)} are missing ({span}), silent in every track. This channel is being "
+            "recorded again; `/record optout` keeps your voice out of it.")

@@ -45,7 +45,7 @@ from .slices import FinishLine, RecordingSlice
 from .stats import EngineStats, RecordingFailure, UserStats
 from .worker import DEFAULT_QUEUE_SIZE, WorkerPool
 
-__all__ = ["AudioSink", "WriteLatency", "WRITE_SAMPLE_EVERY", "DEFAULT_QUEUE_SIZE"]
+__all__ = ["AudioSink", "earlier_tracks", "WriteLatency", "WRITE_SAMPLE_EVERY", "DEFAULT_QUEUE_SIZE"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ _BUCKET_NS: Final = 250
 _BUCKETS: Final = 200
 #: Seconds between checks, while close() waits for the workers, that they still run.
 _CLOSE_POLL: Final = 1.0
+
+
+def earlier_tracks(directory: pathlib.Path) -> list[int]:
+    """The users whose ``<user_id>.wav`` an earlier sink left in ``directory``."""
+    return sorted(int(p.stem) for p in directory.glob("*.wav") if p.stem.isdigit())
 
 
 class WriteLatency:
@@ -100,6 +105,12 @@ class AudioSink:
     speak, and is padded at :meth:`close` to the recording's full length.
     Files are 48 kHz 16-bit PCM with ``channels`` channels (1 = mono downmix).
 
+    ``origin`` (on ``clock``) is the recording's sample 0 when it is not the
+    sink's creation. ``resume`` continues a recording an earlier sink (an
+    earlier process) wrote in ``directory``: every ``<user_id>.wav`` there is
+    reopened at once and appended to, each new sample placed ``origin`` on,
+    so the time no sink ran is silence and the tracks stay aligned.
+
     ``pool`` is the worker threads to record on, shared with other
     recordings. Without it the sink starts its own pool of ``workers``
     threads whose queues hold ``queue_size`` packets each, and stops it at
@@ -115,6 +126,8 @@ class AudioSink:
         channels: int = 1,
         workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        origin: float | None = None,
+        resume: bool = False,
     ) -> None:
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, not {channels}")
@@ -143,15 +156,19 @@ class AudioSink:
         self._closed = False
         self._close_lock = threading.Lock()
         #: The recording's sample 0, on ``clock``.
-        self.started_at = clock()
+        self.started_at = clock() if origin is None else origin
         self._finish = FinishLine(self._lanes, self._agreed)
         self._slices = [
             RecordingSlice(self.directory, channels=channels, origin=self.started_at, clock=clock, finish=self._finish,
-                  backlog=worker.backlog)
+                  backlog=worker.backlog, append=resume)
             for worker in self._workers
         ]
         for worker, slice_ in zip(self._workers, self._slices):
             worker.serve(slice_)
+        if resume:
+            # Every earlier track goes on, so the close pads even those nobody adds to.
+            for user_id in earlier_tracks(self.directory):
+                self.add_user(user_id)
 
     def write(self, user_id: int, packet: VoicePacket) -> bool:
         """Queue one packet for ``user_id``. Never blocks.

@@ -96,8 +96,10 @@ class RecordingSlice:
         clock: Callable[[], float],
         finish: FinishLine,
         backlog: Backlog,
+        append: bool = False,
     ) -> None:
         self._directory = directory
+        self._append = append
         self._channels = channels
         self._origin = origin
         self._clock = clock
@@ -198,7 +200,9 @@ class RecordingSlice:
         if not isinstance(user_id, int):
             raise TypeError(f"user id must be an int, not {type(user_id).__name__}")
         meter = TalkMeter(self._channels)
-        writer = WavWriter(self._directory / f"{user_id}.wav", self._channels, SAMPLE_RATE, on_samples=meter.feed)
+        path = self._directory / f"{user_id}.wav"
+        writer = WavWriter(path, self._channels, SAMPLE_RATE, on_samples=meter.feed,
+                           append=self._append and path.exists())
         track = Track(
             user_id, writer, channels=self._channels, origin=self._origin, counters=self.counters,
             backlog=self._backlog,

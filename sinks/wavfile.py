@@ -136,7 +136,10 @@ class WavWriter:
 
     Creates or truncates ``path`` and writes a valid header for zero frames at
     once; when that header cannot be written, the file is removed again and the
-    constructor raises. After any write error the writer is failed: further ``append`` and
+    constructor raises. With ``append`` it instead continues a file this class
+    wrote (a recording resumed after a restart; :func:`repair_wav` it first if
+    a crash left it): new audio follows the frames already there, and a file of
+    another layout or format raises :class:`WavFormatError`. After any write error the writer is failed: further ``append`` and
     ``sync_header`` calls raise :class:`WavWriteError` again, and :meth:`close`
     makes the file as whole as it can without raising. ``on_samples``, if
     given, is called with every piece of audio just before it is written.
@@ -156,6 +159,7 @@ class WavWriter:
         *,
         rf64_threshold: int = RIFF_MAX_DATA,
         on_samples: Callable[[memoryview], None] | None = None,
+        append: bool = False,
     ) -> None:
         if not 1 <= channels <= 0xFFFF // _SAMPLE_BYTES:
             raise ValueError(f"channels must be 1..{0xFFFF // _SAMPLE_BYTES}, not {channels}")
@@ -181,6 +185,9 @@ class WavWriter:
         self._rf64 = False
         self._error: WavWriteError | None = None
         self._closed = False
+        if append:
+            self._continue()
+            return
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
@@ -201,6 +208,33 @@ class WavWriter:
                 raise
             raise WavWriteError.wrap(self.path, exc) from None
         _log.debug("opened %s (%d ch, %d Hz)", self.path, channels, sample_rate)
+
+    def _continue(self) -> None:
+        """Open an existing file of this layout at its end (see ``append``)."""
+        try:
+            self._fd = os.open(self.path, os.O_RDWR)
+        except OSError as exc:
+            raise WavWriteError.wrap(self.path, exc) from None
+        try:
+            lay = _read_layout(self.path, self._fd, os.fstat(self._fd).st_size)
+            if lay.data_start != HEADER_SIZE or lay.reserve != 12:
+                raise WavFormatError(self.path, "not laid out as this writer writes: cannot append")
+            if lay.block_align != self._frame_bytes:
+                raise WavFormatError(self.path, f"{lay.block_align}-byte frames, not {self._frame_bytes}")
+            data = lay.data_size - lay.data_size % self._frame_bytes
+            # A pad byte or a cut frame after the audio would end up inside it.
+            os.ftruncate(self._fd, HEADER_SIZE + data)
+            os.lseek(self._fd, HEADER_SIZE + data, os.SEEK_SET)
+        except BaseException as exc:
+            os.close(self._fd)
+            self._closed = True
+            if isinstance(exc, OSError) and not isinstance(exc, WavWriteError):
+                raise WavWriteError.wrap(self.path, exc) from None
+            raise
+        self._bytes = self._disk_bytes = data
+        self._rf64 = lay.kind == "RF64"
+        self._header_bytes = data if data == lay.data_size else -1
+        _log.debug("reopened %s at %d frames", self.path, self.frames)
 
     @property
     def frames(self) -> int:

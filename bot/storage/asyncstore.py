@@ -29,10 +29,10 @@ class AsyncRecordingStore:
         self.store = store
 
     async def create(self, guild_id: int, guild_name: str, channel_id: int, channel_name: str,
-                     *, channels: int = 1) -> Recording:
+                     *, channels: int = 1, started_at: datetime | None = None) -> Recording:
         """See :meth:`RecordingStore.create`."""
         return await asyncio.to_thread(self.store.create, guild_id, guild_name, channel_id, channel_name,
-                                       channels=channels)
+                                       channels=channels, started_at=started_at)
 
     async def get(self, recording_id: str) -> Recording | None:
         """See :meth:`RecordingStore.get`."""
@@ -77,6 +77,18 @@ class AsyncRecordingStore:
     def expires_at(self, recording: Recording) -> datetime | None:
         """See :meth:`RecordingStore.expires_at` (arithmetic only: no thread needed)."""
         return self.store.expires_at(recording)
+
+    async def mark_stopping(self, recording: Recording) -> None:
+        """:meth:`RecordingStore.mark_stopping` in a thread."""
+        await asyncio.to_thread(self.store.mark_stopping, recording)
+
+    async def suspend(self, recording_id: str, at: datetime) -> None:
+        """:meth:`RecordingStore.suspend` in a thread."""
+        await asyncio.to_thread(self.store.suspend, recording_id, at)
+
+    async def resumed(self, recording_id: str) -> None:
+        """:meth:`RecordingStore.resumed` in a thread."""
+        await asyncio.to_thread(self.store.resumed, recording_id)
 
     async def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """See :meth:`RecordingStore.set_opt_out`."""

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS speakers (
     display_name TEXT NOT NULL,
     PRIMARY KEY (recording_id, user_id)
 );
+CREATE TABLE IF NOT EXISTS suspensions (
+    recording_id TEXT PRIMARY KEY REFERENCES recordings (id) ON DELETE CASCADE,
+    suspended_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS notes (
     recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
     at REAL NOT NULL,
@@ -67,6 +71,9 @@ CREATE TABLE IF NOT EXISTS opt_outs (
 #: A file each running recording keeps in its folder and gives up when it closes, so
 #: the final manifest and index update still find room on a disk its tracks filled.
 _RESERVE_NAME = ".reserve"
+#: A file a recording's folder gets when its stop begins, so the next start never resumes a
+#: recording somebody stopped: kept in the folder, as the index may be what the stop fails on.
+_STOPPING_NAME = ".stopping"
 _RESERVE_BYTES = 256 * 1024
 
 _COLUMNS = (
@@ -347,6 +354,37 @@ class RecordingStore:
             ).fetchall()
         return [self._row(row) for row in rows]
 
+    def suspend(self, recording_id: str, at: datetime) -> None:
+        """Mark a running recording as paused for a restart of the bot at ``at``: its
+        files are whole, its status stays ``recording``, and the next start resumes
+        or finishes it (see :mod:`bot.resume`)."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO suspensions (recording_id, suspended_at) VALUES (?, ?) "
+                "ON CONFLICT (recording_id) DO UPDATE SET suspended_at = excluded.suspended_at",
+                (recording_id, _ts(at)),
+            )
+
+    def mark_stopping(self, recording: Recording) -> None:
+        """Note in the recording's folder that its stop has begun (see :meth:`stop_begun`)."""
+        (recording.directory / _STOPPING_NAME).touch()
+
+    def stop_begun(self, recording: Recording) -> bool:
+        """Whether a stop of the still-open ``recording`` had begun: if so it must be closed, not resumed."""
+        return (recording.directory / _STOPPING_NAME).exists()
+
+    def suspended_at(self, recording_id: str) -> datetime | None:
+        """When the recording was paused for a restart; None when it was not (or it runs again)."""
+        with self._lock:
+            row = self._db.execute("SELECT suspended_at FROM suspensions WHERE recording_id = ?",
+                                   (recording_id,)).fetchone()
+        return None if row is None else _dt(row[0])
+
+    def resumed(self, recording_id: str) -> None:
+        """The recording runs again: it is no longer paused."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM suspensions WHERE recording_id = ?", (recording_id,))
+
     # -- opt-outs ---------------------------------------------------------------
 
     def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
@@ -393,12 +431,14 @@ class RecordingStore:
         ended = ended_at or manifest.ended_at or _now()
         final = dataclasses.replace(manifest, status=status, ended_at=ended, speakers=speakers)
         (rec.directory / _RESERVE_NAME).unlink(missing_ok=True)
+        (rec.directory / _STOPPING_NAME).unlink(missing_ok=True)
         write_markers(rec.directory, final.notes)  # before the manifest, which marks the folder complete
         final.write(rec.directory)
         with self._lock, self._db:
             self._db.execute(
                 "UPDATE recordings SET status = ?, ended_at = ? WHERE id = ?", (status, _ts(ended), rec.id)
             )
+            self._db.execute("DELETE FROM suspensions WHERE recording_id = ?", (rec.id,))
         _log.info("recording %s %s with %d track(s)", rec.id, status, len(speakers))
         return final
 

@@ -213,3 +213,22 @@ def test_async_store(tmp_path: Path) -> None:
         store.store.close()
 
     asyncio.run(main())
+
+
+def test_suspension_and_stop_marks_last_until_the_recording_closes(tmp_path: Path) -> None:
+    """A restart reads both from a fresh store: the suspension from the index, the begun stop from the folder."""
+    with RecordingStore(tmp_path) as first:
+        paused = first.create(1, "g", 2, "voice")
+        stopping = first.create(1, "g", 3, "other")
+        first.suspend(paused.id, datetime(2026, 12, 4, 16, 20, 5, tzinfo=UTC))
+        first.mark_stopping(stopping)
+    with RecordingStore(tmp_path) as again:
+        assert again.suspended_at(paused.id) == datetime(2026, 12, 4, 16, 20, 5, tzinfo=UTC)
+        assert again.suspended_at(stopping.id) is None
+        assert again.stop_begun(stopping) and not again.stop_begun(paused)
+        again.resumed(paused.id)
+        assert again.suspended_at(paused.id) is None
+        again.suspend(paused.id, datetime(2026, 12, 4, 17, 0, tzinfo=UTC))
+        for rec in (paused, stopping):
+            again.finish(rec.id, again.new_manifest(rec))
+            assert again.suspended_at(rec.id) is None and not again.stop_begun(rec)
