@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bot.notes import NOTE_MAX_CHARS, NoteRefused, clean_note
-from bot.recovery import recover
 from bot.storage import Manifest, Note, RecordingStore
 from bot.summary import SUMMARY_NOTES, recording_summary
+from tests.bot.recovering import recover
 from tests.bot.wavgen import tone, write_wav
 
 ALICE = 1234567890

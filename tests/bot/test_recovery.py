@@ -11,18 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bot.recovery import close_interrupted, close_unfinished, examine
-from bot.storage import Manifest, Recording, RecordingStore, StorageError
+from bot.recovery import close_unfinished
+from bot.storage import Manifest, RecordingStore, StorageError
+from tests.bot.recovering import recover
 from tests.bot.wavgen import read_wav, tone, write_wav
 
 GUILD_A = 111111111111111111
 ALICE, BOB = 1234567890, 9876543210
-
-
-def recover(store: RecordingStore) -> list[Recording]:
-    """What a start-up does when nothing can be resumed: :func:`examine`, then close the rest."""
-    finished, left_open = examine(store)
-    return finished + [close_interrupted(store, item) for item in left_open]
 
 
 def _stale_header(path: Path, how: str) -> None:
