@@ -20,6 +20,7 @@ from bot.session import SessionLimits, StopReason
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app
+from bot.web.encoder import Encoder
 from sinks import WorkerPool
 
 __all__ = ["RecorderBot"]
@@ -59,11 +60,13 @@ class RecorderBot(discord.AutoShardedClient):
         self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
         self.astore = AsyncRecordingStore(self.store)
         self.tree = TrackedCommandTree(self)
-        self.web = WebServer(create_app(self.astore), settings.http_host, settings.http_port,
+        #: Encodes for downloads and stop summaries, on a low-priority thread of their own (see bot.web.encoder).
+        self.encoder = Encoder()
+        self.web = WebServer(create_app(self.astore, encoder=self.encoder), settings.http_host, settings.http_port,
                              max_connections=settings.http_max_connections)
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
         self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
-        self.announcer = Announcer(self.astore, settings.public_url)
+        self.announcer = Announcer(self.astore, settings.public_url, self.encoder)
         limits = SessionLimits(
             max_seconds=settings.max_recording_seconds,
             min_free_disk_mb=settings.min_free_disk_mb,
@@ -114,6 +117,7 @@ class RecorderBot(discord.AutoShardedClient):
         if self._retention is not None:
             self._retention.cancel()
         await self.web.stop()
+        self.encoder.shutdown()
         await super().close()
         self.store.close()
 

@@ -4,14 +4,16 @@ timeline of who spoke when. Every user-controlled string is escaped here."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from html import escape
 from urllib.parse import quote
 
 from bot.storage import Manifest
 from bot.units import clock, duration, moment, size
 from bot.web.activity import WINDOW_SECONDS, TrackActivity
+from bot.web.encode import FORMATS
 
-__all__ = ["TrackInfo", "render_page", "render_timeline"]
+__all__ = ["DownloadSizes", "TrackInfo", "render_page", "render_preparing", "render_timeline"]
 
 _WIDTH = 1000
 _LABEL = 180
@@ -30,6 +32,40 @@ class TrackInfo:
     duration: float
     talk_seconds: float
     activity: TrackActivity
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DownloadSizes:
+    """Bytes of each download by format name; None where the file is not made yet."""
+
+    everything: dict[str, int | None]
+    mix: dict[str, int | None]
+    tracks: dict[str, dict[str, int | None]]
+
+
+def _offers(link: Callable[[str, str], str], paths: dict[str, str], sizes: dict[str, int | None]) -> str:
+    """One link per format, each with its size once known."""
+    parts = []
+    for fmt in FORMATS.values():
+        known = sizes.get(fmt.name)
+        weight = size(known) if known is not None else "made on request"
+        parts.append(f'<a href="{link(paths[fmt.name], "&download=1")}" '
+                     f'data-format="{fmt.name}">{fmt.label}</a> <span class="size">({weight})</span>')
+    return " ".join(parts)
+
+
+def render_preparing(what: str, progress: float) -> str:
+    """The page a download shows while its file is being encoded; it reloads itself
+    (the response's Refresh header) and the download starts once the file is ready."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Preparing the download</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 2em">
+<p>Preparing {escape(what)}: <progress max="100" value="{progress * 100:.0f}"></progress> {progress * 100:.0f} %.</p>
+<p>This page reloads itself; the download starts when the file is ready. It is kept, so the next download is
+immediate.</p>
+</body></html>
+"""
 
 
 def _tick(seconds: float, total: float) -> str:
@@ -70,7 +106,7 @@ def render_timeline(tracks: list[TrackInfo]) -> str:
     return "".join(parts)
 
 
-def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
+def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], sizes: DownloadSizes) -> str:
     """The whole HTML page for one recording; ``key`` is appended to every link."""
     rid = quote(manifest.recording_id, safe="")
     q = "?key=" + quote(key, safe="")
@@ -90,8 +126,7 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo]) -> str:
             f'<tr class="speaker" data-user="{t.user_id}"><td class="name">{escape(t.display_name)}</td>'
             f"<td>{clock(t.duration)}</td><td>{clock(t.talk_seconds)}</td><td>{size(t.size)}</td>"
             f'<td><audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
-            f'<td><a href="{link("files/" + name, "&download=1")}">WAV</a> '
-            f'<a href="{link("flac/" + name, "&download=1")}">FLAC</a></td></tr>'
+            f'<td class="formats">{_offers(link, {f: f"{f}/{name}" for f in FORMATS}, sizes.tracks[t.file])}</td></tr>'
         )
     title = f"Recording {manifest.recording_id} · #{manifest.channel_name}"
     return f"""<!DOCTYPE html>
@@ -105,15 +140,18 @@ table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ padding: .4em .6em; border-bottom: 1px solid #ddd; text-align: left; }}
 audio {{ width: 18em; }}
 .warn {{ background: #fff3cd; padding: .5em; }}
-.downloads a {{ margin-right: 1.5em; }}
+.downloads a, .formats a {{ margin-left: .8em; }}
+.size {{ color: #666; font-size: .9em; }}
 #timeline {{ width: 100%; height: auto; margin: 1em 0; }}
 </style></head>
 <body>
 <h1>{escape(title)}</h1>
 <p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}</p>
 {status}
-<p class="downloads"><a href="{link("all.zip")}">All tracks (ZIP)</a>
-<a href="{link("mix.wav")}">Mixed down (WAV)</a></p>
+<ul class="downloads">
+<li>All tracks (ZIP): {_offers(link, {f: f"all.{f}.zip" for f in FORMATS}, sizes.everything)}</li>
+<li>Mixed down: {_offers(link, {f: f"mix.{f}" for f in FORMATS}, sizes.mix)}</li>
+</ul>
 <h2>Who spoke when</h2>
 {render_timeline(tracks)}
 <h2>Speakers</h2>
