@@ -180,7 +180,7 @@ def test_a_long_encode_shows_progress_and_concurrent_requests_share_it(
     store = server.store
     rec = store.create(1, "Guild", 7, "general")
     for uid in (104, 105):
-        write_wav(rec.directory / f"{uid}.wav", bursts(200.0 + uid, 240.0, [(10.0, 200.0)], amplitude=0.3))
+        write_wav(rec.directory / f"{uid}.wav", bursts(200.0 + uid, 120.0, [(10.0, 100.0)], amplitude=0.3))
         store.note_speaker(rec.id, uid, f"S{uid}")
     store.finish(rec.id, store.new_manifest(rec))
     rec = store.get(rec.id)
@@ -193,7 +193,7 @@ def test_a_long_encode_shows_progress_and_concurrent_requests_share_it(
         bodies = {ready(server, path, rec.secret)[1] for _ in range(3)}
         encoded = [r for r in caplog.records if "mix.ogg" in r.getMessage() and r.getMessage().startswith("encoded ")]
     assert len(encoded) == 1 and len(bodies) == 1
-    assert sf.info(io.BytesIO(bodies.pop())).frames == 240 * RATE
+    assert sf.info(io.BytesIO(bodies.pop())).frames == 120 * RATE
 
 
 def test_a_format_there_is_none_of_gets_a_clear_404(server: Server) -> None:
@@ -211,7 +211,7 @@ def test_a_killed_encode_leaves_no_file_that_is_served(server: Server, tmp_path:
     serves a whole one."""
     store = server.store
     rec = store.create(1, "Guild", 7, "general")
-    write_wav(rec.directory / "106.wav", bursts(300.0, 300.0, [(0.0, 300.0)], amplitude=0.3))
+    write_wav(rec.directory / "106.wav", bursts(300.0, 120.0, [(0.0, 120.0)], amplitude=0.3))
     store.note_speaker(rec.id, 106, "Di")
     store.finish(rec.id, store.new_manifest(rec))
     rec = store.get(rec.id)
@@ -228,7 +228,7 @@ def test_a_killed_encode_leaves_no_file_that_is_served(server: Server, tmp_path:
     child.wait()
     assert not target.exists()
     _, body = ready(server, f"/r/{rec.id}/mp3/di-106.wav", rec.secret)
-    assert sf.info(io.BytesIO(body)).frames == 300 * RATE
+    assert sf.info(io.BytesIO(body)).frames == 120 * RATE
 
 
 def test_zip64_past_4_gib_has_the_promised_length_and_opens(tmp_path: Path) -> None:
