@@ -391,6 +391,7 @@ def create_app(
     executor = ThreadPoolExecutor(max_workers=export_threads, thread_name_prefix="web-export")
     own_encoder = encoder is None
     encoder = encoder or Encoder()
+    _log.info("downloads are encoded with libsndfile %s", sf.__libsndfile_version__)
     routes = _Routes(store, executor, encoder, send_timeout, ready_wait)
     app.router.add_get("/r/{rid}", routes.page)
     app.router.add_get("/r/{rid}/files/{name}", routes.wav)
