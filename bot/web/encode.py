@@ -41,8 +41,9 @@ class Format:
     lossless: bool
 
 
-#: In the order the page lists them. Lossy settings are libsndfile's defaults
-#: (VBR): Opus about 24-64 kbit/s for one voice, MP3 about 64-80 kbit/s.
+#: In the order the page lists them. Lossy settings are libsndfile's defaults:
+#: Opus VBR at libopus's automatic bitrate (64 kbit/s nominal for one channel,
+#: far less over silence), MP3 at LAME's default constant bitrate.
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("wav", "wav", "WAV", "audio/wav", "WAV", "PCM_16", True),
     Format("flac", "flac", "FLAC", "audio/flac", "FLAC", "PCM_16", True),

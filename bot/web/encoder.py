@@ -60,20 +60,16 @@ class EncodeJob:
 
 
 class Encoder:
-    """Runs encode jobs on ``threads`` threads of their own at niceness ``nice``.
+    """Runs encode jobs on ``threads`` threads of their own at niceness ``nice``;
+    each finished job logs ``encoded <recording>/<file>`` once."""
 
-    ``encodes`` counts the jobs started, for the logs and for tests that check a
-    second download cost no encoding.
-    """
-
-    __slots__ = ("_executor", "_jobs", "_lock", "encodes")
+    __slots__ = ("_executor", "_jobs", "_lock")
 
     def __init__(self, threads: int = 1, nice: int = ENCODE_NICE) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="encode", initializer=_lower_priority, initargs=(nice,))
         self._jobs: dict[Path, EncodeJob] = {}
         self._lock = threading.Lock()
-        self.encodes = 0
 
     def job(self, target: Path, encode: Callable[[Path, Progress], None]) -> EncodeJob:
         """The job making ``target``: the one under way, or a new one running
@@ -83,7 +79,6 @@ class Encoder:
             if running is not None:
                 return running
             job = self._jobs[target] = EncodeJob(target)
-            self.encodes += 1
         try:
             queued = self._executor.submit(self._run, job, encode)
         except RuntimeError as exc:  # shut down: the bot is stopping
