@@ -23,7 +23,7 @@ from bot.summary import plain, recording_summary, unfinished_text, write_failure
 from bot.web import download_url
 from bot.web.encode import FORMATS, Format, track_encodes, track_name
 from bot.web.encoder import Encoder
-from bot.web.exports import write_zip, zip_members
+from bot.web.exports import mix_inputs, write_zip, zip_members
 from bot.web.zipstream import ZipMember, zip_length
 
 __all__ = ["Announcer", "RECORDING_NOTICE"]
@@ -83,7 +83,7 @@ class Announcer:
             if talk * least.get(fmt.name, 0.0) > limit:
                 continue
             try:
-                zipped = await self._zip_if_fits(recording, names, fmt, limit)
+                zipped = await self._zip_if_fits(recording, manifest, names, fmt, limit)
             except OSError as exc:  # its temporary file: the link still serves every track
                 _log.warning("could not build the ZIP of recording %s to attach: %s", recording.id, exc)
                 return text + f"\n(The ZIP could not be attached: {write_failure(exc.errno)}. Use the link.)", None
@@ -93,11 +93,16 @@ class Announcer:
                         discord.File(zipped, filename=f"recording-{recording.id}{suffix}.zip"))
         return text + "\n(The ZIP is larger than this server's upload limit: use the link.)", None
 
-    async def _zip_if_fits(self, recording: Recording, names: list[str], fmt: Format, limit: int) -> IO[bytes] | None:
+    async def _zip_if_fits(self, recording: Recording, manifest: Manifest, names: list[str], fmt: Format,
+                           limit: int) -> IO[bytes] | None:
         """The ZIP of every track in ``fmt`` in an anonymous temporary file, or None when
         it is larger than ``limit``. Encoded tracks are made on the shared encoder (and
         kept for the download page); a stored ZIP's size is known before it is written,
         so one over the limit costs no copy."""
+        if fmt.name != "wav":  # an unreadable track (a headerless one) cannot be encoded: left out
+            readable = await asyncio.to_thread(mix_inputs, recording.directory, names, manifest.sample_rate,
+                                               manifest.channels)
+            names = [p.name for p in readable]
         for job in self._encoder.missing(track_encodes(recording.directory, names, fmt)):
             await asyncio.wrap_future(job.future)
         files = {track_name(n, fmt): n if fmt.name == "wav" else track_name(n, fmt) for n in names}

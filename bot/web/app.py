@@ -34,7 +34,7 @@ from bot.web.activity import load_activity
 from bot.web.encode import (FORMATS, Format, Progress, Wanted, encode_mix, format_named, fresh, mix_name,
                             track_encodes, track_name)
 from bot.web.encoder import Encoder
-from bot.web.exports import mixdown_chunks, mixdown_size, zip_chunks, zip_members
+from bot.web.exports import mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
 from bot.web.files import servable
 from bot.web.page import DownloadSizes, TrackInfo, render_page, render_preparing
 from bot.web.ranges import RangedFileResponse
@@ -181,12 +181,16 @@ class _Routes:
         jobs = self.encoder.missing(wanted)
         if not jobs:
             return
-        _done, pending = await asyncio.wait([asyncio.wrap_future(j.future) for j in jobs], timeout=self.ready_wait)
+        waits = [asyncio.wrap_future(j.future) for j in jobs]
+        _done, pending = await asyncio.wait(waits, timeout=self.ready_wait)
         if pending:
+            for wait in pending:  # its outcome is the next request's business (the encoder logs a failure)
+                wait.add_done_callback(lambda w: w.cancelled() or w.exception())
             progress = (len(wanted) - len(jobs) + sum(j.progress for j in jobs)) / len(wanted)
             raise _Preparing(progress)
-        for job in jobs:
-            job.future.result()  # raises the encode's error
+        errors = [e for e in (w.exception() for w in waits) if e is not None]
+        if errors:
+            raise errors[0]
 
     async def _serve_made(self, request: web.Request, rec: Recording, fmt: Format, what: str,
                           wanted: list[Wanted],
@@ -276,6 +280,10 @@ class _Routes:
         except _UnknownFormat:
             return _unknown_format()
         tracks = self._tracks(rec, manifest)
+        if fmt.name != "wav":  # a track libsndfile cannot read (a headerless one) stays out, as from the mix
+            readable = await asyncio.to_thread(mix_inputs, rec.directory, tracks, manifest.sample_rate,
+                                               manifest.channels)
+            tracks = [p.name for p in readable]
         files = {track_name(t, fmt): t if fmt.name == "wav" else track_name(t, fmt) for t in tracks}
         wanted = track_encodes(rec.directory, tracks, fmt)
         files["manifest.json"] = "manifest.json"
@@ -362,11 +370,13 @@ def _download_sizes(rec: Recording, manifest: Manifest, tracks: list[str]) -> Do
     for track, path in zip(tracks, paths, strict=True):
         per_track[track] = {f.name: path.stat().st_size if f.name == "wav" else
                             _size_if_fresh(directory / track_name(track, f), [path]) for f in FORMATS.values()}
+    readable = [p.name for p in mix_inputs(directory, tracks, manifest.sample_rate, manifest.channels)]
     everything: dict[str, int | None] = {}
     for f in FORMATS.values():
+        in_zip = tracks if f.name == "wav" else readable
         try:
-            files = {track_name(t, f): t if f.name == "wav" else track_name(t, f) for t in tracks}
-            if f.name != "wav" and any(per_track[t][f.name] is None for t in tracks):
+            files = {track_name(t, f): t if f.name == "wav" else track_name(t, f) for t in in_zip}
+            if f.name != "wav" and any(per_track[t][f.name] is None for t in in_zip):
                 raise FileNotFoundError
             files["manifest.json"] = "manifest.json"
             everything[f.name] = zip_chunks(zip_members(directory, files))[0]

@@ -41,15 +41,24 @@ _FFMPEG_CODEC = {"wav": ["-c:a", "pcm_s16le"], "flac": ["-c:a", "flac"], "ogg": 
 _BLOCK_SECONDS = 10
 
 
-def _speech_block(rng: np.random.Generator, seconds: int, voice: float) -> np.ndarray:
-    """Speech-like: a few harmonics of a wandering pitch, syllable-rate (4 Hz)
-    envelope, a little noise; in spurts of 0.5-6 s between pauses."""
-    n = seconds * RATE
+def _voice_bank(rng: np.random.Generator, voice: float) -> list[np.ndarray]:
+    """Ten seconds of one speaker's voice, a few different takes: harmonics of a
+    wandering pitch under a syllable-rate (4 Hz) envelope, a little breath noise."""
+    n = _BLOCK_SECONDS * RATE
     t = np.arange(n) / RATE
-    pitch = voice * (1 + 0.1 * np.sin(2 * np.pi * 0.3 * t + rng.random() * 6))
-    phase = 2 * np.pi * np.cumsum(pitch) / RATE
-    sound = sum(np.sin(k * phase) / k for k in range(1, 6))
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.random() * 6), 0, None) ** 0.5
+    takes = []
+    for _ in range(8):
+        pitch = voice * (1 + 0.12 * np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t + rng.random() * 6))
+        phase = 2 * np.pi * np.cumsum(pitch) / RATE
+        sound = sum(np.sin(k * phase) * rng.uniform(0.3, 1) / k for k in range(1, 7))
+        envelope = np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.random() * 6), 0, None) ** 0.5
+        takes.append(sound * envelope * 0.25)
+    return takes
+
+
+def _speech_block(rng: np.random.Generator, takes: list[np.ndarray]) -> np.ndarray:
+    """Ten seconds of spurts of 0.5-6 s (about 30 % of the time) between pauses."""
+    n = _BLOCK_SECONDS * RATE
     talking = np.zeros(n, dtype=bool)
     at = 0
     while at < n:
@@ -57,7 +66,7 @@ def _speech_block(rng: np.random.Generator, seconds: int, voice: float) -> np.nd
         if rng.random() < 0.3:
             talking[at:at + talk] = True
         at += talk + int(rng.uniform(0.3, 4) * RATE)
-    signal = (sound * envelope * 0.25 + rng.standard_normal(n) * 0.01) * talking
+    signal = (takes[rng.integers(len(takes))] + rng.standard_normal(n) * 0.01) * talking
     return (signal * 32767).astype(np.int16)
 
 
@@ -66,10 +75,11 @@ def make_recording(directory: Path, speakers: int, hours: float) -> list[Path]:
     rng = np.random.default_rng(7)
     paths = []
     for s in range(speakers):
+        takes = _voice_bank(rng, 110.0 + 25 * s)
         path = directory / f"speaker-{s + 1}.wav"
         with sf.SoundFile(str(path), "w", RATE, 1, subtype="PCM_16", format="WAV") as f:
             for _ in range(int(hours * 3600 / _BLOCK_SECONDS)):
-                f.write(_speech_block(rng, _BLOCK_SECONDS, 110.0 + 25 * s))
+                f.write(_speech_block(rng, takes))
         paths.append(path)
     return paths
 
