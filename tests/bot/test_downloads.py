@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import soundfile as sf
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.web import NOT_FOUND_BODY, WebServer, create_app
 from bot.web.app import UNKNOWN_FORMAT_BODY
+from bot.web.encoder import ENCODE_NICE, Encoder
 from bot.web.exports import write_zip
 from bot.web.zipstream import ZipMember, zip_length
 from tests.bot.conftest import serving
@@ -258,3 +260,23 @@ def test_zip64_past_4_gib_has_the_promised_length_and_opens(tmp_path: Path) -> N
         assert info.file_size == 9 << 29 and info.compress_type == zipfile.ZIP_STORED
         assert archive.getinfo("small.txt").header_offset > 1 << 32
         assert archive.read("small.txt") == b"after the big one"
+
+
+def test_encodes_run_on_their_own_thread_at_the_lowest_priority(tmp_path: Path) -> None:
+    """Not on the recording workers' threads, not on the web server's: one of the
+    encoder's own, at nice 19, so a live recording wins the CPU."""
+    seen: list[tuple[str, int]] = []
+
+    def encode(target: Path, progress: object) -> None:
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        target.write_bytes(b"done")
+
+    encoder = Encoder()
+    try:
+        job = encoder.job(tmp_path / "out.bin", encode)
+        assert job.future.result(timeout=DEADLINE) == tmp_path / "out.bin"
+    finally:
+        encoder.shutdown()
+    (name, nice), = seen
+    assert name.startswith("encode") and nice == ENCODE_NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19  # this thread is untouched
