@@ -2,7 +2,7 @@
 the same conversions in the same run.
 
 Run: ``tests/bench/system-packages.sh && .venv/bin/python -m tests.bench encode
-[--hours 1,2] [--speakers 6]``. For each length it generates a recording of
+[--hours 1,2] [--speakers 6] [--formats wav,flac,ogg,mp3]``. For each length it generates a recording of
 speech-like bursts and silence (mono 48 kHz 16-bit, as the bot records), then
 for each format times the all-tracks ZIP (encode every track, then the stored
 ZIP) and the mixdown, ours and ffmpeg's, one after the other on one thread
@@ -132,7 +132,7 @@ def _stored_zip(files: list[Path], out: Path) -> tuple[float, float]:
     return _run([sys.executable, "-c", code, str(out), *map(str, files)])
 
 
-def bench_length(work: Path, speakers: int, hours: float) -> list[tuple[str, ...]]:
+def bench_length(work: Path, speakers: int, hours: float, formats: list[str]) -> list[tuple[str, ...]]:
     """Rows of the table for one recording length."""
     rec = work / f"rec-{hours}h"
     rec.mkdir()
@@ -142,7 +142,7 @@ def bench_length(work: Path, speakers: int, hours: float) -> list[tuple[str, ...
     print(f"  generated {speakers} x {hours} h ({sum(p.stat().st_size for p in tracks) / 2**30:.2f} GiB of WAV) "
           f"in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
-    for fmt in FORMATS:
+    for fmt in formats:
         for what in ("zip", "mix"):
             ours_dir, theirs_dir = work / "ours", work / "ffmpeg"
             for d in (ours_dir, theirs_dir):
@@ -208,6 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", default="1,2", help="recording lengths, comma-separated (default 1,2)")
     parser.add_argument("--speakers", type=int, default=6)
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated (default: all)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -222,7 +223,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="encode-bench-") as tmp:
         for hours in (float(h) for h in args.hours.split(",")):
-            rows += bench_length(Path(tmp), args.speakers, hours)
+            rows += bench_length(Path(tmp), args.speakers, hours, args.formats.split(","))
     print(f"load average {os.getloadavg()[0]:.2f} at the end; "
           f"this process's own peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     header = ("length", "download", "format", "ours MiB", "ffmpeg MiB", "ours s", "ffmpeg s", "ours/ffmpeg", "ours peak RSS MB",
