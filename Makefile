@@ -40,6 +40,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	./tests/bench/system-packages.sh
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m tests.bench
 

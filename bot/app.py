@@ -24,6 +24,7 @@ from bot.settings_command import SettingsGroup
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app
+from bot.web.encoder import Encoder
 from sinks import WorkerPool
 
 __all__ = ["RecorderBot"]
@@ -63,19 +64,21 @@ class RecorderBot(discord.AutoShardedClient):
         self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
         self.astore = AsyncRecordingStore(self.store)
         self.tree = TrackedCommandTree(self)
-        self.web = WebServer(create_app(self.astore), settings.http_host, settings.http_port,
+        #: Encodes for downloads and stop summaries, on a low-priority thread of their own (see bot.web.encoder).
+        self.encoder = Encoder()
+        self.web = WebServer(create_app(self.astore, encoder=self.encoder), settings.http_host, settings.http_port,
                              max_connections=settings.http_max_connections)
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
         self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
-        self.announcer = Announcer(self.astore, settings.public_url)
+        #: Each server's own settings, within the operator's.
+        self.guild_config = GuildConfig(self.astore, settings)
+        self.announcer = Announcer(self.astore, settings.public_url, self.encoder, self.guild_config)
         self._limits = limits = SessionLimits(
             max_seconds=settings.max_recording_seconds,
             min_free_disk_mb=settings.min_free_disk_mb,
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
         )
         self.recordings = RecordingRegistry(self.astore, limits, self.recording_workers, self.announcer)
-        #: Each server's own settings, within the operator's.
-        self.guild_config = GuildConfig(self.astore, settings)
         self.autorecorder = Autorecorder(settings, self.guild_config, self.recordings, self.announcer)
         self._recovered: list[Recording] = []
         self._interrupted: list[Interrupted] = []
@@ -137,6 +140,7 @@ class RecorderBot(discord.AutoShardedClient):
         if self._retention is not None:
             self._retention.cancel()
         await self.web.stop()
+        self.encoder.shutdown()
         await super().close()
         self.store.close()
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the bot needs in production, only when one is missing,
 # so repeated `make` runs cost nothing. libopus0: Opus decode/encode through ctypes.
+# libsndfile1: encodes downloads (FLAC, Ogg Opus, MP3) with Debian's LAME and libopus,
+# about 4x faster than the copy bundled in the soundfile wheel (see bot/web/sndlib.py).
 # Extra package names given as arguments are installed the same way
 # (tests/system-packages.sh passes what the tests and the demo need).
 set -euo pipefail
-packages=(libopus0 "$@")
+packages=(libopus0 libsndfile1 "$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

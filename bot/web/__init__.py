@@ -1,5 +1,6 @@
 """The download web server: a page per recording with players, a who-spoke-when
-timeline and downloads (WAV with Range, FLAC, streamed ZIP, mixdown).
+timeline and downloads (WAV, FLAC, Ogg Opus, MP3: per track, all tracks as a
+ZIP, the mixdown).
 
 Typical use by the bot::
 
@@ -11,7 +12,12 @@ Typical use by the bot::
     await server.stop()
 """
 
-from bot.web.app import NOT_FOUND_BODY, create_app, download_url
-from bot.web.server import WebServer
+from bot.web.sndlib import prefer_system_libsndfile
+
+# Before any module below imports soundfile (see bot.web.sndlib).
+SNDFILE = prefer_system_libsndfile()
+
+from bot.web.app import NOT_FOUND_BODY, create_app, download_url  # noqa: E402
+from bot.web.server import WebServer  # noqa: E402
 
 __all__ = ["NOT_FOUND_BODY", "WebServer", "create_app", "download_url"]

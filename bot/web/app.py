@@ -1,11 +1,20 @@
 """The download server's routes.
 
 ``/r/<id>?key=<secret>`` is the page; under it ``files/<name>`` (WAV, with HTTP
-Range), ``flac/<name>``, ``all.zip``, ``mix.wav`` and, for a recording with
-notes, ``labels.txt`` and ``chapters.json``, all with the same key. The page's
-player script is ``/player.js``: the same for every recording, it needs no key.
-Anything wrong (unknown id, wrong/missing key, expired, still recording, a name
-not in the manifest, any path trick) gets the same 404 and nothing else.
+Range), ``<format>/<name>`` (one track in a format of :data:`bot.web.encode.FORMATS`),
+``all.zip`` / ``all.<format>.zip`` (every track) and ``mix.<format>`` (the
+mixdown) and, for a recording with notes, ``labels.txt`` and ``chapters.json``,
+all with the same key. The page's player script is ``/player.js``: the same for
+every recording, it needs no key. Anything wrong (unknown id, wrong/missing key,
+expired, still recording, a name not in the manifest, any path trick) gets the
+same 404 and nothing else; only a visitor holding the key is told that a format
+name is unknown.
+
+Encoded downloads are files made once by :class:`bot.web.encoder.Encoder` and
+then served like the tracks (Content-Length, Range). One that is not ready
+within :data:`READY_WAIT` seconds answers 202 with a page that shows the
+progress and reloads itself until the file is there; the job goes on
+meanwhile, shared with every other request for it.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -23,18 +34,26 @@ from aiohttp import web
 from bot.storage import (CHAPTERS_NAME, LABELS_NAME, MARKER_FILES, AsyncRecordingStore, Manifest, ManifestError,
                          Recording, is_recording_id)
 from bot.web.activity import load_activity
-from bot.web.exports import flac_copy, mixdown_chunks, mixdown_size, zip_chunks
+from bot.web.encode import (FORMATS, Format, Progress, Wanted, encode_mix, format_named, fresh, mix_name,
+                            track_encodes, track_name)
+from bot.web.encoder import Encoder
+from bot.web.exports import mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
 from bot.web.files import servable
-from bot.web.page import TrackInfo, render_page
+from bot.web.page import DownloadSizes, TrackInfo, render_page, render_preparing
 from bot.web.player import PLAYER_SCRIPT
 from bot.web.ranges import RangedFileResponse
 from bot.web.streaming import SEND_TIMEOUT, stream_chunks
 
-__all__ = ["NOT_FOUND_BODY", "create_app", "download_url"]
+__all__ = ["NOT_FOUND_BODY", "READY_WAIT", "UNKNOWN_FORMAT_BODY", "create_app", "download_url"]
 
 _log = logging.getLogger(__name__)
 
 NOT_FOUND_BODY = "Not found.\n"
+UNKNOWN_FORMAT_BODY = f"Not found: there is no such format here; the formats are {', '.join(FORMATS)}.\n"
+_FORMAT_WORD = re.compile(r"[a-z0-9]{1,16}", re.ASCII | re.IGNORECASE)
+#: Seconds a request for an encoded file waits for its encode before answering
+#: with the progress page instead.
+READY_WAIT = 1.0
 
 _PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; "
@@ -81,25 +100,40 @@ class _Denied(Exception):
     """Any reason to answer 404."""
 
 
+class _UnknownFormat(Exception):
+    """An authorized request names a format there is none of."""
+
+
+class _Preparing(Exception):
+    """The file is being encoded; ``progress`` of it is done."""
+
+    def __init__(self, progress: float) -> None:
+        super().__init__(progress)
+        self.progress = progress
+
+
 def _attachment(name: str) -> str:
     ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class _Routes:
-    """Handlers sharing the store, the export executor, per-file locks and the
-    send timeout of streamed exports."""
+    """Handlers sharing the store, the export executor, the encoder, per-file
+    locks and the send timeout of streamed exports."""
 
-    __slots__ = ("store", "executor", "locks", "send_timeout")
+    __slots__ = ("store", "executor", "encoder", "locks", "send_timeout", "ready_wait")
 
-    # One lock per derived file (and per recording's timeline) so two visitors
-    # never compute the same thing twice at once; a few bytes per track served.
+    # One lock per recording's timeline so two visitors never compute it twice at
+    # once; encodes are shared by the encoder itself.
 
-    def __init__(self, store: AsyncRecordingStore, executor: ThreadPoolExecutor, send_timeout: float) -> None:
+    def __init__(self, store: AsyncRecordingStore, executor: ThreadPoolExecutor, encoder: Encoder,
+                 send_timeout: float, ready_wait: float) -> None:
         self.store = store
         self.executor = executor
+        self.encoder = encoder
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.send_timeout = send_timeout
+        self.ready_wait = ready_wait
 
     def _lock(self, *key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -128,6 +162,16 @@ class _Routes:
             raise _Denied from None
         return rec, manifest
 
+    @staticmethod
+    def _format(request: web.Request) -> Format:
+        name = request.match_info.get("fmt", "wav")
+        fmt = format_named(name)
+        if fmt is None:
+            # A word is a format someone mistyped: say so. Anything else is a path trick,
+            # answered like every other (the same 404 whatever lies behind it).
+            raise _UnknownFormat if _FORMAT_WORD.fullmatch(name) else _Denied
+        return fmt
+
     async def _track(self, request: web.Request) -> tuple[Recording, Manifest, Path]:
         rec, manifest = await self._authorize(request)
         name = request.match_info["name"]
@@ -149,6 +193,41 @@ class _Routes:
         """The recording's notes as marker files (label track, chapters), those that exist."""
         return [name for name in MARKER_FILES if servable(rec.directory, name) is not None]
 
+    async def _made(self, wanted: list[Wanted]) -> None:
+        """Make sure every target of ``wanted`` (target, its sources, how to encode it) is
+        made and fresh. Raises _Preparing when that takes longer than ``ready_wait``,
+        OSError or libsndfile's error when an encode failed."""
+        jobs = self.encoder.missing(wanted)
+        if not jobs:
+            return
+        waits = [asyncio.wrap_future(j.future) for j in jobs]
+        _done, pending = await asyncio.wait(waits, timeout=self.ready_wait)
+        if pending:
+            for wait in pending:  # its outcome is the next request's business (the encoder logs a failure)
+                wait.add_done_callback(lambda w: w.cancelled() or w.exception())
+            progress = (len(wanted) - len(jobs) + sum(j.progress for j in jobs)) / len(wanted)
+            raise _Preparing(progress)
+        errors = [e for e in (w.exception() for w in waits) if e is not None]
+        if errors:
+            raise errors[0]
+
+    async def _serve_made(self, request: web.Request, rec: Recording, fmt: Format, what: str,
+                          wanted: list[Wanted],
+                          respond: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """``respond()`` once ``wanted`` is made; the progress page meanwhile; 404 when it cannot be made."""
+        try:
+            await self._made(wanted)
+        except _Preparing as preparing:
+            html = render_preparing(f"{what} as {fmt.label}", preparing.progress)
+            return web.Response(status=202, text=html, content_type="text/html", headers={
+                "Content-Security-Policy": _PAGE_CSP, "Cache-Control": "no-store",
+                "Refresh": "2"})
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            # An unreadable track, or no room for the copy: no file, and no 500 either.
+            _log.warning("recording %s: no %s of %s: %s", rec.id, fmt.label, what, type(exc).__name__)
+            return _not_found()
+        return await respond()
+
     async def page(self, request: web.Request) -> web.StreamResponse:
         """The HTML page."""
         try:
@@ -160,7 +239,7 @@ class _Routes:
         async with self._lock(rec.id, "activity"):
             activity = await loop.run_in_executor(self.executor, load_activity, rec.directory, files)
 
-        def describe() -> list[TrackInfo]:
+        def describe() -> tuple[list[TrackInfo], DownloadSizes]:
             tracks = []
             for speaker in manifest.speakers:
                 if speaker.file not in activity:
@@ -171,10 +250,10 @@ class _Routes:
                 talk = speaker.talk_seconds if speaker.talk_seconds is not None else act.talk_seconds
                 tracks.append(TrackInfo(speaker.user_id, speaker.display_name, speaker.file,
                                         path.stat().st_size, info.frames / info.samplerate, talk, act))
-            return tracks
+            return tracks, _download_sizes(rec, manifest, [t.file for t in tracks])
 
-        tracks = await asyncio.to_thread(describe)
-        html = render_page(manifest, request.query["key"], tracks, self._markers(rec),
+        tracks, sizes = await asyncio.to_thread(describe)
+        html = render_page(manifest, request.query["key"], tracks, self._markers(rec), sizes,
                            expires=self.store.expires_at(rec))
         return web.Response(
             text=html, content_type="text/html",
@@ -187,32 +266,28 @@ class _Routes:
             _rec, _manifest, path = await self._track(request)
         except _Denied:
             return _not_found()
-        headers = {"Content-Type": "audio/wav", "Cache-Control": "private, max-age=3600"}
-        if "download" in request.query:
-            headers["Content-Disposition"] = _attachment(path.name)
-        return RangedFileResponse(path, headers=headers)
+        return _file_response(request, path, FORMATS["wav"], path.name)
 
-    async def flac(self, request: web.Request) -> web.StreamResponse:
-        """One track as FLAC, made once and kept next to the WAV."""
+    async def track(self, request: web.Request) -> web.StreamResponse:
+        """One track in any format; an encoded one is made once and kept next to the WAV."""
         try:
             rec, _manifest, path = await self._track(request)
+            fmt = self._format(request)
         except _Denied:
             return _not_found()
-        target = path.with_suffix(".flac")
-        loop = asyncio.get_running_loop()
-        async with self._lock(rec.id, path.name):
-            try:
-                await loop.run_in_executor(self.executor, flac_copy, path, target)
-            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                # An unreadable track, or no room for the copy: no FLAC, and no 500 either.
-                _log.warning("recording %s: no FLAC of a track: %s", rec.id, type(exc).__name__)
+        except _UnknownFormat:
+            return _unknown_format()
+        if fmt.name == "wav":
+            return _file_response(request, path, fmt, path.name)
+        target = rec.directory / track_name(path.name, fmt)
+
+        async def respond() -> web.StreamResponse:
+            if servable(rec.directory, target.name) is None:
                 return _not_found()
-        if servable(rec.directory, target.name) is None:
-            return _not_found()
-        headers = {"Content-Type": "audio/flac", "Cache-Control": "private, max-age=3600"}
-        if "download" in request.query:
-            headers["Content-Disposition"] = _attachment(target.name)
-        return RangedFileResponse(target, headers=headers)
+            return _file_response(request, target, fmt, target.name)
+
+        return await self._serve_made(request, rec, fmt, "this track", track_encodes(rec.directory, [path.name], fmt),
+                                      respond)
 
     async def marker(self, request: web.Request) -> web.StreamResponse:
         """The notes as an Audacity label track or as podcast chapters."""
@@ -230,32 +305,70 @@ class _Routes:
         return RangedFileResponse(path, headers=headers)
 
     async def zip(self, request: web.Request) -> web.StreamResponse:
-        """Every track plus the manifest as one stored ZIP, streamed."""
+        """Every track in one format plus the manifest, as one stored ZIP with a
+        Content-Length, streamed. Encoded tracks are made first (and kept)."""
         try:
             rec, manifest = await self._authorize(request)
+            fmt = self._format(request)
         except _Denied:
             return _not_found()
-        names = self._tracks(rec, manifest)
-        names.append("manifest.json")
-        names += self._markers(rec)
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/zip",
-            "Content-Disposition": _attachment(f"recording-{rec.id}.zip"),
-            "Cache-Control": "private, no-store",
-        })
-        await response.prepare(request)
-        await stream_chunks(request, response, zip_chunks(rec.directory, names), self.executor,
-                            send_timeout=self.send_timeout)
-        return response
+        except _UnknownFormat:
+            return _unknown_format()
+        tracks = self._tracks(rec, manifest)
+        if fmt.name != "wav":  # a track libsndfile cannot read (a headerless one) stays out, as from the mix
+            readable = await asyncio.to_thread(mix_inputs, rec.directory, tracks, manifest.sample_rate,
+                                               manifest.channels)
+            tracks = [p.name for p in readable]
+        files = {track_name(t, fmt): t if fmt.name == "wav" else track_name(t, fmt) for t in tracks}
+        wanted = track_encodes(rec.directory, tracks, fmt)
+        files["manifest.json"] = "manifest.json"
+        files.update({name: name for name in self._markers(rec)})
+
+        async def respond() -> web.StreamResponse:
+            try:
+                members = await asyncio.to_thread(zip_members, rec.directory, files)
+            except OSError as exc:
+                _log.warning("recording %s: a file of the %s ZIP is gone: %s", rec.id, fmt.label, type(exc).__name__)
+                return _not_found()
+            length, chunks = zip_chunks(members)
+            suffix = "" if fmt.name == "wav" else f"-{fmt.name}"
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": _attachment(f"recording-{rec.id}{suffix}.zip"),
+                "Cache-Control": "private, no-store",
+            })
+            response.content_length = length
+            await response.prepare(request)
+            await stream_chunks(request, response, chunks, self.executor, send_timeout=self.send_timeout)
+            return response
+
+        return await self._serve_made(request, rec, fmt, "all tracks", wanted, respond)
 
     async def mix(self, request: web.Request) -> web.StreamResponse:
-        """All tracks summed into one WAV, streamed with a known length."""
+        """All tracks summed into one file: WAV streamed as it is mixed, with a
+        known length; other formats encoded once and kept."""
         try:
             rec, manifest = await self._authorize(request)
+            fmt = self._format(request)
         except _Denied:
             return _not_found()
+        except _UnknownFormat:
+            return _unknown_format()
         names = self._tracks(rec, manifest)
         rate, channels = manifest.sample_rate, manifest.channels
+        if fmt.name != "wav":
+            target = rec.directory / mix_name(fmt)
+
+            async def respond() -> web.StreamResponse:
+                if servable(rec.directory, target.name) is None:
+                    return _not_found()
+                return _file_response(request, target, fmt, f"recording-{rec.id}-mix.{fmt.extension}")
+
+            def encode(out: Path, progress: Progress) -> None:
+                encode_mix(rec.directory, names, rate, channels, out, fmt, progress)
+
+            return await self._serve_made(request, rec, fmt, "the mixdown", [
+                (target, [rec.directory / n for n in names], encode)], respond)
         size = await asyncio.to_thread(mixdown_size, rec.directory, names, rate, channels)
         response = web.StreamResponse(headers={
             "Content-Type": "audio/wav",
@@ -269,27 +382,76 @@ class _Routes:
         return response
 
 
+def _unknown_format() -> web.Response:
+    return web.Response(status=404, text=UNKNOWN_FORMAT_BODY, content_type="text/plain")
+
+
+def _file_response(request: web.Request, path: Path, fmt: Format, download_name: str) -> web.StreamResponse:
+    headers = {"Content-Type": fmt.mime, "Cache-Control": "private, max-age=3600"}
+    if "download" in request.query:
+        headers["Content-Disposition"] = _attachment(download_name)
+    return RangedFileResponse(path, headers=headers)
+
+
+def _size_if_fresh(path: Path, sources: list[Path]) -> int | None:
+    return path.stat().st_size if fresh(path, sources) else None
+
+
+def _download_sizes(rec: Recording, manifest: Manifest, tracks: list[str]) -> DownloadSizes:
+    """What each download weighs, where that is known without encoding anything:
+    WAV always, encoded formats once made."""
+    directory = rec.directory
+    paths = [directory / t for t in tracks]
+    per_track: dict[str, dict[str, int | None]] = {}
+    for track, path in zip(tracks, paths, strict=True):
+        per_track[track] = {f.name: path.stat().st_size if f.name == "wav" else
+                            _size_if_fresh(directory / track_name(track, f), [path]) for f in FORMATS.values()}
+    readable = [p.name for p in mix_inputs(directory, tracks, manifest.sample_rate, manifest.channels)]
+    everything: dict[str, int | None] = {}
+    for f in FORMATS.values():
+        in_zip = tracks if f.name == "wav" else readable
+        try:
+            files = {track_name(t, f): t if f.name == "wav" else track_name(t, f) for t in in_zip}
+            if f.name != "wav" and any(per_track[t][f.name] is None for t in in_zip):
+                raise FileNotFoundError
+            files["manifest.json"] = "manifest.json"
+            everything[f.name] = zip_chunks(zip_members(directory, files))[0]
+        except OSError:
+            everything[f.name] = None
+    mix = {f.name: (mixdown_size(directory, tracks, manifest.sample_rate, manifest.channels) if f.name == "wav"
+                    else _size_if_fresh(directory / mix_name(f), paths)) for f in FORMATS.values()}
+    return DownloadSizes(everything, mix, per_track)
+
+
 def create_app(
-    store: AsyncRecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT
+    store: AsyncRecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT,
+    encoder: Encoder | None = None, ready_wait: float = READY_WAIT,
 ) -> web.Application:
     """The download server as an aiohttp application. Exports (ZIP, mixdown,
-    FLAC, timeline) run on a pool of ``export_threads`` threads, shut down with
-    the application; a streamed export whose client takes nothing for
-    ``send_timeout`` seconds is cut off."""
+    timeline) run on a pool of ``export_threads`` threads, shut down with the
+    application; encodes on ``encoder`` (the bot shares one with its stop
+    summaries; without one the app makes and shuts down its own); a streamed
+    export whose client takes nothing for ``send_timeout`` seconds is cut off."""
     app = web.Application(middlewares=[_uniform_not_found])
     app.on_response_prepare.append(_security_headers)
     executor = ThreadPoolExecutor(max_workers=export_threads, thread_name_prefix="web-export")
-    routes = _Routes(store, executor, send_timeout)
+    own_encoder = encoder is None
+    encoder = encoder or Encoder()
+    _log.info("downloads are encoded with libsndfile %s", sf.__libsndfile_version__)
+    routes = _Routes(store, executor, encoder, send_timeout, ready_wait)
     app.router.add_get("/r/{rid}", routes.page)
     app.router.add_get("/r/{rid}/files/{name}", routes.wav)
-    app.router.add_get("/r/{rid}/flac/{name}", routes.flac)
     app.router.add_get("/r/{rid}/all.zip", routes.zip, allow_head=False)
+    app.router.add_get("/r/{rid}/all.{fmt}.zip", routes.zip, allow_head=False)
+    app.router.add_get("/r/{rid}/mix.{fmt}", routes.mix, allow_head=False)
+    app.router.add_get("/r/{rid}/{fmt}/{name}", routes.track)
     app.router.add_get(r"/r/{rid}/{marker:labels\.txt|chapters\.json}", routes.marker)
     app.router.add_get("/player.js", _player_script)
-    app.router.add_get("/r/{rid}/mix.wav", routes.mix, allow_head=False)
 
     async def shutdown(_app: web.Application) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
+        if own_encoder:
+            encoder.shutdown()
 
     app.on_cleanup.append(shutdown)
     return app

@@ -5,7 +5,7 @@ the notes on it. Every user-controlled string is escaped here."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
 from urllib.parse import quote
@@ -13,9 +13,10 @@ from urllib.parse import quote
 from bot.storage import CHAPTERS_NAME, LABELS_NAME, Manifest, Note
 from bot.units import clock, duration, moment, size
 from bot.web.activity import WINDOW_SECONDS, TrackActivity
+from bot.web.encode import FORMATS
 from bot.web.player import PLAYER_STYLE, render_mix_controls, render_notes, render_transport
 
-__all__ = ["TrackInfo", "render_page", "render_timeline"]
+__all__ = ["DownloadSizes", "TrackInfo", "render_page", "render_preparing", "render_timeline"]
 
 _WIDTH = 1000
 _LABEL = 180
@@ -35,6 +36,40 @@ class TrackInfo:
     duration: float
     talk_seconds: float
     activity: TrackActivity
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DownloadSizes:
+    """Bytes of each download by format name; None where the file is not made yet."""
+
+    everything: dict[str, int | None]
+    mix: dict[str, int | None]
+    tracks: dict[str, dict[str, int | None]]
+
+
+def _offers(link: Callable[[str, str], str], paths: dict[str, str], sizes: dict[str, int | None]) -> str:
+    """One link per format, each with its size once known."""
+    parts = []
+    for fmt in FORMATS.values():
+        known = sizes.get(fmt.name)
+        weight = size(known) if known is not None else "made on request"
+        parts.append(f'<a href="{link(paths[fmt.name], "&download=1")}" '
+                     f'data-format="{fmt.name}">{fmt.label}</a> <span class="size">({weight})</span>')
+    return " ".join(parts)
+
+
+def render_preparing(what: str, progress: float) -> str:
+    """The page a download shows while its file is being encoded; it reloads itself
+    (the response's Refresh header) and the download starts once the file is ready."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Preparing the download</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 2em">
+<p>Preparing {escape(what)}: <progress max="100" value="{progress * 100:.0f}"></progress> {progress * 100:.0f} %.</p>
+<p>This page reloads itself; the download starts when the file is ready. It is kept, so the next download is
+immediate.</p>
+</body></html>
+"""
 
 
 def _tick(seconds: float, total: float) -> str:
@@ -88,11 +123,12 @@ def render_timeline(tracks: list[TrackInfo], notes: Sequence[Note] = ()) -> str:
     return "".join(parts)
 
 
-def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: list[str], *,
-                expires: datetime | None) -> str:
+def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: list[str], sizes: DownloadSizes,
+                *, expires: datetime | None) -> str:
     """The whole HTML page for one recording; ``key`` is appended to every link.
-    ``markers`` are the marker files (label track, chapters) the recording has; ``expires``:
-    when the recording and its link are deleted (None: kept forever)."""
+    ``markers`` are the marker files (label track, chapters) the recording has; ``sizes``:
+    what each download weighs, where known; ``expires``: when the recording and its link
+    are deleted (None: kept forever)."""
     rid = quote(manifest.recording_id, safe="")
     q = "?key=" + quote(key, safe="")
 
@@ -116,8 +152,7 @@ def render_page(manifest: Manifest, key: str, tracks: list[TrackInfo], markers: 
             f'<td class="fact" data-label="Size">{size(t.size)}</td>'
             f'<td class="mix">{render_mix_controls(t.display_name)}'
             f'<audio controls preload="metadata" src="{link("files/" + name)}"></audio></td>'
-            f'<td><a href="{link("files/" + name, "&download=1")}">WAV</a> '
-            f'<a href="{link("flac/" + name, "&download=1")}">FLAC</a></td></tr>'
+            f'<td class="formats">{_offers(link, {f: f"{f}/{name}" for f in FORMATS}, sizes.tracks[t.file])}</td></tr>'
         )
     marker_links = "".join(
         f'\n<a href="{link(name, "&download=1")}">{label}</a>'
@@ -137,7 +172,8 @@ table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ padding: .4em .6em; border-bottom: 1px solid #ddd; text-align: left; }}
 audio {{ width: 18em; }}
 .warn {{ background: #fff3cd; padding: .5em; }}
-.downloads a {{ margin-right: 1.5em; }}
+.downloads a, .formats a {{ margin-left: .8em; }}
+.size {{ color: #666; font-size: .9em; }}
 #timeline {{ width: 100%; height: auto; margin: 1em 0; }}
 {PLAYER_STYLE}
 </style></head>
@@ -145,8 +181,11 @@ audio {{ width: 18em; }}
 <h1>{escape(title)}</h1>
 <p>{escape(manifest.guild_name)} · started {moment(manifest.started_at)} · ended {ended}{kept}</p>
 {status}
-<p class="downloads"><a href="{link("all.zip")}">All tracks (ZIP)</a>
-<a href="{link("mix.wav")}">Mixed down (WAV)</a>{marker_links}</p>
+<ul class="downloads">
+<li>All tracks (ZIP): {_offers(link, {f: f"all.{f}.zip" for f in FORMATS}, sizes.everything)}</li>
+<li>Mixed down: {_offers(link, {f: f"mix.{f}" for f in FORMATS}, sizes.mix)}</li>
+{f"<li>{marker_links}</li>" if marker_links else ""}
+</ul>
 <h2>Who spoke when</h2>
 {render_transport() if tracks else ""}
 <div class="timeline-scroll">{render_timeline(tracks, manifest.notes)}</div>
