@@ -125,3 +125,10 @@ def test_no_import_circle() -> None:
 ])
 def test_the_circle_finder_finds_circles(graph: dict[str, set[str]], circle: list[str] | None) -> None:
     assert _cycle(graph) == circle
+
+
+def test_only_the_web_layer_imports_soundfile() -> None:
+    # bot/web/__init__.py picks the system's libsndfile before soundfile loads its own
+    # (bot/web/sndlib.py); a module elsewhere importing soundfile first would undo that.
+    wrong = [m for m in sorted(_graph()) if "soundfile" in _external_imports(m) and not _within(m, "bot.web")]
+    assert not wrong, "import soundfile outside bot.web: " + ", ".join(wrong)
