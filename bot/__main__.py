@@ -37,14 +37,22 @@ async def _run(settings: Settings) -> int:
     bot = RecorderBot(settings, connector=connector)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+
+    def stop(pause: bool) -> None:
+        bot.pause_on_close = pause
+        stopping.set()
+
+    # SIGTERM is what a restart sends (systemd, docker): recordings pause for the next
+    # start. SIGINT (Ctrl-C, `systemctl kill -s INT`) stops for good: they are finished.
+    loop.add_signal_handler(signal.SIGTERM, stop, True)
+    loop.add_signal_handler(signal.SIGINT, stop, False)
     async with bot:
         runner = asyncio.create_task(bot.start(settings.discord_token))
         waiter = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
-            _log.info("shutting down: finalizing open recordings")
+            _log.info("shutting down: %s open recordings",
+                      "pausing (for the next start) or finalizing" if bot.pause_on_close else "finalizing")
             await bot.close()
             await asyncio.gather(runner, return_exceptions=True)
             return 0

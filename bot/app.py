@@ -80,6 +80,8 @@ class RecorderBot(discord.AutoShardedClient):
         )
         self.recordings = RecordingRegistry(self.astore, limits, self.recording_workers, self.announcer)
         self.autorecorder = Autorecorder(settings, self.guild_config, self.recordings, self.announcer)
+        #: Whether closing pauses recordings for a restart (SIGTERM) or finishes them all (SIGINT).
+        self.pause_on_close = True
         self._recovered: list[Recording] = []
         self._interrupted: list[Interrupted] = []
         self._retention: asyncio.Task[None] | None = None
@@ -130,11 +132,13 @@ class RecorderBot(discord.AutoShardedClient):
         self.tree.finished(interaction)
 
     async def close(self) -> None:
-        """Let running commands answer, suspend every recording with people in its channel
-        for the next start to resume and finalize the others (SIGTERM lands here), then disconnect."""
+        """Let running commands answer; when :attr:`pause_on_close`, suspend every recording
+        with people in its channel for the next start to resume; finalize the others; then
+        disconnect (SIGTERM and SIGINT land here)."""
         await self.tree.wait_idle(_COMMAND_DRAIN_SECONDS)
         self.autorecorder.close()
-        await self.recordings.stop_all(StopReason("the bot is shutting down", automatic=True))
+        await self.recordings.stop_all(StopReason("the bot is shutting down", automatic=True),
+                                       pause=self.pause_on_close)
         await asyncio.to_thread(self.recording_workers.close)
         self.recordings.close()
         if self._retention is not None:

@@ -175,10 +175,10 @@ class RecordingRegistry:
         else:
             record.opted_out.discard(user_id)
 
-    async def stop_all(self, reason: StopReason) -> None:
-        """Shutdown: suspend every recording whose channel still has people in it, for
-        the next start to resume; finalize the others (no retries: the next start
-        closes what could not be finished). Each is announced."""
+    async def stop_all(self, reason: StopReason, *, pause: bool) -> None:
+        """Shutdown: with ``pause``, suspend every recording whose channel still has people
+        in it, for the next start to resume; finalize the others (no retries: the next
+        start closes what could not be finished). Each is announced."""
         for record in list(self._running.values()):
             await record.started.wait()
             if not self._holds(record):  # its start failed meanwhile
@@ -187,7 +187,7 @@ class RecordingRegistry:
                 with contextlib.suppress(Exception):
                     await record.session.stop(reason)
                 continue
-            if record.session.has_humans():
+            if pause and record.session.has_humans():
                 await self._suspend(record)
                 continue
             try:

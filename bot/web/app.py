@@ -37,7 +37,7 @@ from bot.web.activity import load_activity
 from bot.web.encode import (FORMATS, Format, Progress, Wanted, encode_mix, format_named, fresh, mix_name,
                             track_encodes, track_name)
 from bot.web.encoder import Encoder
-from bot.web.exports import mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
+from bot.web.exports import Chunks, mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
 from bot.web.files import servable
 from bot.web.page import DownloadSizes, TrackInfo, render_page, render_preparing
 from bot.web.player import PLAYER_SCRIPT
@@ -332,15 +332,7 @@ class _Routes:
                 return _not_found()
             length, chunks = zip_chunks(members)
             suffix = "" if fmt.name == "wav" else f"-{fmt.name}"
-            response = web.StreamResponse(headers={
-                "Content-Type": "application/zip",
-                "Content-Disposition": _attachment(f"recording-{rec.id}{suffix}.zip"),
-                "Cache-Control": "private, no-store",
-            })
-            response.content_length = length
-            await response.prepare(request)
-            await stream_chunks(request, response, chunks, self.executor, send_timeout=self.send_timeout)
-            return response
+            return await self._stream(request, "application/zip", f"recording-{rec.id}{suffix}.zip", length, chunks)
 
         return await self._serve_made(request, rec, fmt, "all tracks", wanted, respond)
 
@@ -370,15 +362,20 @@ class _Routes:
             return await self._serve_made(request, rec, fmt, "the mixdown", [
                 (target, [rec.directory / n for n in names], encode)], respond)
         size = await asyncio.to_thread(mixdown_size, rec.directory, names, rate, channels)
+        return await self._stream(request, "audio/wav", f"recording-{rec.id}-mix.wav", size,
+                                  mixdown_chunks(rec.directory, names, rate, channels))
+
+    async def _stream(self, request: web.Request, content_type: str, filename: str, length: int,
+                      chunks: Chunks) -> web.StreamResponse:
+        """A download of ``length`` bytes made as it is sent, read from ``chunks`` on the export threads."""
         response = web.StreamResponse(headers={
-            "Content-Type": "audio/wav",
-            "Content-Disposition": _attachment(f"recording-{rec.id}-mix.wav"),
+            "Content-Type": content_type,
+            "Content-Disposition": _attachment(filename),
             "Cache-Control": "private, no-store",
         })
-        response.content_length = size
+        response.content_length = length
         await response.prepare(request)
-        await stream_chunks(request, response, mixdown_chunks(rec.directory, names, rate, channels), self.executor,
-                            send_timeout=self.send_timeout)
+        await stream_chunks(request, response, chunks, self.executor, send_timeout=self.send_timeout)
         return response
 
 

@@ -85,16 +85,16 @@ class BotProcess:
         """Invoke a command and return its first visible answer."""
         return self.command(name, subcommand, options, user=user, **kwargs).wait_message(timeout=timeout)
 
-    def terminate(self) -> int:
-        """SIGTERM, as systemd or docker stop would; returns the exit code."""
+    def terminate(self, signum: signal.Signals = signal.SIGTERM) -> int:
+        """SIGTERM, as systemd or docker stop would (or ``signum``); returns the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signum)
         try:
             code = self.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"the bot did not exit within {STOP_TIMEOUT:g} s of SIGTERM") from None
+            raise AssertionError(f"the bot did not exit within {STOP_TIMEOUT:g} s of {signum.name}") from None
         finally:
             self.done = True
         return code

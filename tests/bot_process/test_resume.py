@@ -7,12 +7,14 @@ channel how long it was away, and write the audio after the restart
 sample-exact at its capture time on the recording's clock, so the time away
 is silence of that length and the tracks stay aligned and of equal length.
 When nobody is left in the channel at the restart, the recording is finished
-instead; an opted-out member stays out of the resumed recording.
+instead; an opted-out member stays out of the resumed recording. SIGINT stops
+the bot for good: its recordings are finished, not paused.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +30,7 @@ from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.speakers import SentFrame
 from tests.receive_loopback.truth import ALIGNMENT, SEARCH, Run, match_track, sent_frames
 
-from .checks import manifest, origin_guess, read_wav, recording_id, wait_posted, wire_packets
+from .checks import manifest, origin_guess, read_wav, recording_id, refusal, wait_posted, wire_packets
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 SPEAKERS = ("alice", "bob")
@@ -69,6 +71,17 @@ def _wait_talk(fake: FakeDiscord, runner: ScenarioRunner, names: list[str], unti
     fake.wait_for(lambda: all(any(f.seq is not None and f.scheduled > until for f in runner.truth(n))
                               for n in names),
                   timeout=REPLY_TIMEOUT + until - time.monotonic(), what="the speakers to talk on")
+
+
+def _record_then_pause(fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> tuple[str, ScenarioRunner, float]:
+    """Record everybody talking, then SIGTERM: (recording id, the talk, when the signal went)."""
+    bot = start_bot()
+    rid, runner = _record_until_talked(fake, bot, NONSTOP)
+    terminated_at = time.monotonic()
+    assert bot.terminate() == 0
+    wait_posted(fake, [fake.config["voice_channel_id"], fake.config["text_channel_id"]],
+                f"Recording `{rid}` is paused: the bot is restarting.", REPLY_TIMEOUT)
+    return rid, runner, terminated_at
 
 
 def _restart(fake: FakeDiscord, start_bot: Callable[..., BotProcess], rid: str) -> tuple[BotProcess, float, float]:
@@ -208,12 +221,7 @@ def test_a_killed_bot_resumes_the_same_recording_on_its_timeline(
 def test_a_bot_stopped_by_sigterm_resumes_the_same_recording_on_its_timeline(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     members = fake.config["members"]
-    channels = [fake.config["voice_channel_id"], fake.config["text_channel_id"]]
-    bot = start_bot()
-    rid, runner = _record_until_talked(fake, bot, NONSTOP)
-    terminated_at = time.monotonic()
-    assert bot.terminate() == 0
-    wait_posted(fake, channels, f"Recording `{rid}` is paused: the bot is restarting.", REPLY_TIMEOUT)
+    rid, runner, terminated_at = _record_then_pause(fake, start_bot)
     bot, back, missing = _restart(fake, start_bot, rid)
     _wait_talk(fake, runner, list(SPEAKERS), back + TALK_AFTER)
     folder = _stop_same_recording(fake, bot, rid)
@@ -228,11 +236,7 @@ def test_a_recording_paused_by_sigterm_is_finished_when_nobody_is_left_at_the_re
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     members = fake.config["members"]
     channels = [fake.config["voice_channel_id"], fake.config["text_channel_id"]]
-    bot = start_bot()
-    rid, runner = _record_until_talked(fake, bot, NONSTOP)
-    terminated_at = time.monotonic()
-    assert bot.terminate() == 0
-    wait_posted(fake, channels, f"Recording `{rid}` is paused", REPLY_TIMEOUT)
+    rid, runner, terminated_at = _record_then_pause(fake, start_bot)
     fake.run(runner.stop())  # everybody leaves while the bot is away
     fake.kick_from_voice(fake.config["bot_user_id"])
     bot = start_bot()
@@ -280,3 +284,28 @@ def test_an_opted_out_member_stays_out_of_the_resumed_recording(
     runs = _runs_after_restart(alice, runner, "alice", origin_guess(runner, meta["started_at"]), killed_at, back,
                                time.monotonic() - 1.0)
     assert runs
+
+
+def test_sigint_finishes_the_recording_for_good(fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
+    """Ctrl-C is an operator stopping the bot for good: nothing is paused for a next start
+    that may never come; the recording is finished with its summary and link at once."""
+    channels = [fake.config["voice_channel_id"], fake.config["text_channel_id"]]
+    bot = start_bot()
+    rid, runner = _record_until_talked(fake, bot, NONSTOP)
+    stopped_at = time.monotonic()
+    assert bot.terminate(signal.SIGINT) == 0
+    notice = wait_posted(fake, channels, "Recording stopped: the bot is shutting down", REPLY_TIMEOUT)
+    assert f"Recording `{rid}`" in notice.content and "/r/" in notice.content, notice.content
+    folder = bot.recordings_dir / rid
+    meta = manifest(folder)
+    assert meta["status"] == "finished"
+    origin = origin_guess(runner, meta["started_at"])
+    for speaker in meta["speakers"]:
+        name = next(n for n in SPEAKERS if fake.config["members"][n] == int(speaker["user_id"]))
+        _, problems = match_track(read_wav(folder / speaker["file"]), wire_packets(runner, name, stopped_at - 0.2),
+                                  sent_frames(runner.truth(name)), origin)
+        assert not problems, f"{name}: " + "; ".join(problems[:5])
+    bot = start_bot()  # the speakers still talk: a paused recording would resume now
+    assert refusal(bot.ask("record", "status")) == "Nothing is being recorded in this server."
+    fake.run(runner.stop())
+    assert not any("paused" in m.content or "resumed" in m.content for c in channels for m in fake.messages(c))
