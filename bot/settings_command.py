@@ -8,10 +8,10 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot import units
 from bot.config import Settings
 from bot.guild_config import MAX_MIN_MEMBERS, GuildConfig, GuildSettings, SettingRefused, parse_retention
 from bot.summary import plain
-from bot import units
 
 __all__ = ["SettingsGroup", "settings_text"]
 

@@ -34,8 +34,8 @@ import os
 import pathlib
 import threading
 import time
-from time import perf_counter_ns
 from collections.abc import Callable
+from time import perf_counter_ns
 from typing import Any, Final
 
 from .metrics import ThreadCounter

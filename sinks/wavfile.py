@@ -36,8 +36,8 @@ import logging
 import os
 import pathlib
 import struct
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Literal
 

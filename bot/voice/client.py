@@ -27,9 +27,9 @@ from .discordpy import (
     ReceivingConnectionState,
 )
 from .reader import ReaderFailure, SharedSocketReader
-from .stamped import enable_timestamps
 from .receiver import PacketSink, VoiceReceiver
 from .ssrc_map import SsrcMap
+from .stamped import enable_timestamps
 from .stats import RecordingStats
 from .transport import UnsupportedModeError
 from .watchdog import PollerWatchdog

@@ -26,8 +26,8 @@ from sinks import EngineStats, VoicePacket
 
 from .dave import DaveDecryptor
 from .discordpy import DaveState
-from .reader import takes_arrival
 from .duplicates import DuplicateFilter
+from .reader import takes_arrival
 from .refused import DatagramRefused
 from .rtp import OPUS_PAYLOAD_TYPE, DatagramKind, RtpHeader, classify, strip_payload
 from .ssrc_map import SsrcMap

@@ -31,11 +31,29 @@ from urllib.parse import quote
 import soundfile as sf
 from aiohttp import web
 
-from bot.storage import (CHAPTERS_NAME, LABELS_NAME, MARKER_FILES, AsyncRecordingStore, Manifest, ManifestError,
-                         Recording, is_recording_id)
+from bot.storage import (
+    CHAPTERS_NAME,
+    LABELS_NAME,
+    MARKER_FILES,
+    AsyncRecordingStore,
+    Manifest,
+    ManifestError,
+    Recording,
+    is_recording_id,
+)
 from bot.web.activity import load_activity
-from bot.web.encode import (FORMATS, Format, Progress, Wanted, encode_mix, format_named, fresh, mix_name,
-                            track_encodes, track_name)
+from bot.web.encode import (
+    FORMATS,
+    Format,
+    Progress,
+    Wanted,
+    encode_mix,
+    format_named,
+    fresh,
+    mix_name,
+    track_encodes,
+    track_name,
+)
 from bot.web.encoder import Encoder
 from bot.web.exports import Chunks, mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
 from bot.web.files import servable

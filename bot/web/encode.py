@@ -17,7 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from bot.web.exports import MIX_FRAMES, mix_inputs, mix_block
+from bot.web.exports import MIX_FRAMES, mix_block, mix_inputs
 
 __all__ = ["FORMATS", "Format", "Progress", "Wanted", "encode_mix", "encode_track", "format_named", "fresh",
            "mix_name", "track_encodes", "track_name"]

@@ -179,7 +179,8 @@ def bench_length(work: Path, speakers: int, hours: float, formats: list[str]) ->
 
 def _child(what: str, fmt_name: str, out_dir: str, tracks: list[str]) -> None:
     """One of our jobs, exactly as the server runs it (minus the HTTP)."""
-    from bot.web.encode import FORMATS as OURS, encode_mix, encode_track, mix_name, track_name
+    from bot.web.encode import FORMATS as OURS
+    from bot.web.encode import encode_mix, encode_track, mix_name, track_name
     from bot.web.exports import mixdown_chunks, write_zip, zip_members
 
     fmt, out = OURS[fmt_name], Path(out_dir)

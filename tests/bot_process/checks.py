@@ -26,10 +26,10 @@ import soundfile
 from sinks import VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder
 from sinks.packet import ts_delta
-from tests.receive_loopback.truth import match_track, sent_frames
 from tests.fakediscord.messages import Message
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
 from tests.fakediscord.server import FakeDiscord
+from tests.receive_loopback.truth import match_track, sent_frames
 
 #: Runs of all speakers must agree on their offset from capture time within one frame.
 ALIGNMENT = FRAME_SAMPLES

@@ -40,8 +40,22 @@ from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Ta
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE
 
-from .checks import (check_get_serves, check_tracks, download_link, http_get, manifest, origin_guess, play,
-                     read_wav, recording_id, refusal, seconds, talk_samples, wait_posted, zip_members)
+from .checks import (
+    check_get_serves,
+    check_tracks,
+    download_link,
+    http_get,
+    manifest,
+    origin_guess,
+    play,
+    read_wav,
+    recording_id,
+    refusal,
+    seconds,
+    talk_samples,
+    wait_posted,
+    zip_members,
+)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: The recordings file system: about 10 s of two mono 48 kHz tracks after B's turn.

@@ -18,8 +18,17 @@ from pathlib import Path
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import (check_get_serves, check_tracks, manifest, origin_guess, play, read_wav, recording_id,
-                     refusal, wait_posted)
+from .checks import (
+    check_get_serves,
+    check_tracks,
+    manifest,
+    origin_guess,
+    play,
+    read_wav,
+    recording_id,
+    refusal,
+    wait_posted,
+)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: alice talks; when the scenario ends she leaves, and the channel is empty.

@@ -11,8 +11,17 @@ from sinks.opus import SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import (check_get_serves, check_tracks, manifest, origin_guess, play, read_wav, recording_id,
-                     wait_posted, zip_members)
+from .checks import (
+    check_get_serves,
+    check_tracks,
+    manifest,
+    origin_guess,
+    play,
+    read_wav,
+    recording_id,
+    wait_posted,
+    zip_members,
+)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: alice talks, then everybody leaves.

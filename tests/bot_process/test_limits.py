@@ -10,8 +10,7 @@ from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Ta
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE, Guild
 
-from .checks import (check_tracks, manifest, origin_guess, read_wav, recording_id, talk_samples, wait_posted,
-                     zip_members)
+from .checks import check_tracks, manifest, origin_guess, read_wav, recording_id, talk_samples, wait_posted, zip_members
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: 0.0015 h: the recording must stop by itself after 5.4 s.

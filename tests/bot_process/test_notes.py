@@ -19,8 +19,18 @@ from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Ta
 from tests.fakediscord.server import FakeDiscord
 from tests.receive_loopback.truth import match_track, sent_frames
 
-from .checks import (ALIGNMENT, download_link, http_get, manifest, origin_guess, read_wav, recording_id, refusal,
-                     wire_packets, zip_members)
+from .checks import (
+    ALIGNMENT,
+    download_link,
+    http_get,
+    manifest,
+    origin_guess,
+    read_wav,
+    recording_id,
+    refusal,
+    wire_packets,
+    zip_members,
+)
 from .conftest import BotProcess
 
 #: alice talks without a pause, so her track pins down where the timeline lies.

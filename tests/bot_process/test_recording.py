@@ -7,8 +7,18 @@ from collections.abc import Callable
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 
-from .checks import (check_tracks, download_link, http_get, manifest, origin_guess, play, read_wav, recording_id,
-                     talk_samples, zip_members)
+from .checks import (
+    check_tracks,
+    download_link,
+    http_get,
+    manifest,
+    origin_guess,
+    play,
+    read_wav,
+    recording_id,
+    talk_samples,
+    zip_members,
+)
 from .conftest import BotProcess
 
 #: alice, bob and carol take turns; they join when the bot is already recording.

@@ -37,10 +37,10 @@ import numpy as np
 
 from sinks import VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
-from tests.receive_loopback.truth import Run, match_track, sent_frames
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.speakers import SentFrame
+from tests.receive_loopback.truth import Run, match_track, sent_frames
 
 from .checks import ALIGNMENT, manifest, origin_guess, read_wav, recording_id
 from .conftest import REPLY_TIMEOUT, BotProcess

@@ -323,6 +323,7 @@ class Gateway:
         session.dispatch("RESUMED", {"_trace": ["fakediscord"]})
 
     def _voice_state_update(self, session: Session, d: dict[str, Any]) -> None:
+        _log.info("op 4 from session %s: %s", session.id[:8], {k: d.get(k) for k in ("guild_id", "channel_id")})
         guild_id = int(d["guild_id"])
         channel_id = int(d["channel_id"]) if d.get("channel_id") else None
         user_id = session.user.id
@@ -357,6 +358,8 @@ class Gateway:
                              session_id=state.session_id, token=token)
         session.dispatch("VOICE_SERVER_UPDATE",
                          {"token": token, "guild_id": str(guild_id), "endpoint": self.voice.endpoint})
+        _log.info("op 4: user %s joined channel %s of guild %s (from %s): voice state and server sent",
+                  user_id, channel_id, guild_id, before_channel)
 
     def _request_members(self, session: Session, d: dict[str, Any]) -> None:
         guild_ids = d.get("guild_id")

@@ -27,8 +27,7 @@ from .gateway import Gateway
 from .interactions import CommandRegistry, build_command_data, build_interaction
 from .messages import InteractionRecord, Message, MessageStore, wait_until
 from .rest import RestApi
-from .state import (CHANNEL_TEXT, CHANNEL_VOICE, PERM_ADMINISTRATOR, Guild, User, World,
-                    snowflake)
+from .state import CHANNEL_TEXT, CHANNEL_VOICE, PERM_ADMINISTRATOR, Guild, User, World, snowflake
 from .tlsca import TestCA
 
 _log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import davey
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.fakediscord import dave_mls as mls
 from tests.fakediscord.dave import ExternalSender, proposal_ref, split_commit_welcome

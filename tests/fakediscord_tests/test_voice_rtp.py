@@ -7,7 +7,12 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tests.fakediscord.rtp import (
-    MODE_AES_GCM, MODE_XCHACHA, SILENCE_FRAME, RtpPacket, TransportCipher, audio_level_extension,
+    MODE_AES_GCM,
+    MODE_XCHACHA,
+    SILENCE_FRAME,
+    RtpPacket,
+    TransportCipher,
+    audio_level_extension,
     rtcp_sender_report,
 )
 

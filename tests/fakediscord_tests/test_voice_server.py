@@ -11,9 +11,9 @@ import socket
 import struct
 
 import aiohttp
+import nacl.secret
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-import nacl.secret
 
 from tests.fakediscord.impair import Impairment
 from tests.fakediscord.media import discovery_request, parse_discovery_reply

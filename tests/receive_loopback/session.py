@@ -24,8 +24,8 @@ from bot.voice.stats import ReceiveStats, RecordingStats
 from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.opus import SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
-from tests.fakediscord.speakers import SentFrame, SimulatedSpeaker
 from tests.fakediscord.server import FakeDiscord
+from tests.fakediscord.speakers import SentFrame, SimulatedSpeaker
 from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
 
 from .truth import ALIGNMENT, match_track_without_late, sent_frames

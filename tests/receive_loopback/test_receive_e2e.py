@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from bot.voice.stats import ReceiveStats
 from sinks import EngineStats
 from sinks.opus import SAMPLE_RATE

@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 from sinks import AudioSink, VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE
 from tests.sinks.streams import (
-    FRAME_SECONDS, FakeClock, arrival_order, best_lag_ms, decode_offline, encode, packets, place,
-    random_pattern, tone,
+    FRAME_SECONDS,
+    FakeClock,
+    arrival_order,
+    best_lag_ms,
+    decode_offline,
+    encode,
+    packets,
+    place,
+    random_pattern,
+    tone,
 )
 
 MAX_FRAMES = 120

@@ -15,8 +15,16 @@ from sinks import AudioSink, EngineStats, VoicePacket
 from sinks.opus import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME
 from tests.disks import tmpfs
 from tests.sinks.streams import (
-    ALIGNMENT_LIMIT, CODEC_DELAY, FRAME_SECONDS, FakeClock, arrival_order, decode_offline, encode, onsets,
-    packets, tone,
+    ALIGNMENT_LIMIT,
+    CODEC_DELAY,
+    FRAME_SECONDS,
+    FakeClock,
+    arrival_order,
+    decode_offline,
+    encode,
+    onsets,
+    packets,
+    tone,
 )
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import davey
 import pytest
 
-from bot.voice.receiver import VoiceReceiver
 from bot.voice.duplicates import RESTART_JUMP, WINDOW, DuplicateFilter
+from bot.voice.receiver import VoiceReceiver
 from bot.voice.ssrc_map import SsrcMap
 from bot.voice.stats import ReceiveStats
 
