@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -18,14 +16,12 @@ from bot.storage import AsyncRecordingStore, RecordingStore, Speaker
 from bot.web import WebServer, create_app
 from tests.bot.conftest import serving
 from tests.bot.wavgen import bursts, write_wav
+from tests.bot_process.checks import http_get
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    # Encodes on a busy machine may take a while: a longer wait than the process tests'.
+    return http_get(url, timeout=60.0)
 
 
 def test_a_listed_track_that_is_no_wav_never_makes_the_server_fail(tmp_path: Path) -> None:

@@ -67,10 +67,10 @@ def download_link(message: Message) -> str:
     return found.group(1)
 
 
-def http_get(url: str) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
     """GET `url`; returns (status, body), also for 4xx/5xx."""
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
