@@ -29,6 +29,8 @@ class Relay:
         self._down = False
         #: Bytes forwarded towards the server since the relay started.
         self.forwarded = 0
+        #: Connections closed unanswered while the relay was cut.
+        self.refused = 0
         self._closed = False
         threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
 
@@ -70,6 +72,8 @@ class Relay:
             except OSError:
                 return
             if self.down:
+                with self._lock:
+                    self.refused += 1
                 client.close()
                 continue
             try:

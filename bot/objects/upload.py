@@ -99,9 +99,13 @@ def upload_recording(folder: Path, store: ObjectStore, prefix: str) -> UploadRes
         try:
             expected = fingerprint(path, store.part_size_for(path.stat().st_size))
             key = prefix + name
-            if _matches(store.stat(key), expected.size, expected.s3_checksum):
+            existing = store.stat(key)
+            if _matches(existing, expected.size, expected.s3_checksum):
                 stored.append(StoredObject(key, expected.size, expected.sha256, expected.s3_checksum, uploaded=False))
                 continue
+            if existing is not None:
+                _log.warning("%s: the stored %s is not the file (%d bytes there, %d here); uploading it again",
+                             what, name, existing.size, expected.size)
             stored.append(store.upload(path, key, expected))
         except ChecksumMismatch:
             raise

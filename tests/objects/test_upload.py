@@ -6,6 +6,8 @@ moto's server that drops every connection (tests/tcprelay.py)."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -146,3 +148,24 @@ def test_a_damaged_object_in_the_store_is_replaced(s3_settings: StorageSettings,
     result = upload_recording(folder, store, "rec1")
     assert [o.name for o in result.objects if o.uploaded] == [f"rec1/{alice.name}"]
     assert _objects(s3_server, s3_settings)[f"rec1/{alice.name}"] == alice.read_bytes()
+
+
+def test_an_outage_shorter_than_the_budget_is_ridden_out(s3_settings: StorageSettings, s3_server: S3Server,
+                                                         recording: tuple[Path, Manifest], relay: Relay) -> None:
+    folder, manifest = recording
+    through_relay = StorageSettings(s3_settings.bucket, s3_settings.prefix, f"http://127.0.0.1:{relay.port}",
+                                    s3_settings.region)
+    store = _store(through_relay, retry=RetryPolicy(budget=60.0, first_delay=0.05, max_delay=0.2))
+    relay.cut_after(3 * _MIB)  # in the middle of Bob's first part
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(upload_recording(folder, store, "rec1")))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while relay.refused < 3:  # the upload keeps trying while the network is down
+        assert worker.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.02)
+    relay.restore()
+    worker.join(60)
+    assert not worker.is_alive() and len(outcome) == 1
+    names = [s.file for s in manifest.speakers] + ["labels.txt", "chapters.json", MANIFEST_NAME]
+    assert _objects(s3_server, s3_settings) == _local(folder, names)
