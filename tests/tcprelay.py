@@ -1,9 +1,9 @@
 """A loopback TCP relay a test can cut, to make a network fail for real.
 
 Connections to :attr:`Relay.port` are forwarded to a server; :meth:`Relay.cut_after`
-lets a number of bytes through towards the server and then drops every
-connection and refuses new ones (each is closed as soon as it is accepted) until
-:meth:`Relay.restore`. The client sees exactly what a dead network or a crashed
+lets a number of bytes through towards the server (or back from it) and then
+drops every connection and refuses new ones (each is closed as soon as it is
+accepted) until :meth:`Relay.restore`. The client sees exactly what a dead network or a crashed
 server shows it: connections reset or closed without an answer.
 """
 
@@ -26,9 +26,12 @@ class Relay:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._budget: int | None = None
+        self._budget_towards_server = True
         self._down = False
         #: Bytes forwarded towards the server since the relay started.
         self.forwarded = 0
+        #: Bytes forwarded back from the server since the relay started.
+        self.returned = 0
         #: Connections closed unanswered while the relay was cut.
         self.refused = 0
         self._closed = False
@@ -40,10 +43,12 @@ class Relay:
         with self._lock:
             return self._down
 
-    def cut_after(self, budget: int) -> None:
-        """Let ``budget`` more bytes through towards the server, then cut."""
+    def cut_after(self, budget: int, *, towards_server: bool = True) -> None:
+        """Let ``budget`` more bytes through towards the server (or, with
+        ``towards_server=False``, back from it), then cut."""
         with self._lock:
-            self._budget = self.forwarded + budget
+            self._budget_towards_server = towards_server
+            self._budget = (self.forwarded if towards_server else self.returned) + budget
 
     def restore(self) -> None:
         """Forward again, without limit."""
@@ -89,21 +94,23 @@ class Relay:
     def _pump(self, source: socket.socket, sink: socket.socket, towards_server: bool) -> None:
         try:
             while data := source.recv(65536):
-                if towards_server:
-                    with self._lock:
-                        allowed = len(data) if self._budget is None else max(0, self._budget - self.forwarded)
-                        data = data[:allowed]
+                with self._lock:
+                    counted = self.forwarded if towards_server else self.returned
+                    limited = self._budget is not None and self._budget_towards_server == towards_server
+                    if limited:
+                        data = data[:max(0, self._budget - counted)]
+                    if towards_server:
                         self.forwarded += len(data)
-                        cut = self._budget is not None and self.forwarded >= self._budget
-                        if cut:
-                            self._down = True
-                    if data:
-                        sink.sendall(data)
+                    else:
+                        self.returned += len(data)
+                    cut = limited and counted + len(data) >= self._budget
                     if cut:
-                        self._drop_all()
-                        return
-                else:
+                        self._down = True
+                if data:
                     sink.sendall(data)
+                if cut:
+                    self._drop_all()
+                    return
         except OSError:
             pass
         finally:

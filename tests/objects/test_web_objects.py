@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -19,6 +20,8 @@ from bot.objects import ObjectMissing, ObjectStore, RetryPolicy, StorageSettings
 from bot.web.objects import STORE_UNAVAILABLE_BODY, object_response
 from bot.web.ranges import RangedFileResponse
 from tests.bot.wavgen import tone, write_wav
+from tests.s3server import S3Server
+from tests.tcprelay import Relay
 
 Scenario = Callable[[aiohttp.ClientSession, str], Awaitable[None]]
 
@@ -143,3 +146,27 @@ def test_a_store_that_does_not_answer_gets_503_and_one_line(s3_settings: Storage
             assert await got.text() == STORE_UNAVAILABLE_BODY
 
     _serve(store, tmp_path, scenario)
+
+
+def test_a_download_cut_off_midway_is_never_a_short_complete_file(served: tuple[ObjectStore, Path, bytes],
+                                                                  s3_server: S3Server) -> None:
+    store, folder, data = served
+    relay = Relay(urlsplit(s3_server.endpoint).port or 0)
+    try:
+        settings = store.settings
+        through_relay = ObjectStore(StorageSettings(settings.bucket, settings.prefix,
+                                                    f"http://127.0.0.1:{relay.port}", settings.region),
+                                    retry=RetryPolicy(budget=0.5, first_delay=0.1, max_delay=0.2))
+
+        async def scenario(client: aiohttp.ClientSession, base: str) -> None:
+            # The store's answer to the stat gets through, its bytes stop 100 kB into the GET.
+            relay.cut_after(len(data) // 3, towards_server=False)
+            async with client.get(f"{base}/object/alice-1000.wav") as got:
+                assert got.status == 200 and got.headers["Content-Length"] == str(len(data))
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await got.read()
+
+        _serve(through_relay, folder, scenario)
+        assert relay.down
+    finally:
+        relay.close()
