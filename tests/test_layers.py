@@ -19,8 +19,9 @@ _PACKAGES = ("bot", "sinks")
 _ALLOWED: dict[str, tuple[str, ...]] = {
     "sinks": (),
     "bot.storage": (),
+    "bot.objects": ("bot.storage",),
     "bot.voice": ("sinks",),
-    "bot.web": ("bot.storage", "sinks"),
+    "bot.web": ("bot.storage", "bot.objects", "sinks"),
 }
 #: The recording engine knows nothing of Discord or of the network.
 _ENGINE_FORBIDDEN = ("discord", "davey", "nacl", "aiohttp")
@@ -87,6 +88,13 @@ def test_lower_layers_import_only_downward() -> None:
 def test_the_engine_imports_nothing_of_discord() -> None:
     wrong = [f"{m} imports {name}" for m in sorted(_graph()) if _within(m, "sinks")
              for name in sorted(_external_imports(m)) if name in _ENGINE_FORBIDDEN]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_object_store_imports_nothing_of_discord() -> None:
+    # Uploads and downloads run in the bot, in a download front and in tools alike.
+    wrong = [f"{m} imports {name}" for m in sorted(_graph()) if _within(m, "bot.objects")
+             for name in sorted(_external_imports(m)) if name in ("discord", "davey", "nacl")]
     assert not wrong, "\n".join(wrong)
 
 
