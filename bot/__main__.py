@@ -1,87 +1,63 @@
-"""``python -m bot``: run the recording bot with settings from the environment or .env."""
+"""``python -m bot`` / ``voice-recorder-bot``: run the recording bot, or one of its
+operating commands, with settings from the environment or .env.
+
+- no command: the bot (gateway, voice, recordings, download server);
+- ``sync-commands``: register the slash commands with Discord once, then exit;
+- ``web``: the standalone download front (no Discord connection, no token).
+
+Each command's module is imported only when it runs, so ``web`` never loads
+discord.py.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 
-import discord
-
-from bot.app import RecorderBot
 from bot.config import ConfigError, Settings, help_text
-from bot.endpoints import apply_endpoints, tls_connector
 from bot.logsetup import configure_logging
-from sinks.opus import OpusError
 
-_log = logging.getLogger("bot")
+_COMMANDS = {
+    "sync-commands": "register the slash commands with Discord once (REST only) and exit",
+    "web": "serve the download pages and files alone: no Discord login, no voice, no DISCORD_TOKEN",
+}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    commands = "\n".join(f"  {name:<14} {what}" for name, what in _COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="python -m bot",
-        description="Discord bot that records each speaker of a voice channel to their own WAV file.",
+        description="Discord bot that records each speaker of a voice channel to their own WAV file.\n\n"
+                    f"Without a command it runs the bot. Commands:\n{commands}",
         epilog=help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("command", nargs="?", choices=tuple(_COMMANDS), metavar="command",
+                        help="sync-commands or web (default: run the bot)")
     parser.add_argument("--env-file", default=".env", help="the .env file to read (default: ./.env)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
-
-
-async def _run(settings: Settings) -> int:
-    apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
-    connector = tls_connector(str(settings.discord_ca_file) if settings.discord_ca_file else None)
-    bot = RecorderBot(settings, connector=connector)
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-
-    def stop(pause: bool) -> None:
-        bot.pause_on_close = pause
-        stopping.set()
-
-    # SIGTERM is what a restart sends (systemd, docker): recordings pause for the next
-    # start. SIGINT (Ctrl-C, `systemctl kill -s INT`) stops for good: they are finished.
-    loop.add_signal_handler(signal.SIGTERM, stop, True)
-    loop.add_signal_handler(signal.SIGINT, stop, False)
-    async with bot:
-        runner = asyncio.create_task(bot.start(settings.discord_token))
-        waiter = asyncio.create_task(stopping.wait())
-        done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter in done:
-            _log.info("shutting down: %s open recordings",
-                      "pausing (for the next start) or finalizing" if bot.pause_on_close else "finalizing")
-            await bot.close()
-            await asyncio.gather(runner, return_exceptions=True)
-            return 0
-        waiter.cancel()
-        runner.result()  # re-raises what ended the bot
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bot`` and the ``voice-recorder-bot`` script."""
     args = _parse_args(argv)
     try:
-        settings = Settings.from_env(dotenv_path=args.env_file)
+        settings = Settings.from_env(dotenv_path=args.env_file, need_token=args.command != "web")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(getattr(logging, args.log_level), secrets=[settings.discord_token])
-    try:
-        return asyncio.run(_run(settings))
-    except discord.LoginFailure:
-        print("error: DISCORD_TOKEN was rejected by Discord; check the token in the developer portal",
-              file=sys.stderr)
-        return 1
-    except discord.PrivilegedIntentsRequired:
-        print("error: Discord refused the requested intents", file=sys.stderr)
-        return 1
-    except (OSError, OpusError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    configure_logging(getattr(logging, args.log_level), secrets=[settings.discord_token],
+                      json_lines=settings.log_format == "json")
+    if args.command == "web":
+        from bot.front import run_front
+        return run_front(settings)
+    if args.command == "sync-commands":
+        from bot.sync import sync_commands
+        return sync_commands(settings)
+    from bot.runner import run_bot
+    return run_bot(settings)
 
 
 if __name__ == "__main__":

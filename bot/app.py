@@ -8,13 +8,16 @@ import logging
 
 import aiohttp
 import discord
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bot.announce import Announcer
 from bot.autorecord import Autorecorder
 from bot.commands import RecordGroup, RecordingsGroup
 from bot.config import Settings
 from bot.guild_config import GuildConfig
+from bot.health import bot_problems
 from bot.invite import PERMISSION_REASONS, invite_url
+from bot.metrics import RecordingCollector
 from bot.nickname import clear_stale_mark
 from bot.recovery import Interrupted, examine
 from bot.registry import RecordingRegistry
@@ -25,6 +28,7 @@ from bot.storage import AsyncRecordingStore, Recording, RecordingStore
 from bot.tree import TrackedCommandTree
 from bot.web import WebServer, create_app
 from bot.web.encoder import Encoder
+from bot.web.ops import add_ops_routes
 from sinks import WorkerPool
 
 __all__ = ["RecorderBot"]
@@ -66,8 +70,12 @@ class RecorderBot(discord.AutoShardedClient):
         self.tree = TrackedCommandTree(self)
         #: Encodes for downloads and stop summaries, on a low-priority thread of their own (see bot.web.encoder).
         self.encoder = Encoder()
-        self.web = WebServer(create_app(self.astore, encoder=self.encoder), settings.http_host, settings.http_port,
-                             max_connections=settings.http_max_connections)
+        #: This process's Prometheus figures (its own registry: two bots in one test process stay apart).
+        self.metrics = CollectorRegistry()
+        ProcessCollector(registry=self.metrics)
+        app = create_app(self.astore, encoder=self.encoder, metrics=self.metrics)
+        add_ops_routes(app, readiness=lambda: bot_problems(self, self.astore), metrics=self.metrics)
+        self.web = WebServer(app, settings.http_host, settings.http_port, max_connections=settings.http_max_connections)
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
         self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
         #: Each server's own settings, within the operator's.
@@ -79,6 +87,9 @@ class RecorderBot(discord.AutoShardedClient):
             empty_channel_seconds=settings.empty_channel_minutes * 60.0,
         )
         self.recordings = RecordingRegistry(self.astore, limits, self.recording_workers, self.announcer)
+        recording_figures = RecordingCollector(self.recordings)
+        self.recordings.add_end_listener(recording_figures.ended)
+        self.metrics.register(recording_figures)
         self.autorecorder = Autorecorder(settings, self.guild_config, self.recordings, self.announcer)
         #: Whether closing pauses recordings for a restart (SIGTERM) or finishes them all (SIGINT).
         self.pause_on_close = True
@@ -91,17 +102,25 @@ class RecorderBot(discord.AutoShardedClient):
         self._recovered, self._interrupted = await asyncio.to_thread(examine, self.store)
         await self.astore.expire()
         await self.web.start()
-        self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer, self.guild_config))
-        self.tree.add_command(RecordingsGroup(self.settings, self.recordings, self.announcer, self.guild_config,
-                                              self.astore))
-        self.tree.add_command(SettingsGroup(self.settings, self.guild_config))
-        await self.tree.sync()
+        self.add_commands()
+        if self.settings.sync_commands:
+            await self.tree.sync()
+        else:
+            _log.info("slash commands not synced at start (SYNC_COMMANDS=no); `voice-recorder-bot sync-commands` "
+                      "does it")
         self._retention = asyncio.create_task(self._retention_loop(), name="retention")
         assert self.application_id is not None
         reasons = "; ".join(f"{name.replace('_', ' ')}: to {why}" for name, why in PERMISSION_REASONS.items())
         _log.info("invite the bot with %s", invite_url(self.application_id))
         _log.info("permissions asked for and why: %s", reasons)
         _log.info("download links start with %s", self.settings.public_url)
+
+    def add_commands(self) -> None:
+        """Put the slash commands in :attr:`tree` (what a sync registers with Discord)."""
+        self.tree.add_command(RecordGroup(self.settings, self.recordings, self.announcer, self.guild_config))
+        self.tree.add_command(RecordingsGroup(self.settings, self.recordings, self.announcer, self.guild_config,
+                                              self.astore))
+        self.tree.add_command(SettingsGroup(self.settings, self.guild_config))
 
     async def on_ready(self) -> None:
         """Take off REC marks a dead process left, tell guilds about the recordings

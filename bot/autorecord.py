@@ -52,7 +52,7 @@ class Autorecorder:
         #: Channels empty now, re-armed once the grace has passed without anyone coming back.
         self._rearming: dict[int, asyncio.Task[None]] = {}
         self._closed = False
-        registry.add_end_listener(self._recording_ended)
+        registry.add_end_listener(lambda session: self._recording_ended(session.channel))
 
     async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
                                     after: discord.VoiceState) -> None:

@@ -63,6 +63,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("AUTORECORD_GRACE_SECONDS", "30", "An autorecord channel must stay empty this long before it records "
                                                "by itself again, so leaving and rejoining does not flap "
                                                "(at most 3600)."),
+    Variable("LOG_FORMAT", "text", "Log lines as text, or json: one JSON object per line (time, level, logger, "
+                                   "message, exception)."),
+    Variable("SYNC_COMMANDS", "yes", "Whether the bot syncs its slash commands with Discord at start (yes or no); "
+                                     "with several shard processes set no and run sync-commands once."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
     Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
@@ -206,6 +210,9 @@ class Settings:
     download_format: str = "wav"
     attach_files: bool = True
     autorecord_grace_seconds: float = 30.0
+    #: ``text`` or ``json`` (one object per line).
+    log_format: str = "text"
+    sync_commands: bool = True
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     discord_api_base: str | None = None
@@ -231,10 +238,13 @@ class Settings:
         cls,
         environ: Mapping[str, str] | None = None,
         dotenv_path: str | os.PathLike[str] | None = ".env",
+        *,
+        need_token: bool = True,
     ) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``) over ``dotenv_path``.
 
-        Pass ``dotenv_path=None`` to ignore any ``.env`` file. Raises
+        Pass ``dotenv_path=None`` to ignore any ``.env`` file, ``need_token=False``
+        where nothing talks to Discord (the download front). Raises
         :class:`ConfigError` on the first missing or invalid value.
         """
         merged: dict[str, str] = dict(load_dotenv(dotenv_path)) if dotenv_path is not None else {}
@@ -247,7 +257,7 @@ class Settings:
             text = get(name)
             return parse(name, text) if text else None
 
-        token = _check_token(get("DISCORD_TOKEN"))
+        token = _check_token(get("DISCORD_TOKEN")) if need_token else get("DISCORD_TOKEN")
         recordings_dir = Path(get("RECORDINGS_DIR") or "recordings")
         database_path = Path(get("DATABASE_PATH")) if get("DATABASE_PATH") else recordings_dir / "index.sqlite3"
         if database_path.exists() and database_path.is_dir():
@@ -288,6 +298,8 @@ class Settings:
             attach_files=_yes_no("ATTACH_FILES", get("ATTACH_FILES") or "yes"),
             autorecord_grace_seconds=_positive("AUTORECORD_GRACE_SECONDS", get("AUTORECORD_GRACE_SECONDS") or "30",
                                                3600),
+            log_format=_choice("LOG_FORMAT", get("LOG_FORMAT") or "text", ("text", "json")),
+            sync_commands=_yes_no("SYNC_COMMANDS", get("SYNC_COMMANDS") or "yes"),
             shard_count=shard_count,
             shard_ids=shard_ids,
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),

@@ -1,13 +1,16 @@
-"""Logging for the bot process: one format; the token and download keys never reach
-a log, and text from outside cannot forge a line."""
+"""Logging for the bot process: text lines, or one JSON object per line
+(``LOG_FORMAT=json``, for log collectors); either way the token and download keys
+never reach a log, and text from outside cannot forge a line."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+from datetime import UTC, datetime
 
-__all__ = ["RedactSecrets", "configure_logging", "printable"]
+__all__ = ["JsonLines", "RedactSecrets", "configure_logging", "printable"]
 
 _REDACTED = "[redacted]"
 #: A download key in a link (``?key=...``), wherever a record quotes one: discord.py
@@ -53,10 +56,31 @@ class RedactSecrets(logging.Filter):
         return _KEY_IN_LINK.sub(rf"\1{_REDACTED}", text)
 
 
-def configure_logging(level: int = logging.INFO, *, secrets: list[str] | None = None) -> None:
-    """Log to stderr with timestamps, redacting `secrets` from every record."""
+class JsonLines(logging.Formatter):
+    """One JSON object per record, on one line: ``time`` (ISO 8601, UTC), ``level``,
+    ``logger``, ``message`` and, when the record carries one, ``exception`` (the
+    traceback's text). JSON escapes every newline, so no text can start a line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.INFO, *, secrets: list[str] | None = None,
+                      json_lines: bool = False) -> None:
+    """Log to stderr, as timestamped text or as :class:`JsonLines`, redacting `secrets` from every record."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JsonLines() if json_lines else
+                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets or []))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -40,8 +40,8 @@ _log = logging.getLogger(__name__)
 FINISH_RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0)
 
 
-#: Told of every recording that left the registry (stopped, or its start failed), with its channel.
-OnEnded = Callable[[discord.VoiceChannel | discord.StageChannel], None]
+#: Told of every recording that left the registry (stopped, suspended, or its start failed), with its session.
+OnEnded = Callable[[RecordingSession], None]
 
 
 class AlreadyRecording(Exception):
@@ -89,8 +89,12 @@ class RecordingRegistry:
         self._end_listeners: list[OnEnded] = []
 
     def add_end_listener(self, listener: OnEnded) -> None:
-        """Call ``listener(channel)`` whenever a guild's recording leaves the registry."""
+        """Call ``listener(session)`` whenever a guild's recording leaves the registry."""
         self._end_listeners.append(listener)
+
+    def sessions(self) -> list[RecordingSession]:
+        """Every guild's recording, starting, running or stopping."""
+        return [record.session for record in self._running.values()]
 
     def session(self, guild_id: int) -> RecordingSession | None:
         """The guild's running recording, if any."""
@@ -241,7 +245,7 @@ class RecordingRegistry:
         if self._holds(record):
             del self._running[record.session.guild.id]
             for listener in self._end_listeners:
-                listener(record.session.channel)
+                listener(record.session)
 
     async def _on_auto_stop(self, session: RecordingSession, reason: StopReason, manifest: Manifest | None) -> None:
         """The session stopped by itself (see :data:`bot.session.OnAutoStop`)."""

@@ -100,6 +100,8 @@ class RecordingSession:
         self._empty_since: float | None = None
         #: Talk seconds per user recorded before a restart (see :meth:`resume`).
         self._earlier_talk: dict[int, float] = {}
+        #: The receive layer's counters as receiving stopped (see :meth:`stats`).
+        self._final_receive = ReceiveStats()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -216,7 +218,7 @@ class RecordingSession:
     async def _suspend(self) -> None:
         assert self.recording is not None and self.sink is not None and self.voice is not None
         if self.voice.is_recording():
-            self.voice.stop_recording()
+            self._final_receive = self.voice.stop_recording().receive
         try:
             await asyncio.to_thread(self.sink.close)
             await self._note_speakers(self.sink.stats())
@@ -241,6 +243,8 @@ class RecordingSession:
         except OSError as exc:  # a full disk, say: the stop goes on; only a restart could mistake it
             _log.warning("could not mark recording %s as stopping: %s", self.recording.id, exc.strerror)
         stats = self.voice.stop_recording() if self.voice.is_recording() else None
+        if stats is not None:
+            self._final_receive = stats.receive
         try:
             await asyncio.to_thread(self.sink.close)
             sink_stats = self.sink.stats()
@@ -290,11 +294,12 @@ class RecordingSession:
         return time.monotonic() - self.sink.started_at
 
     def stats(self) -> RecordingStats:
-        """Receive and sink counters of the running recording (the receive ones all 0 once receiving stopped)."""
+        """Receive and sink counters of the recording; once receiving stopped, the receive
+        ones as they were then (so totals summed over recordings never go back)."""
         assert self.voice is not None and self.sink is not None
         if self.voice.is_recording():
             return self.voice.recording_stats()
-        return RecordingStats(receive=ReceiveStats(), engine=self.sink.stats())
+        return RecordingStats(receive=self._final_receive, engine=self.sink.stats())
 
     def display_name(self, user_id: int) -> str:
         """The member's display name as the guild knows it (or knew it while they

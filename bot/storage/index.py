@@ -155,6 +155,12 @@ class RecordingStore:
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
         self.guild_settings = GuildSettingsTable(self._db, self._lock)
 
+    def ping(self) -> None:
+        """Ask the index the cheapest question (``SELECT 1``) under the store's lock, so a
+        store stuck behind a lock is seen as not answering. Raises ``sqlite3.Error``."""
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         """Close the database connection."""
         with self._lock:

@@ -19,7 +19,7 @@ from sinks import EngineStats
 
 from .dave import DAVE_FAILURE_PREFIX
 
-__all__ = ("ReceiveStats", "RecordingStats")
+__all__ = ("DROP_REASONS", "ReceiveStats", "RecordingStats")
 
 #: Counters that are not drop reasons.
 _TALLIES: Final = ("datagrams", "accepted", "held")
@@ -82,13 +82,13 @@ class ReceiveStats:
     @property
     def dropped(self) -> int:
         """Datagrams dropped, for any reason."""
-        return sum(getattr(self, name) for name in _REASONS) + sum(self.dave_failures.values())
+        return sum(getattr(self, name) for name in DROP_REASONS) + sum(self.dave_failures.values())
 
     def as_dict(self) -> dict[str, int]:
         """``datagrams``, ``accepted``, ``held`` and every drop reason that occurred, by the
         receiver's keys (DAVE failures under their own): the form the stop log line shows."""
         counts = {name: getattr(self, name) for name in _TALLIES}
-        for name in _REASONS:
+        for name in DROP_REASONS:
             value = getattr(self, name)
             if value:
                 counts[name] = value
@@ -96,8 +96,8 @@ class ReceiveStats:
         return counts
 
 
-#: The drop reasons among :class:`ReceiveStats`'s fields.
-_REASONS: Final = tuple(
+#: The drop reasons among :class:`ReceiveStats`'s fields (DAVE failures aside).
+DROP_REASONS: Final = tuple(
     f.name for f in dataclasses.fields(ReceiveStats) if f.name not in (*_TALLIES, "dave_failures")
 )
 

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import soundfile as sf
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
 
 from bot.storage import (
     CHAPTERS_NAME,
@@ -438,15 +439,33 @@ def _download_sizes(rec: Recording, manifest: Manifest, tracks: list[str]) -> Do
     return DownloadSizes(everything, mix, per_track)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _counting(served: Counter, kind: str, handler: Handler) -> Handler:
+    """``handler``, counting each answer it gave in full or in part (200, 206) as one ``kind`` served."""
+    child = served.labels(kind=kind)
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        if response.status in (200, 206):
+            child.inc()
+        return response
+
+    return counted
+
+
 def create_app(
     store: AsyncRecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT,
-    encoder: Encoder | None = None, ready_wait: float = READY_WAIT,
+    encoder: Encoder | None = None, ready_wait: float = READY_WAIT, metrics: CollectorRegistry | None = None,
 ) -> web.Application:
     """The download server as an aiohttp application. Exports (ZIP, mixdown,
     timeline) run on a pool of ``export_threads`` threads, shut down with the
     application; encodes on ``encoder`` (the bot shares one with its stop
     summaries; without one the app makes and shuts down its own); a streamed
-    export whose client takes nothing for ``send_timeout`` seconds is cut off."""
+    export whose client takes nothing for ``send_timeout`` seconds is cut off.
+    What it serves is counted in ``metrics`` (``voice_recorder_downloads_total``
+    by kind) when given."""
     app = web.Application(middlewares=[_uniform_not_found])
     app.on_response_prepare.append(_security_headers)
     executor = ThreadPoolExecutor(max_workers=export_threads, thread_name_prefix="web-export")
@@ -454,13 +473,15 @@ def create_app(
     encoder = encoder or Encoder()
     _log.info("downloads are encoded with libsndfile %s", sf.__libsndfile_version__)
     routes = _Routes(store, executor, encoder, send_timeout, ready_wait)
-    app.router.add_get("/r/{rid}", routes.page)
-    app.router.add_get("/r/{rid}/files/{name}", routes.wav)
-    app.router.add_get("/r/{rid}/all.zip", routes.zip, allow_head=False)
-    app.router.add_get("/r/{rid}/all.{fmt}.zip", routes.zip, allow_head=False)
-    app.router.add_get("/r/{rid}/mix.{fmt}", routes.mix, allow_head=False)
-    app.router.add_get("/r/{rid}/{fmt}/{name}", routes.track)
-    app.router.add_get(r"/r/{rid}/{marker:labels\.txt|chapters\.json}", routes.marker)
+    served = Counter("voice_recorder_downloads", "Pages and files the download server served (200 or 206), by kind",
+                     ["kind"], registry=metrics if metrics is not None else CollectorRegistry(auto_describe=False))
+    app.router.add_get("/r/{rid}", _counting(served, "page", routes.page))
+    app.router.add_get("/r/{rid}/files/{name}", _counting(served, "track", routes.wav))
+    app.router.add_get("/r/{rid}/all.zip", _counting(served, "zip", routes.zip), allow_head=False)
+    app.router.add_get("/r/{rid}/all.{fmt}.zip", _counting(served, "zip", routes.zip), allow_head=False)
+    app.router.add_get("/r/{rid}/mix.{fmt}", _counting(served, "mix", routes.mix), allow_head=False)
+    app.router.add_get("/r/{rid}/{fmt}/{name}", _counting(served, "track", routes.track))
+    app.router.add_get(r"/r/{rid}/{marker:labels\.txt|chapters\.json}", _counting(served, "notes", routes.marker))
     app.router.add_get("/player.js", _player_script)
 
     async def shutdown(_app: web.Application) -> None:
