@@ -85,3 +85,5 @@ def configure_logging(level: int = logging.INFO, *, secrets: list[str] | None = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python's warnings would print text lines of their own between the JSON ones.
+    logging.captureWarnings(json_lines)

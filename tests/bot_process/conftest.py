@@ -32,8 +32,8 @@ STOP_TIMEOUT = 30.0
 #: How long a slash command may take to answer (joining voice includes the DAVE handshake).
 REPLY_TIMEOUT = 60.0
 
-#: What the bot logs in on_ready, once every guild is in its cache.
-_READY_LINE = " connected as "
+#: What the bot logs in on_ready, once every guild is in its cache (as text, or as JSON: LOG_FORMAT=json).
+_READY_LINES = (" connected as ", '"message": "connected as ')
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -210,11 +210,17 @@ def _wait_ready(fake: FakeDiscord, bot: BotProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         assert bot.proc.poll() is None, f"the bot exited with code {bot.proc.returncode} during start-up"
-        if _READY_LINE in bot.log() and {"record", "recordings"} <= {
+        if is_ready(bot) and {"record", "recordings"} <= {
                 c["name"] for c in fake.registered_commands(None)}:
             return
         assert time.monotonic() < deadline, f"the bot was not ready within {START_TIMEOUT:g} s"
         time.sleep(0.05)
+
+
+def is_ready(bot: BotProcess) -> bool:
+    """Whether the bot logged its on_ready line."""
+    log = bot.log()
+    return any(line in log for line in _READY_LINES)
 
 
 def _wait_http(bot: BotProcess) -> None:

@@ -160,6 +160,8 @@ class Gateway:
         self.voice: VoiceBackend | None = None
         self.sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
+        #: While set, new gateway connections are refused with HTTP 503 (Discord's gateway down).
+        self.refusing = False
         #: Which gateway session holds each (guild, user) voice state: a new session
         #: (a restarted bot) joining the same channel takes it over as Discord does.
         self._voice_holders: dict[tuple[int, int], Session] = {}
@@ -230,6 +232,9 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for GET /gateway."""
+        if self.refusing:
+            _log.info("gateway connection refused (the gateway is down for the test)")
+            return web.Response(status=503, text="gateway down")
         ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
         await ws.prepare(request)
         conn = Connection(ws)

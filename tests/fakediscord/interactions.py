@@ -37,6 +37,8 @@ class CommandRegistry:
     def __init__(self) -> None:
         self._global: dict[int, list[dict[str, Any]]] = {}
         self._guild: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        #: Every bulk overwrite received, in order: (guild id or None for global, command names).
+        self.overwrites: list[tuple[int | None, list[str]]] = []
 
     def overwrite(self, application_id: int, guild_id: int | None,
                   commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,6 +56,7 @@ class CommandRegistry:
             if guild_id is not None:
                 full["guild_id"] = str(guild_id)
             stored.append(full)
+        self.overwrites.append((guild_id, [c["name"] for c in stored]))
         if guild_id is None:
             self._global[application_id] = stored
         else:

@@ -105,6 +105,8 @@ class FakeDiscord:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        #: HTTP requests (REST calls and gateway upgrades) any client made so far.
+        self.requests_seen = 0
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class FakeDiscord:
         return self
 
     async def _start(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._count_request])
         self.rest.install(app)
         app.router.add_get("/gateway", self.gateway.handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -295,6 +297,22 @@ class FakeDiscord:
     def force_close_gateway(self, code: int = 4000) -> int:
         """Close every client's gateway websocket (4000: resumable); returns how many."""
         return self.run(lambda: self.gateway.force_close(code))
+
+    @web.middleware
+    async def _count_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests_seen += 1
+        return await handler(request)
+
+    def gateway_down(self, down: bool = True) -> None:
+        """While `down`, refuse new gateway connections (HTTP 503); open ones stay up
+        (close them with :meth:`force_close_gateway`)."""
+        def apply() -> None:
+            self.gateway.refusing = down
+        self.run(apply)
+
+    def command_syncs(self) -> list[tuple[int | None, list[str]]]:
+        """Every bulk overwrite of commands so far: (guild id, or None for global; names)."""
+        return self.run(lambda: list(self.commands.overwrites))
 
     # -- voice faults ---------------------------------------------------------
 
