@@ -41,7 +41,7 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await server.start()
-        _log.info("download front ready: serving the recordings of %s", settings.public_url)
+        _log.info("download front ready; no Discord connection is made (links start with %s)", settings.public_url)
         await stopping.wait()
         _log.info("download front shutting down")
     finally:

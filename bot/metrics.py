@@ -87,10 +87,12 @@ class RecordingCollector(Collector):
         self._recordings_ended = 0
 
     def ended(self, session: RecordingSession) -> None:
-        """``session`` left the registry: its final counts join the totals."""
+        """``session`` left the registry: its final counts join the totals (a start that
+        failed before it had a recording adds its packets, but is no recording)."""
         if _live(session):
             self._ended.update(_counts(session.stats()))
-            self._recordings_ended += 1
+            if session.recording is not None:
+                self._recordings_ended += 1
 
     def describe(self) -> Iterable[Metric]:
         """The families without reading any recording (registering must not scrape)."""
