@@ -139,6 +139,8 @@ def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
         ({"ATTACH_FILES": "maybe"}, "ATTACH_FILES: expected yes or no, got 'maybe'"),
         ({"AUTORECORD_GRACE_SECONDS": "0"}, "AUTORECORD_GRACE_SECONDS: must be a positive number"),
         ({"AUTORECORD_GRACE_SECONDS": "3601"}, "AUTORECORD_GRACE_SECONDS: must be at most 3600"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: expected one of text, json, got 'xml'"),
+        ({"SYNC_COMMANDS": "sometimes"}, "SYNC_COMMANDS: expected yes or no, got 'sometimes'"),
     ],
 )
 def test_bad_values_are_one_clear_line(env: dict[str, str], expected: str) -> None:
@@ -153,6 +155,17 @@ def test_paths_of_the_wrong_kind(tmp_path: Path) -> None:
         "RECORDINGS_DIR: " + repr(str(a_file)) + " exists and is not a directory"
     )
     assert error_of({"DISCORD_TOKEN": TOKEN, "DATABASE_PATH": str(tmp_path)}).startswith("DATABASE_PATH:")
+
+
+def test_logs_and_command_sync_settings() -> None:
+    assert (settings().log_format, settings().sync_commands) == ("text", True)
+    s = settings(LOG_FORMAT="JSON", SYNC_COMMANDS="no")
+    assert (s.log_format, s.sync_commands) == ("json", False)
+
+
+def test_the_download_front_needs_no_token() -> None:
+    assert Settings.from_env({}, dotenv_path=None, need_token=False).discord_token == ""
+    assert error_of({}).startswith("DISCORD_TOKEN: missing")
 
 
 def test_token_never_in_repr_or_str() -> None:
