@@ -22,7 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from bot.storage import AsyncRecordingStore
 
@@ -71,10 +72,11 @@ def add_ops_routes(app: web.Application, *, readiness: Readiness, metrics: Colle
     async def scrape(request: web.Request) -> web.Response:
         if not _private_peer(request):
             raise web.HTTPNotFound
-        # On the event loop on purpose: collectors read live state the loop owns, and
-        # reading it costs microseconds per recording.
-        return web.Response(body=generate_latest(metrics),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        # The format the scraper asks for (OpenMetrics, or text 0.0.4 by default), as
+        # prometheus_client's own server does. On the event loop on purpose: collectors
+        # read live state the loop owns, and reading it costs microseconds per recording.
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(metrics), headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", scrape)

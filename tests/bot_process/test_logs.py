@@ -30,14 +30,15 @@ def test_no_download_key_reaches_the_log_even_at_debug(
 def test_json_logs_are_one_object_per_line_and_redacted(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     bot = start_bot("--log-level", "DEBUG", LOG_FORMAT="json")
-    bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]})
-    key = download_link(bot.ask("record", "stop")).split("?key=")[1]
-    assert bot.terminate() == 0
+    rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
+    assert bot.terminate() == 0  # the shutdown's summary goes through discord.py's logged HTTP client
+    posted = wait_posted(fake, [fake.config["text_channel_id"]], f"Recording `{rid}` of", REPLY_TIMEOUT)
+    key = download_link(posted).split("?key=")[1]
     lines = bot.log().splitlines()
     entries = [json.loads(line) for line in lines]  # every line, or this raises
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
     assert any(entry["message"].startswith("connected as ") for entry in entries)
-    # discord.py logs the stop summary's payload at DEBUG: the link in it, redacted.
+    # discord.py logs the summary's payload at DEBUG: the link in it, redacted.
     assert any("?key=[redacted]" in entry["message"] for entry in entries)
     assert key not in bot.log()
     assert fake.config["token"] not in bot.log()
