@@ -20,14 +20,14 @@ def healthz(base: str) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read())
 
 
-def wait_health(base: str, status: int, timeout: float) -> dict[str, object]:
-    """Poll ``/healthz`` until it answers `status`; its body."""
+def wait_health(base: str, status: int, timeout: float, body: dict[str, object] | None = None) -> dict[str, object]:
+    """Poll ``/healthz`` until it answers `status` (with `body`, when given); its body."""
     deadline = time.monotonic() + timeout
     while True:
-        got, body = healthz(base)
-        if got == status:
-            return body
-        assert time.monotonic() < deadline, f"/healthz still answers {got} {body} after {timeout:g} s"
+        got, answer = healthz(base)
+        if got == status and body in (None, answer):
+            return answer
+        assert time.monotonic() < deadline, f"/healthz still answers {got} {answer} after {timeout:g} s"
         time.sleep(0.1)
 
 

@@ -40,6 +40,18 @@ def test_healthz_follows_the_gateway(fake: FakeDiscord, start_bot: Callable[...,
     assert "Attempting a reconnect for shard ID 0" in bot.log()
 
 
+def test_healthz_names_every_shard_of_the_process_that_is_down(
+        fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
+    bot = start_bot(SHARD_COUNT="2")
+    wait_health(bot.http_base, 200, START_TIMEOUT)
+    fake.gateway_down()
+    assert fake.force_close_gateway(4000) == 2
+    wait_health(bot.http_base, 503, START_TIMEOUT, {
+        "status": "not ready", "reasons": ["gateway: shard 0 is disconnected", "gateway: shard 1 is disconnected"]})
+    fake.gateway_down(False)
+    wait_health(bot.http_base, 200, START_TIMEOUT)
+
+
 def test_metrics_agree_with_the_recording(fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     bot = start_bot()
     before = scrape(bot.http_base)
