@@ -17,11 +17,21 @@ from typing import Any
 import psycopg
 import pytest
 
+from bot.tree import INDEX_UNAVAILABLE
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
 from tests.postgres import PostgresServer, running_server
 
-from .checks import check_get_serves, check_tracks, manifest, origin_guess, read_wav, recording_id, wait_posted
+from .checks import (
+    check_get_serves,
+    check_tracks,
+    manifest,
+    origin_guess,
+    read_wav,
+    recording_id,
+    refusal,
+    wait_posted,
+)
 from .conftest import REPLY_TIMEOUT, BotProcess
 
 #: alice talks at once; bob joins and talks only later, when the test has stopped the database.
@@ -76,6 +86,8 @@ def test_a_recording_outlives_postgres_going_away_and_is_finished_once_it_is_bac
     _wait(lambda: f"recording {rid} goes on without the index for now" in bot.log(), "the bot to meet the outage")
     status = bot.ask("record", "status")
     assert rid in status.content and "could not" not in status.content, status.content  # still recording
+    # A command that needs the index says why it cannot, in one line.
+    assert refusal(bot.ask("record", "note", {"text": "while the database is away"})) == INDEX_UNAVAILABLE
 
     answer = bot.ask("record", "stop")
     assert answer.content.startswith("Recording stopped."), answer.content
