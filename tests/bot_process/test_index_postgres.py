@@ -110,3 +110,10 @@ def test_a_recording_outlives_postgres_going_away_and_is_finished_once_it_is_bac
     tracks = {name: read_wav(folder / speakers[uid]["file"]) for name, uid in (("alice", alice), ("bob", bob))}
     check_tracks(tracks, runner, origin_guess(runner, meta["started_at"]))
     check_get_serves(bot, rid, folder, [s["file"] for s in speakers.values()])
+
+    # A start while the database is away is refused in one line that names no host.
+    own_postgres.stop("fast")
+    refused = bot.ask("record", "start", {"channel": voice})
+    assert refused.content == (f"Could not start recording <#{voice}>: the bot's database cannot be reached "
+                               f"right now; try again in a minute"), refused.content
+    own_postgres.start()
