@@ -17,6 +17,7 @@ import sys
 
 from bot.config import ConfigError, Settings, help_text
 from bot.logsetup import configure_logging
+from bot.storage import IndexUnavailable
 
 _COMMANDS = {
     "sync-commands": "register the slash commands with Discord once (REST only) and exit",
@@ -50,10 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(getattr(logging, args.log_level), secrets=[settings.discord_token],
                       json_lines=settings.log_format == "json")
-    if args.command == "web":
+    try:
+        return _dispatch(args.command, settings)
+    except IndexUnavailable as exc:
+        # Every command opens the index first; its one line names the setting that chose it.
+        print(f"error: {'DATABASE_URL' if settings.database_url else 'DATABASE_PATH'}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(command: str | None, settings: Settings) -> int:
+    if command == "web":
         from bot.front import run_front
         return run_front(settings)
-    if args.command == "sync-commands":
+    if command == "sync-commands":
         from bot.sync import sync_commands
         return sync_commands(settings)
     from bot.runner import run_bot

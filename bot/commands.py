@@ -14,7 +14,7 @@ from bot.guild_config import GuildConfig
 from bot.notes import NOTE_MAX_CHARS, NOTES_PER_RECORDING, NoteRefused, clean_note
 from bot.registry import AlreadyRecording, NothingToStop, RecordingRegistry
 from bot.session import StopReason
-from bot.storage import AsyncRecordingStore, Note, Recording
+from bot.storage import AsyncRecordingStore, IndexUnavailable, Note, Recording
 from bot.summary import plain, recording_line, started_text, status_text, unfinished_text
 from bot.units import clock, days
 
@@ -285,4 +285,6 @@ def _short(exc: BaseException) -> str:
         return "the voice connection timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror  # not str(exc): that names the bot's file paths
+    if isinstance(exc, IndexUnavailable):  # not str(exc): that names the database's host and user
+        return "the bot's database cannot be reached right now; try again in a minute"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -28,7 +28,8 @@ _log = logging.getLogger(__name__)
 
 
 async def _serve(settings: Settings) -> int:
-    store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
+    store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,
+                           database_url=settings.database_url)
     astore = AsyncRecordingStore(store)
     metrics = CollectorRegistry()
     ProcessCollector(registry=metrics)

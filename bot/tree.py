@@ -14,7 +14,12 @@ import logging
 import discord
 from discord import app_commands
 
-__all__ = ["TrackedCommandTree"]
+from bot.storage import IndexUnavailable
+
+__all__ = ["INDEX_UNAVAILABLE", "TrackedCommandTree"]
+
+#: What a command that needed the index says while the index cannot be reached (PostgreSQL away).
+INDEX_UNAVAILABLE = "The bot's database cannot be reached right now, so this was not done; try again in a minute."
 
 _log = logging.getLogger(__name__)
 
@@ -60,9 +65,14 @@ class TrackedCommandTree(app_commands.CommandTree):
 async def _report_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
     if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
         return  # a refused check (RecordingsGroup.interaction_check) has already told the user why
-    _log.error("command /%s failed", interaction.command.qualified_name if interaction.command else "?",
-               exc_info=error)
-    text = "Something went wrong on the bot's side; the error was logged."
+    name = interaction.command.qualified_name if interaction.command else "?"
+    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(cause, IndexUnavailable):  # a known outage: its one line is the whole story
+        _log.warning("command /%s failed: %s", name, cause)
+        text = INDEX_UNAVAILABLE
+    else:
+        _log.error("command /%s failed", name, exc_info=error)
+        text = "Something went wrong on the bot's side; the error was logged."
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)

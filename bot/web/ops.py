@@ -40,14 +40,14 @@ INDEX_TIMEOUT = 5.0
 async def index_problems(store: AsyncRecordingStore, timeout: float = INDEX_TIMEOUT) -> list[str]:
     """Why the recording index cannot be used right now (empty: it answered)."""
     try:
-        await asyncio.wait_for(store.ping(), timeout)
+        answered = await asyncio.wait_for(store.ping(), timeout)
     except TimeoutError:
         return [f"recording index: no answer within {timeout:g} s"]
     except Exception as exc:  # whatever the backend raises, the process is not ready
         # The answer is public: the error's name only; its text (which may name a host) is logged.
         _log.warning("recording index did not answer: %s", exc)
         return [f"recording index: {type(exc).__name__}"]
-    return []
+    return [] if answered else ["recording index: unreachable"]
 
 
 def _private_peer(request: web.Request) -> bool:
