@@ -11,9 +11,11 @@ call in a thread. Closing what a crash left open is :mod:`bot.recovery`'s.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +39,8 @@ _RESERVE_NAME = ".reserve"
 #: recording somebody stopped: kept in the folder, as the index may be what the stop fails on.
 _STOPPING_NAME = ".stopping"
 _RESERVE_BYTES = 256 * 1024
+#: The file in the recordings folder that keeps the folder's name (see :attr:`RecordingStore.owner`).
+_OWNER_NAME = ".owner"
 
 _COLUMNS = (
     "id, guild_id, guild_name, channel_id, channel_name, started_at, ended_at, status, secret, sample_rate, channels"
@@ -121,6 +125,27 @@ class RecordingStore:
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
         self.guild_settings = GuildSettingsTable(self._index)
 
+    @functools.cached_property
+    def owner(self) -> str:
+        """The name of ``recordings_dir`` in the index: each recording carries the name of
+        the folder its files are written in, and a start recovers only its own folder's
+        (another process sharing the index records into its own folder, maybe on another
+        machine). Made once and kept in the folder, so it survives restarts and a
+        container made anew on the same volume, and no two folders share it."""
+        path = self.recordings_dir / _OWNER_NAME
+        if not path.exists():
+            # Written whole under another name, then linked: a process starting beside
+            # this one either sees no file or the whole name, never a part of it.
+            draft = self.recordings_dir / f"{_OWNER_NAME}.{uuid.uuid4().hex}"
+            draft.write_text(uuid.uuid4().hex, encoding="ascii")
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        return path.read_text(encoding="ascii").strip()
+
     def close(self) -> None:
         """Close the database connection."""
         self._index.close()
@@ -155,10 +180,11 @@ class RecordingStore:
         for _ in range(20):
             recording_id = new_recording_id()
             row = (recording_id, guild_id, guild_name, channel_id, channel_name, _ts(started),
-                   secret, sample_rate, channels)
+                   secret, sample_rate, channels, self.owner)
             try:
                 self._index.run(lambda tx, row=row: tx.execute(
-                    f"INSERT INTO recordings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'recording', ?, ?, ?)", row,
+                    f"INSERT INTO recordings ({_COLUMNS}, owner) "
+                    "VALUES (?, ?, ?, ?, ?, ?, NULL, 'recording', ?, ?, ?, ?)", row,
                 ))
                 break
             except IndexConflict:
@@ -308,9 +334,14 @@ class RecordingStore:
         return removed
 
     def unfinished(self) -> list[Recording]:
-        """Recordings still marked ``recording``, oldest first: after a crash, those
-        the dead process left open (see :mod:`bot.recovery`)."""
-        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE status = 'recording' ORDER BY started_at"))
+        """Recordings of this folder (:attr:`owner`) still marked ``recording``, oldest
+        first: after a crash, those the dead process left open (see :mod:`bot.recovery`).
+        Another folder's are another process's to recover (it may be recording them now);
+        those from before recordings named their folder were a lone bot's, so its own."""
+        rows = self._index.run(lambda tx: tx.execute(
+            f"{_SELECT} WHERE status = 'recording' AND (owner = ? OR owner IS NULL) ORDER BY started_at",
+            (self.owner,),
+        ))
         return [self._row(row) for row in rows]
 
     def suspend(self, recording_id: str, at: datetime) -> None:

@@ -139,8 +139,13 @@ _POSTGRES_1 = (
     )""",
 )
 
+# Which recordings folder holds a recording's files (see RecordingStore.owner): with one
+# index shared by several processes, each start recovers only what is on its own disk.
+_OWNER = ("ALTER TABLE recordings ADD COLUMN owner TEXT",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "recordings, speakers, suspensions, notes, opt-outs and server settings", _SQLITE_1, _POSTGRES_1),
+    Migration(2, "the recordings folder each recording is written in", _OWNER, _OWNER),
 )
 
 

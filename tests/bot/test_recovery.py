@@ -148,3 +148,31 @@ def test_recover_finishes_a_stopped_recording_whose_index_update_failed(
         assert [(sp.file, sp.talk_seconds) for sp in kept.speakers] == [(f"alice-{ALICE}.wav", 0.5)]
         np.testing.assert_array_equal(read_wav(stopped.directory / f"alice-{ALICE}.wav"), alice)
         assert recover(s) == []
+
+
+def test_a_start_recovers_only_its_own_folders_recordings_when_processes_share_the_index(
+        tmp_path: Path, index: IndexUnderTest) -> None:
+    # Two shard processes, one index, each its own recordings folder: one starting (or
+    # restarting after a crash) must not close what the other is recording right now.
+    database = tmp_path / "shared.sqlite3"
+    with index.open(tmp_path / "one", database) as one, index.open(tmp_path / "two", database) as two:
+        live = one.create(GUILD_A, "A", 5, "vc")
+        write_wav(live.directory / f"{ALICE}.wav", tone(440, 0.5))
+        crashed = two.create(GUILD_A + 1, "B", 6, "vc")
+        write_wav(crashed.directory / f"{BOB}.wav", tone(660, 0.5))
+    with index.open(tmp_path / "two", database) as two:  # process two restarts
+        assert [r.id for r in recover(two)] == [crashed.id]
+        assert two.get(live.id).status == "recording"
+    with index.open(tmp_path / "one", database) as one:  # so does process one, later
+        assert [r.id for r in recover(one)] == [live.id]
+        assert one.get(crashed.id).status == "interrupted"
+
+
+def test_recordings_from_before_folders_were_named_are_the_lone_bots_own(
+        tmp_path: Path, index: IndexUnderTest) -> None:
+    with index.open(tmp_path / "r") as s:
+        old = s.create(GUILD_A, "A", 5, "vc")
+        write_wav(old.directory / f"{ALICE}.wav", tone(440, 0.5))
+        index.execute(s, "UPDATE recordings SET owner = NULL WHERE id = ?", (old.id,))
+    with index.open(tmp_path / "r") as s:
+        assert [r.id for r in recover(s)] == [old.id]
