@@ -13,6 +13,7 @@ import discord
 from bot.app import RecorderBot
 from bot.config import ConfigError, Settings, help_text
 from bot.endpoints import apply_endpoints, tls_connector
+from bot.storage import IndexUnavailable
 from bot.logsetup import configure_logging
 from sinks.opus import OpusError
 
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except discord.PrivilegedIntentsRequired:
         print("error: Discord refused the requested intents", file=sys.stderr)
+        return 1
+    except IndexUnavailable as exc:
+        print(f"error: {'DATABASE_URL' if settings.database_url else 'DATABASE_PATH'}: {exc}", file=sys.stderr)
         return 1
     except (OSError, OpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -61,7 +61,8 @@ class RecorderBot(discord.AutoShardedClient):
             shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
         )
         self.settings = settings
-        self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days)
+        self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,
+                                    database_url=settings.database_url)
         self.astore = AsyncRecordingStore(self.store)
         self.tree = TrackedCommandTree(self)
         #: Encodes for downloads and stop summaries, on a low-priority thread of their own (see bot.web.encoder).

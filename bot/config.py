@@ -43,6 +43,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DISCORD_TOKEN", "(required)", "Bot token from the Discord developer portal; keep it secret."),
     Variable("RECORDINGS_DIR", "./recordings", "Directory holding one folder per recording."),
     Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index: recordings, download keys, opt-outs."),
+    Variable("DATABASE_URL", "(SQLite)", "postgresql://user:password@host:port/database keeps the index in "
+                                         "PostgreSQL, shared by every bot process, instead of DATABASE_PATH."),
     Variable("HTTP_HOST", "0.0.0.0", "Address the download web server listens on."),
     Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
     Variable("HTTP_MAX_CONNECTIONS", "256", "Download connections open at once (1 to 10000); more wait to be accepted, "
@@ -177,6 +179,21 @@ def _url(name: str, text: str, schemes: tuple[str, ...]) -> str:
     return text.rstrip("/")
 
 
+def _database_url(name: str, text: str) -> str:
+    """A ``postgresql://`` (or ``postgres://``) URL naming a database; never echoed, as it may hold a password."""
+    expected = f"{name}: expected postgresql://user:password@host:port/database"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # a port that is no number in range raises ValueError
+    except ValueError:
+        raise ConfigError(expected) from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/") or port == 0:
+        raise ConfigError(expected)
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError(expected)
+    return text
+
+
 def _check_token(text: str) -> str:
     if not text:
         raise ConfigError("DISCORD_TOKEN: missing (set it in the environment or in .env)")
@@ -192,6 +209,8 @@ class Settings:
     discord_token: str = dataclasses.field(repr=False)
     recordings_dir: Path = Path("recordings")
     database_path: Path = Path("recordings") / "index.sqlite3"
+    #: The PostgreSQL index (may hold a password: masked in repr); None: SQLite at database_path.
+    database_url: str | None = dataclasses.field(default=None, repr=False)
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     http_max_connections: int = 256
@@ -214,7 +233,7 @@ class Settings:
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{f.name}={'***' if f.name == 'discord_token' else repr(getattr(self, f.name))}"
+            f"{f.name}={'***' if f.name in ('discord_token', 'database_url') else repr(getattr(self, f.name))}"
             for f in dataclasses.fields(self)
         )
         return f"Settings({fields})"
@@ -275,6 +294,7 @@ class Settings:
             discord_token=token,
             recordings_dir=recordings_dir,
             database_path=database_path,
+            database_url=opt("DATABASE_URL", _database_url),
             http_host=http_host,
             http_port=http_port,
             http_max_connections=http_max_connections,

@@ -106,17 +106,15 @@ def close_interrupted(store: RecordingStore, interrupted: Interrupted) -> Record
     return closed
 
 
-def close_unfinished(store: RecordingStore, recording_id: str, manifest: Manifest | None) -> Manifest:
-    """Close a recording whose stop failed part-way (the index locked by another
-    process, say), now that it may work.
+def close_unfinished(store: RecordingStore, recording_id: str) -> Manifest:
+    """Close a recording whose stop failed before its tracks were closed, now that
+    the index may take it: repaired like a crash (:func:`examine`) and marked
+    ``interrupted``. (A stop that closed them is finished by the session itself:
+    :meth:`bot.session.RecordingSession.finish_in_index`.)
 
-    It is finished with ``manifest`` when the stop got as far as describing it,
-    else repaired like a crash (:func:`examine`) and marked ``interrupted``.
     Safe to repeat after a failure of its own. Raises
     :class:`bot.storage.StorageError` when the recording is gone.
     """
-    if manifest is not None:
-        return store.finish(recording_id, manifest)
     rec = store.require(recording_id)
     repair_directory(rec.directory)
     return store.mark_interrupted(rec.id)

@@ -260,18 +260,25 @@ class RecordingRegistry:
         """Keep trying, in the background, to close the recording whose stop just failed."""
         assert session.recording is not None
         recording_id = session.recording.id
-        task = asyncio.ensure_future(self._finish_in_retries(recording_id, session.pending_manifest, channel))
+        task = asyncio.ensure_future(self._finish_in_retries(session, channel))
         task.set_name(f"finish recording {recording_id}")
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
-    async def _finish_in_retries(self, recording_id: str, manifest: Manifest | None,
-                                 channel: discord.abc.Messageable | None) -> None:
+    async def _finish_in_retries(self, session: RecordingSession, channel: discord.abc.Messageable | None) -> None:
+        """Finish the session's recording as its stop would have (every speaker named and
+        counted) once the index lets it; when the stop failed before its tracks were
+        closed, repair them like a crash's and mark the recording interrupted."""
+        assert session.recording is not None
+        recording_id = session.recording.id
         delays = itertools.chain(FINISH_RETRY_SECONDS, itertools.repeat(FINISH_RETRY_SECONDS[-1]))
         while True:
             await asyncio.sleep(next(delays))
             try:
-                final = await asyncio.to_thread(close_unfinished, self._store.store, recording_id, manifest)
+                if session.tracks_closed:
+                    final = await session.finish_in_index()
+                else:
+                    final = await asyncio.to_thread(close_unfinished, self._store.store, recording_id)
                 break
             except StorageError as exc:  # deleted meanwhile: nothing left to finish
                 _log.warning("recording %s can no longer be finished: %s", recording_id, exc)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import discord
 
 from bot.nickname import NicknameMark
-from bot.storage import AsyncRecordingStore, Manifest, Recording, free_disk_mb
+from bot.storage import AsyncRecordingStore, IndexUnavailable, Manifest, Recording, free_disk_mb
 from bot.summary import plain, write_failure
 from bot.units import duration
 from bot.voice.client import RecordingVoiceClient
@@ -57,7 +57,7 @@ class StopReason:
 
 #: Called once the session has stopped on its own, with the summary to announce, or
 #: None when the recording could not be finished (the error is logged; the index
-#: still says "recording" until ``bot.recovery.close_unfinished`` succeeds).
+#: still says "recording" until the registry's retry of it succeeds).
 OnAutoStop = Callable[["RecordingSession", StopReason, Manifest | None], Awaitable[None]]
 
 
@@ -89,13 +89,16 @@ class RecordingSession:
         self._on_auto_stop = on_auto_stop
         self._watch_task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[Manifest | None] | None = None
-        #: The manifest :meth:`stop` built, once it has: if writing it to the index
-        #: fails, finishing can be retried with it (``bot.recovery.close_unfinished``).
-        self.pending_manifest: Manifest | None = None
+        #: The engine's last counts, once the stop has closed every track: from then on
+        #: :meth:`finish_in_index` can finish the recording, again if it failed.
+        self._final_stats: EngineStats | None = None
         #: Display names of everyone heard, learned while they were in voice: without the
         #: members intent discord.py forgets a member once they leave the channel.
         self._names: dict[int, str] = {}
-        self._unnamed: set[int] = set()
+        #: The name the index has for each speaker (a placeholder until the name is learned).
+        self._noted: dict[int, str] = {}
+        #: Whether the last try to write speakers' names found the index unreachable (warned once).
+        self._index_lost = False
         self._mark = NicknameMark(self.guild)
         self._empty_since: float | None = None
         #: Talk seconds per user recorded before a restart (see :meth:`resume`).
@@ -139,6 +142,7 @@ class RecordingSession:
         """
         # The names the index has: a speaker who left while the bot was away is no longer in its cache.
         self._names = {s.user_id: s.display_name for s in (await self.store.new_manifest(recording)).speakers}
+        self._noted = dict(self._names)
         voice = await self._connect()
         self.recording = recording
         self._earlier_talk = dict(earlier_talk)
@@ -243,12 +247,28 @@ class RecordingSession:
         stats = self.voice.stop_recording() if self.voice.is_recording() else None
         try:
             await asyncio.to_thread(self.sink.close)
-            sink_stats = self.sink.stats()
-            await self._note_speakers(sink_stats)  # writes to the index, which may fail
+            self._final_stats = self.sink.stats()
         finally:
             # Leave even when that failed: a voice connection left behind would keep
             # the guild from recording again ("Already connected to a voice channel").
             await self._leave()
+        final = await self.finish_in_index()
+        _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
+                  stats.receive.as_dict() if stats else "n/a")
+        return final
+
+    @property
+    def tracks_closed(self) -> bool:
+        """Whether the stop closed every track, so :meth:`finish_in_index` can finish the recording."""
+        return self._final_stats is not None
+
+    async def finish_in_index(self) -> Manifest:
+        """The stop's last part, the only one that needs the index: name every speaker
+        heard, describe each track and finish the recording. Safe to repeat after a
+        failure (the index unreachable, say): the registry retries it until it works."""
+        assert self.recording is not None and self._final_stats is not None
+        sink_stats = self._final_stats
+        await self._note_speakers(sink_stats)
         manifest = await self.store.new_manifest(self.recording)
         for speaker in manifest.speakers:
             user = sink_stats.per_user.get(speaker.user_id)
@@ -261,11 +281,7 @@ class RecordingSession:
                 speaker.talk_seconds = round((speaker.talk_seconds or 0.0)
                                              + self._earlier_talk.get(speaker.user_id, 0.0), 2)
                 speaker.packets = speaker.losses = None
-        self.pending_manifest = manifest
-        final = await self.store.finish(self.recording.id, manifest)
-        _log.info("recording %s stopped (%s); receive %s", self.recording.id, reason.text,
-                  stats.receive.as_dict() if stats else "n/a")
-        return final
+        return await self.store.finish(self.recording.id, manifest)
 
     async def _leave(self) -> None:
         """Disconnect from voice and restore the nickname; a failure is logged, not raised."""
@@ -332,7 +348,16 @@ class RecordingSession:
         assert self.voice is not None and self.sink is not None and self.recording is not None
         limits = self.limits
         sink_stats = self.sink.stats()
-        await self._note_speakers(sink_stats)
+        try:
+            await self._note_speakers(sink_stats)
+        except IndexUnavailable as exc:  # the tracks go on; the names are written once the index is back
+            if not self._index_lost:
+                _log.warning("recording %s goes on without the index for now: %s", self.recording.id, exc)
+            self._index_lost = True
+        else:
+            if self._index_lost:
+                _log.info("recording %s: the index is back", self.recording.id)
+            self._index_lost = False
         if sink_stats.failure is not None:
             return StopReason(f"writing the recording failed: {write_failure(sink_stats.failure.errno)}",
                               automatic=True)
@@ -374,17 +399,18 @@ class RecordingSession:
 
     async def _note_speakers(self, sink_stats: EngineStats) -> None:
         """Remember each new speaker's name in the index as soon as they are heard,
-        so even a recording cut short by a crash names its files."""
+        so even a recording cut short by a crash names its files. The name is learned
+        at once, while the member is in voice; the index gets it when it can (after a
+        failure, the next call writes it)."""
         assert self.recording is not None
         for user_id in sink_stats.per_user:
-            if user_id in self._names:
+            if user_id not in self._names:
+                member = self.guild.get_member(user_id)
+                if member is not None:
+                    self._names[user_id] = member.display_name
+            name = self._names.get(user_id) or self.display_name(user_id)  # a placeholder until learned
+            if self._noted.get(user_id) == name:
                 continue
-            member = self.guild.get_member(user_id)
-            if member is not None:
-                self._names[user_id] = member.display_name
-            elif user_id in self._unnamed:
-                continue  # placeholder already noted; a later check may learn the name
-            else:
-                self._unnamed.add(user_id)
-            await self.store.note_speaker(self.recording.id, user_id, self.display_name(user_id))
+            await self.store.note_speaker(self.recording.id, user_id, name)
+            self._noted[user_id] = name
 

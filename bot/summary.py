@@ -86,7 +86,7 @@ def _notes_lines(manifest: Manifest) -> list[str]:
 def unfinished_text(recording_id: str, *, retrying: bool = True) -> str:
     """What people are told about a recording that stopped but could not be finished.
 
-    While the bot runs it keeps trying (``bot.recovery.close_unfinished``) and
+    While the bot runs it keeps trying (``bot.registry``) and
     posts the summary once that works; ``retrying`` False is for a bot that is
     shutting down. Its index entry still says "recording", which the next start
     of the bot takes for a crash: it repairs the files and marks the recording

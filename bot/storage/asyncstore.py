@@ -34,6 +34,10 @@ class AsyncRecordingStore:
         return await asyncio.to_thread(self.store.create, guild_id, guild_name, channel_id, channel_name,
                                        channels=channels, started_at=started_at)
 
+    async def ping(self) -> bool:
+        """See :meth:`RecordingStore.ping`."""
+        return await asyncio.to_thread(self.store.ping)
+
     async def get(self, recording_id: str) -> Recording | None:
         """See :meth:`RecordingStore.get`."""
         return await asyncio.to_thread(self.store.get, recording_id)

@@ -12,26 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
-import threading
 
-__all__ = ["StoredGuildSettings", "GuildSettingsTable", "GUILD_SETTINGS_SCHEMA"]
+from bot.storage.backend import IndexBackend
 
-#: Added to indexes made before per-server settings existed: CREATE ... IF NOT EXISTS
-#: is the whole migration (a new table, nothing of the old ones changes).
-GUILD_SETTINGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS guild_settings (
-    guild_id INTEGER PRIMARY KEY,
-    recorder_role_ids TEXT NOT NULL DEFAULT '[]',
-    retention_days REAL,
-    download_format TEXT,
-    attach_files INTEGER,
-    autorecord_channel_ids TEXT NOT NULL DEFAULT '[]',
-    autorecord_min_members INTEGER,
-    autorecord_trigger_role_ids TEXT NOT NULL DEFAULT '[]',
-    autorecord_post_channel_id INTEGER
-);
-"""
+__all__ = ["StoredGuildSettings", "GuildSettingsTable"]
 
 _FIELDS = ("recorder_role_ids", "retention_days", "download_format", "attach_files", "autorecord_channel_ids",
            "autorecord_min_members", "autorecord_trigger_role_ids", "autorecord_post_channel_id")
@@ -62,22 +46,19 @@ class StoredGuildSettings:
 
 
 class GuildSettingsTable:
-    """Reads and writes ``guild_settings`` through the index's connection and lock."""
+    """Reads and writes ``guild_settings`` (see :mod:`bot.storage.migrations`) through the index's backend."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db = db
-        self._lock = lock
-        with self._lock, self._db:
-            self._db.executescript(GUILD_SETTINGS_SCHEMA)
+    def __init__(self, index: IndexBackend) -> None:
+        self._index = index
 
     def get(self, guild_id: int) -> StoredGuildSettings:
         """The server's settings (all defaults when it never changed any)."""
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM guild_settings WHERE guild_id = ?",
-                                   (guild_id,)).fetchone()
-        if row is None:
+        rows = self._index.run(lambda tx: tx.execute(
+            f"SELECT {', '.join(_FIELDS)} FROM guild_settings WHERE guild_id = ?", (guild_id,),
+        ))
+        if not rows:
             return StoredGuildSettings(guild_id)
-        values = dict(zip(_FIELDS, row, strict=True))
+        values = dict(zip(_FIELDS, rows[0], strict=True))
         for name in _ID_SETS:
             values[name] = frozenset(int(i) for i in json.loads(values[name]))
         if values["attach_files"] is not None:
@@ -86,13 +67,17 @@ class GuildSettingsTable:
 
     def put(self, settings: StoredGuildSettings) -> None:
         """Replace the server's settings with ``settings``."""
-        values = []
+        values: list[object] = []
         for name in _FIELDS:
             value = getattr(settings, name)
-            values.append(json.dumps(sorted(value)) if name in _ID_SETS else value)
-        with self._lock, self._db:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO guild_settings (guild_id, {', '.join(_FIELDS)}) "
-                f"VALUES (?, {', '.join('?' * len(_FIELDS))})",
-                (settings.guild_id, *values),
-            )
+            if name in _ID_SETS:
+                value = json.dumps(sorted(value))
+            elif isinstance(value, bool):  # an INTEGER column: PostgreSQL takes no boolean for it
+                value = int(value)
+            values.append(value)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _FIELDS)
+        self._index.run(lambda tx: tx.execute(
+            f"INSERT INTO guild_settings (guild_id, {', '.join(_FIELDS)}) VALUES (?, {', '.join('?' * len(_FIELDS))}) "
+            f"ON CONFLICT (guild_id) DO UPDATE SET {updates}",
+            (settings.guild_id, *values),
+        ))

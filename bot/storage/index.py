@@ -1,5 +1,5 @@
-"""The SQLite index of recordings: per-guild listing, download keys, opt-outs,
-retention.
+"""The index of recordings: per-guild listing, download keys, opt-outs,
+retention; in SQLite by default, or in PostgreSQL (see :mod:`bot.storage.backend`).
 
 Every method is synchronous and thread-safe. Index operations take well under a
 millisecond, but the ones that touch audio files (:meth:`RecordingStore.finish`,
@@ -14,60 +14,22 @@ import dataclasses
 import logging
 import os
 import shutil
-import sqlite3
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bot.storage.backend import IndexBackend, IndexConflict, IndexUnavailable, Transaction
 from bot.storage.guild_settings import GuildSettingsTable
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
 from bot.storage.manifest import Manifest, Note, Speaker
 from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
+from bot.storage.postgres_index import PostgresIndex
+from bot.storage.sqlite_index import SQLiteIndex
 
-__all__ = ["Recording", "RecordingStore", "StorageError"]
+__all__ = ["IndexUnavailable", "Recording", "RecordingStore", "StorageError"]
 
 _log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS recordings (
-    id TEXT PRIMARY KEY,
-    guild_id INTEGER NOT NULL,
-    guild_name TEXT NOT NULL,
-    channel_id INTEGER NOT NULL,
-    channel_name TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    status TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    sample_rate INTEGER NOT NULL,
-    channels INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS recordings_by_guild ON recordings (guild_id, started_at);
-CREATE INDEX IF NOT EXISTS recordings_by_status ON recordings (status);
-CREATE TABLE IF NOT EXISTS speakers (
-    recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
-    user_id INTEGER NOT NULL,
-    display_name TEXT NOT NULL,
-    PRIMARY KEY (recording_id, user_id)
-);
-CREATE TABLE IF NOT EXISTS suspensions (
-    recording_id TEXT PRIMARY KEY REFERENCES recordings (id) ON DELETE CASCADE,
-    suspended_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS notes (
-    recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
-    at REAL NOT NULL,
-    author_id INTEGER NOT NULL,
-    author_name TEXT NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS opt_outs (
-    guild_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    PRIMARY KEY (guild_id, user_id)
-);
-"""
 #: A file each running recording keeps in its folder and gives up when it closes, so
 #: the final manifest and index update still find room on a disk its tracks filled.
 _RESERVE_NAME = ".reserve"
@@ -129,9 +91,12 @@ def _now() -> datetime:
 
 
 class RecordingStore:
-    """Recordings on disk under ``recordings_dir`` plus their SQLite index.
+    """Recordings on disk under ``recordings_dir`` plus their index: in PostgreSQL
+    when ``database_url`` is given, else in SQLite at ``database_path`` (by default
+    ``index.sqlite3`` in ``recordings_dir``).
 
-    ``retention_days`` None keeps recordings forever.
+    ``retention_days`` None keeps recordings forever. Opening migrates the index
+    to the latest schema; raises :class:`IndexUnavailable` when it cannot.
     """
 
     def __init__(
@@ -139,26 +104,30 @@ class RecordingStore:
         recordings_dir: Path,
         database_path: Path | None = None,
         retention_days: float | None = 30.0,
+        *,
+        database_url: str | None = None,
     ) -> None:
         self.recordings_dir = Path(recordings_dir)
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
-        self.database_path = Path(database_path) if database_path else self.recordings_dir / "index.sqlite3"
-        self.database_path.parent.mkdir(parents=True, exist_ok=True)
         self.retention = None if retention_days is None else timedelta(days=retention_days)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.database_path, check_same_thread=False, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._db:
-            self._db.executescript(_SCHEMA)
+        #: The SQLite file of the index; None when it is in PostgreSQL.
+        self.database_path: Path | None = None
+        self._index: IndexBackend
+        if database_url:
+            self._index = PostgresIndex(database_url)
+        else:
+            self.database_path = Path(database_path) if database_path else self.recordings_dir / "index.sqlite3"
+            self._index = SQLiteIndex(self.database_path)
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
-        self.guild_settings = GuildSettingsTable(self._db, self._lock)
+        self.guild_settings = GuildSettingsTable(self._index)
 
     def close(self) -> None:
         """Close the database connection."""
-        with self._lock:
-            self._db.close()
+        self._index.close()
+
+    def ping(self) -> bool:
+        """Whether the index answers now (cheap; for a health check, in a thread)."""
+        return self._index.ping()
 
     def __enter__(self) -> RecordingStore:
         return self
@@ -185,15 +154,14 @@ class RecordingStore:
         secret = new_secret()
         for _ in range(20):
             recording_id = new_recording_id()
+            row = (recording_id, guild_id, guild_name, channel_id, channel_name, _ts(started),
+                   secret, sample_rate, channels)
             try:
-                with self._lock, self._db:
-                    self._db.execute(
-                        f"INSERT INTO recordings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'recording', ?, ?, ?)",
-                        (recording_id, guild_id, guild_name, channel_id, channel_name, _ts(started),
-                         secret, sample_rate, channels),
-                    )
+                self._index.run(lambda tx, row=row: tx.execute(
+                    f"INSERT INTO recordings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, 'recording', ?, ?, ?)", row,
+                ))
                 break
-            except sqlite3.IntegrityError:
+            except IndexConflict:
                 continue
         else:
             raise StorageError("could not find a free recording id")
@@ -201,8 +169,7 @@ class RecordingStore:
         try:
             directory.mkdir(parents=True, exist_ok=False)
         except OSError:
-            with self._lock, self._db:
-                self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+            self._delete_row(recording_id)
             raise
         try:
             with open(directory / _RESERVE_NAME, "wb") as reserve:
@@ -211,8 +178,7 @@ class RecordingStore:
                      sample_rate=sample_rate, channels=channels).write(directory)
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)
-            with self._lock, self._db:
-                self._db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+            self._delete_row(recording_id)
             raise
         _log.info("recording %s created for guild %s", recording_id, guild_id)
         rec = self.get(recording_id)
@@ -224,55 +190,54 @@ class RecordingStore:
         rid = normalize_recording_id(recording_id)
         if not is_recording_id(rid):
             return None
-        with self._lock:
-            row = self._db.execute(f"{_SELECT} WHERE id = ?", (rid,)).fetchone()
-        return None if row is None else self._row(row)
+        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE id = ?", (rid,)))
+        return self._row(rows[0]) if rows else None
 
     def list(self, guild_id: int) -> list[Recording]:
         """This guild's recordings, newest first. Never another guild's."""
-        with self._lock:
-            rows = self._db.execute(
-                f"{_SELECT} WHERE guild_id = ? ORDER BY started_at DESC, id",
-                (guild_id,),
-            ).fetchall()
+        rows = self._index.run(lambda tx: tx.execute(
+            f"{_SELECT} WHERE guild_id = ? ORDER BY started_at DESC, id", (guild_id,),
+        ))
         return [self._row(r) for r in rows]
 
     def note_speaker(self, recording_id: str, user_id: int, display_name: str) -> None:
         """Remember a speaker's display name as soon as they are heard, so a
         recording recovered after a crash still names its files."""
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO speakers (recording_id, user_id, display_name) VALUES (?, ?, ?) "
-                "ON CONFLICT (recording_id, user_id) DO UPDATE SET display_name = excluded.display_name",
-                (recording_id, user_id, display_name),
-            )
+        self._index.run(lambda tx: tx.execute(
+            "INSERT INTO speakers (recording_id, user_id, display_name) VALUES (?, ?, ?) "
+            "ON CONFLICT (recording_id, user_id) DO UPDATE SET display_name = excluded.display_name",
+            (recording_id, user_id, display_name),
+        ))
 
     def add_note(self, recording_id: str, note: Note, *, limit: int) -> bool:
         """Keep ``note`` for the recording's manifest (in the index, so a crash keeps it
         too); False, and nothing kept, when the recording has ``limit`` notes already."""
-        with self._lock, self._db:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM notes WHERE recording_id = ?",
-                                        (recording_id,)).fetchone()
+        def add(tx: Transaction) -> bool:
+            ((count,),) = tx.execute("SELECT COUNT(*) FROM notes WHERE recording_id = ?", (recording_id,))
             if count >= limit:
                 return False
-            self._db.execute(
+            tx.execute(
                 "INSERT INTO notes (recording_id, at, author_id, author_name, text) VALUES (?, ?, ?, ?, ?)",
                 (recording_id, note.at, note.author_id, note.author_name, note.text),
             )
-        return True
+            return True
+
+        return self._index.run(add)
 
     def new_manifest(self, recording: Recording) -> Manifest:
         """A manifest for ``recording`` with every speaker and note so far; the caller
         fills in talk time, packets and losses, then passes it to :meth:`finish`."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT user_id, display_name FROM speakers WHERE recording_id = ? ORDER BY rowid",
-                (recording.id,),
-            ).fetchall()
-            notes = self._db.execute(
-                "SELECT at, text, author_id, author_name FROM notes WHERE recording_id = ? ORDER BY at, rowid",
-                (recording.id,),
-            ).fetchall()
+        order = self._index.insertion_order
+
+        def read(tx: Transaction) -> tuple[list[tuple], list[tuple]]:
+            return (
+                tx.execute(f"SELECT user_id, display_name FROM speakers WHERE recording_id = ? ORDER BY {order}",
+                           (recording.id,)),
+                tx.execute(f"SELECT at, text, author_id, author_name FROM notes WHERE recording_id = ? "
+                           f"ORDER BY at, {order}", (recording.id,)),
+            )
+
+        rows, notes = self._index.run(read)
         return Manifest(
             recording.id, recording.guild_id, recording.guild_name, recording.channel_id,
             recording.channel_name, recording.started_at, recording.ended_at, recording.status,
@@ -307,8 +272,7 @@ class RecordingStore:
         if rec is None:
             return False
         self._remove_files(rec)
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM recordings WHERE id = ?", (rec.id,))
+        self._delete_row(rec.id)
         _log.info("recording %s deleted", rec.id)
         return True
 
@@ -330,16 +294,14 @@ class RecordingStore:
         (files and rows); recordings still in progress are kept. Returns the ids removed."""
         moment = now or _now()
         # Each row's own retention (its server's, within the operator's) decides.
-        with self._lock:
-            rows = self._db.execute(f"{_SELECT} WHERE ended_at IS NOT NULL AND status != 'recording'").fetchall()
+        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE ended_at IS NOT NULL AND status != 'recording'"))
         removed = []
         for row in rows:
             rec = self._row(row)
             if not self.is_expired(rec, moment):
                 continue
             self._remove_files(rec)
-            with self._lock, self._db:
-                self._db.execute("DELETE FROM recordings WHERE id = ?", (rec.id,))
+            self._delete_row(rec.id)
             removed.append(rec.id)
         if removed:
             _log.info("retention removed %d recording(s)", len(removed))
@@ -348,22 +310,18 @@ class RecordingStore:
     def unfinished(self) -> list[Recording]:
         """Recordings still marked ``recording``, oldest first: after a crash, those
         the dead process left open (see :mod:`bot.recovery`)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"{_SELECT} WHERE status = 'recording' ORDER BY started_at"
-            ).fetchall()
+        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE status = 'recording' ORDER BY started_at"))
         return [self._row(row) for row in rows]
 
     def suspend(self, recording_id: str, at: datetime) -> None:
         """Mark a running recording as paused for a restart of the bot at ``at``: its
         files are whole, its status stays ``recording``, and the next start resumes
         or finishes it (see :mod:`bot.resume`)."""
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO suspensions (recording_id, suspended_at) VALUES (?, ?) "
-                "ON CONFLICT (recording_id) DO UPDATE SET suspended_at = excluded.suspended_at",
-                (recording_id, _ts(at)),
-            )
+        self._index.run(lambda tx: tx.execute(
+            "INSERT INTO suspensions (recording_id, suspended_at) VALUES (?, ?) "
+            "ON CONFLICT (recording_id) DO UPDATE SET suspended_at = excluded.suspended_at",
+            (recording_id, _ts(at)),
+        ))
 
     def mark_stopping(self, recording: Recording) -> None:
         """Note in the recording's folder that its stop has begun (see :meth:`stop_begun`)."""
@@ -375,30 +333,27 @@ class RecordingStore:
 
     def suspended_at(self, recording_id: str) -> datetime | None:
         """When the recording was paused for a restart; None when it was not (or it runs again)."""
-        with self._lock:
-            row = self._db.execute("SELECT suspended_at FROM suspensions WHERE recording_id = ?",
-                                   (recording_id,)).fetchone()
-        return None if row is None else _dt(row[0])
+        rows = self._index.run(lambda tx: tx.execute("SELECT suspended_at FROM suspensions WHERE recording_id = ?",
+                                                     (recording_id,)))
+        return _dt(rows[0][0]) if rows else None
 
     def resumed(self, recording_id: str) -> None:
         """The recording runs again: it is no longer paused."""
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM suspensions WHERE recording_id = ?", (recording_id,))
+        self._index.run(lambda tx: tx.execute("DELETE FROM suspensions WHERE recording_id = ?", (recording_id,)))
 
     # -- opt-outs ---------------------------------------------------------------
 
     def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
         """Record whether ``user_id`` refuses to be recorded in ``guild_id``."""
-        with self._lock, self._db:
-            if opted_out:
-                self._db.execute("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (guild_id, user_id))
-            else:
-                self._db.execute("DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        if opted_out:
+            sql = "INSERT INTO opt_outs (guild_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        else:
+            sql = "DELETE FROM opt_outs WHERE guild_id = ? AND user_id = ?"
+        self._index.run(lambda tx: tx.execute(sql, (guild_id, user_id)))
 
     def opted_out(self, guild_id: int) -> set[int]:
         """Users of ``guild_id`` who must not be recorded."""
-        with self._lock:
-            rows = self._db.execute("SELECT user_id FROM opt_outs WHERE guild_id = ?", (guild_id,)).fetchall()
+        rows = self._index.run(lambda tx: tx.execute("SELECT user_id FROM opt_outs WHERE guild_id = ?", (guild_id,)))
         return {r[0] for r in rows}
 
     # -- internals --------------------------------------------------------------
@@ -434,13 +389,17 @@ class RecordingStore:
         (rec.directory / _STOPPING_NAME).unlink(missing_ok=True)
         write_markers(rec.directory, final.notes)  # before the manifest, which marks the folder complete
         final.write(rec.directory)
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE recordings SET status = ?, ended_at = ? WHERE id = ?", (status, _ts(ended), rec.id)
-            )
-            self._db.execute("DELETE FROM suspensions WHERE recording_id = ?", (rec.id,))
+        def close(tx: Transaction) -> None:
+            tx.execute("UPDATE recordings SET status = ?, ended_at = ? WHERE id = ?", (status, _ts(ended), rec.id))
+            tx.execute("DELETE FROM suspensions WHERE recording_id = ?", (rec.id,))
+
+        self._index.run(close)
         _log.info("recording %s %s with %d track(s)", rec.id, status, len(speakers))
         return final
+
+    def _delete_row(self, recording_id: str) -> None:
+        """Remove the recording's row (its speakers, notes and suspension go with it)."""
+        self._index.run(lambda tx: tx.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)))
 
     def _remove_files(self, rec: Recording) -> None:
         # The id was validated by get()/the schema, so this stays inside recordings_dir.

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from bot.storage import AsyncRecordingStore, Recording, RecordingStore
@@ -80,6 +82,39 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         store.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexUnderTest:
+    """One of the index's backends, for tests that every backend must pass."""
+
+    #: "sqlite" or "postgresql".
+    kind: str
+    #: The PostgreSQL database, fresh for the test; None for SQLite.
+    url: str | None
+
+    def open(self, recordings_dir: Path, database_path: Path | None = None,
+             retention_days: float | None = 30.0) -> RecordingStore:
+        """A store over this backend; opened again, it finds what the last one wrote."""
+        return RecordingStore(recordings_dir, database_path, retention_days, database_url=self.url)
+
+    def execute(self, store: RecordingStore, sql: str, params: tuple[object, ...] = ()) -> None:
+        """Run ``sql`` (``?`` placeholders) on the store's database behind its back, as another process would."""
+        if self.url is None:
+            assert store.database_path is not None
+            with contextlib.closing(sqlite3.connect(store.database_path)) as db, db:
+                db.execute(sql, params)
+        else:
+            with psycopg.connect(self.url, autocommit=True) as db:
+                db.execute(sql.replace("?", "%s"), params)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request: pytest.FixtureRequest) -> IndexUnderTest:
+    """Each backend in turn; the PostgreSQL one on a fresh database of the session's server."""
+    if request.param == "sqlite":
+        return IndexUnderTest("sqlite", None)
+    return IndexUnderTest("postgresql", request.getfixturevalue("postgres_url"))
+
+
 @contextlib.contextmanager
 def serving(server: WebServer) -> Iterator[WebServer]:
     """Run `server` on an event loop of its own thread until the block ends."""
@@ -96,4 +131,4 @@ def serving(server: WebServer) -> Iterator[WebServer]:
         loop.close()
 
 
-__all__ = ["RATE", "SPEAKERS", "Site", "serving"]
+__all__ = ["RATE", "SPEAKERS", "IndexUnderTest", "Site", "serving"]

@@ -162,10 +162,35 @@ def test_token_never_in_repr_or_str() -> None:
         assert "discord_token=***" in text
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://bot:pw@db.internal:5432/recorder", "postgres://db.internal/recorder",
+    "postgresql://bot@[::1]:5433/recorder?sslmode=require", "postgresql:///recorder?host=/run/postgresql",
+])
+def test_database_url_selects_postgresql_and_its_password_never_shows(url: str) -> None:
+    s = settings(DATABASE_URL=url)
+    assert s.database_url == url
+    for text in (repr(s), str(s)):
+        assert url not in text and "pw@" not in text and "database_url=***" in text
+    assert settings().database_url is None  # without it: SQLite at DATABASE_PATH, as ever
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://bot:hunter2@db.internal:port/recorder", "postgresql://bot:hunter2@db.internal:5432",
+    "postgresql://bot:hunter2@db.internal:5432/", "mysql://bot:hunter2@db.internal/recorder",
+    "bot:hunter2@db.internal/recorder", "postgresql://bot:hunter2@:5432/recorder",
+    "postgresql://bot:hunter2@db.internal:99999/recorder",
+])
+def test_a_malformed_database_url_is_one_line_without_the_password(url: str) -> None:
+    message = error_of({"DISCORD_TOKEN": TOKEN, "DATABASE_URL": url})
+    assert message == "DATABASE_URL: expected postgresql://user:password@host:port/database"
+    assert "hunter2" not in message
+
+
 def test_help_lists_every_variable_with_default() -> None:
     text = help_text()
     names = [
-        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "HTTP_HOST", "HTTP_PORT", "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
+        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "DATABASE_URL", "HTTP_HOST", "HTTP_PORT",
+        "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
         "DOWNLOAD_FORMAT", "ATTACH_FILES", "AUTORECORD_GRACE_SECONDS", "SHARD_COUNT",
         "SHARD_IDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",

@@ -12,6 +12,7 @@ import pytest
 from bot.notes import NOTE_MAX_CHARS, NoteRefused, clean_note
 from bot.storage import Manifest, Note, RecordingStore
 from bot.summary import SUMMARY_NOTES, recording_summary
+from tests.bot.conftest import IndexUnderTest
 from tests.bot.recovering import recover
 from tests.bot.wavgen import tone, write_wav
 
@@ -19,8 +20,8 @@ ALICE = 1234567890
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> RecordingStore:
-    s = RecordingStore(tmp_path / "recordings", retention_days=30)
+def store(tmp_path: Path, index: IndexUnderTest) -> RecordingStore:
+    s = index.open(tmp_path / "recordings", retention_days=30)
     yield s
     s.close()
 

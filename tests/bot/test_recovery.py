@@ -3,7 +3,6 @@ headers repaired, tracks named, the stop's own manifest kept when it got that fa
 
 from __future__ import annotations
 
-import sqlite3
 import struct
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from bot.recovery import close_unfinished
-from bot.storage import Manifest, RecordingStore, StorageError
+from bot.storage import Manifest, StorageError
+from tests.bot.conftest import IndexUnderTest
 from tests.bot.recovering import recover
 from tests.bot.wavgen import read_wav, tone, write_wav
 
@@ -34,10 +34,10 @@ def _stale_header(path: Path, how: str) -> None:
     path.write_bytes(bytes(raw))
 
 
-def test_recover_crashed_recording(tmp_path: Path) -> None:
+def test_recover_crashed_recording(tmp_path: Path, index: IndexUnderTest) -> None:
     root = tmp_path / "rec"
     alice, bob = tone(440, 1.0), tone(660, 0.7)
-    with RecordingStore(root) as s:
+    with index.open(root) as s:
         crashed = s.create(GUILD_A, "A", 5, "vc")
         done = s.create(GUILD_A, "A", 5, "vc")
         s.finish(done.id, s.new_manifest(done))
@@ -48,7 +48,7 @@ def test_recover_crashed_recording(tmp_path: Path) -> None:
     _stale_header(crashed.directory / f"{BOB}.wav", "truncated")
     assert sf.info(str(crashed.directory / f"{BOB}.wav")).frames == 480  # stale header: 10 ms of 700
 
-    with RecordingStore(root) as s:  # the restarted bot
+    with index.open(root) as s:  # the restarted bot
         recovered = recover(s)
         assert [r.id for r in recovered] == [crashed.id]
         assert recovered[0].status == "interrupted" and recovered[0].ended_at is not None
@@ -63,8 +63,8 @@ def test_recover_crashed_recording(tmp_path: Path) -> None:
         assert recover(s) == []  # nothing left to recover
 
 
-def test_recover_leaves_garbage_alone(tmp_path: Path) -> None:
-    with RecordingStore(tmp_path / "r") as s:
+def test_recover_leaves_garbage_alone(tmp_path: Path, index: IndexUnderTest) -> None:
+    with index.open(tmp_path / "r") as s:
         rec = s.create(GUILD_A, "A", 5, "vc")
         (rec.directory / f"{ALICE}.wav").write_bytes(b"not a wav at all")
         (recovered,) = recover(s)
@@ -74,13 +74,13 @@ def test_recover_leaves_garbage_alone(tmp_path: Path) -> None:
         assert s.read_manifest(recovered).speakers == []
 
 
-def test_recover_engine_written_track(tmp_path: Path) -> None:
+def test_recover_engine_written_track(tmp_path: Path, index: IndexUnderTest) -> None:
     """A track in the engine's own layout (80-byte header with a JUNK reserve)
     whose sizes still say what the last header sync said."""
     from sinks.wavfile import WavWriter
 
     audio = tone(523, 0.8).reshape(-1, 1)
-    with RecordingStore(tmp_path / "r") as s:
+    with index.open(tmp_path / "r") as s:
         rec = s.create(GUILD_A, "A", 5, "vc")
         s.note_speaker(rec.id, ALICE, "Alice")
         with WavWriter(rec.directory / f"{ALICE}.wav", channels=1) as writer:
@@ -92,9 +92,10 @@ def test_recover_engine_written_track(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read_wav(rec.directory / f"alice-{ALICE}.wav"), audio[:, 0])
 
 
-def test_close_unfinished_finishes_with_the_stop_manifest_or_repairs_without_one(tmp_path: Path) -> None:
+def test_a_stop_finishing_again_is_harmless_and_close_unfinished_repairs_an_undescribed_one(
+        tmp_path: Path, index: IndexUnderTest) -> None:
     alice, bob = tone(440, 0.8), tone(660, 0.5)
-    with RecordingStore(tmp_path / "rec") as s:
+    with index.open(tmp_path / "rec") as s:
         # The stop described this one before the index refused it.
         described = s.create(GUILD_A, "A", 5, "vc")
         s.note_speaker(described.id, ALICE, "Alice")
@@ -106,38 +107,40 @@ def test_close_unfinished_finishes_with_the_stop_manifest_or_repairs_without_one
         write_wav(undescribed.directory / f"{BOB}.wav", bob)
         _stale_header(undescribed.directory / f"{BOB}.wav", "zeroed")
 
-        final = close_unfinished(s, described.id, manifest)
+        final = s.finish(described.id, manifest)
         assert final.status == "finished" and s.get(described.id).status == "finished"
         written = Manifest.read(described.directory)
         assert [(sp.file, sp.talk_seconds) for sp in written.speakers] == [(f"alice-{ALICE}.wav", 0.75)]
-        assert close_unfinished(s, described.id, manifest).speakers == final.speakers  # a repeat is harmless
+        # A retried stop describes it again from the index, its tracks renamed already: nothing changes.
+        again = s.new_manifest(described)
+        again.speakers[0].talk_seconds = 0.75
+        assert s.finish(described.id, again).speakers == final.speakers
         np.testing.assert_array_equal(read_wav(described.directory / f"alice-{ALICE}.wav"), alice)
 
-        repaired = close_unfinished(s, undescribed.id, None)
+        repaired = close_unfinished(s, undescribed.id)
         assert repaired.status == "interrupted" and s.get(undescribed.id).status == "interrupted"
         np.testing.assert_array_equal(read_wav(undescribed.directory / f"speaker-{BOB}.wav"), bob)
 
         assert s.delete(described.id)
         with pytest.raises(StorageError):
-            close_unfinished(s, described.id, manifest)
+            close_unfinished(s, described.id)
 
 
-def test_recover_finishes_a_stopped_recording_whose_index_update_failed(tmp_path: Path) -> None:
+def test_recover_finishes_a_stopped_recording_whose_index_update_failed(
+        tmp_path: Path, index: IndexUnderTest) -> None:
     root = tmp_path / "rec"
     alice = tone(440, 0.6)
-    with RecordingStore(root) as s:
+    with index.open(root) as s:
         stopped = s.create(GUILD_A, "A", 5, "vc")
         s.note_speaker(stopped.id, ALICE, "Alice")
         write_wav(stopped.directory / f"{ALICE}.wav", alice)
         manifest = s.new_manifest(stopped)
         manifest.speakers[0].talk_seconds = 0.5
         s.finish(stopped.id, manifest)
-        database = s.database_path
-    # What finish() leaves when its last step, the index update, fails: all but the status.
-    with sqlite3.connect(database) as db:
-        db.execute("UPDATE recordings SET status = 'recording', ended_at = NULL WHERE id = ?", (stopped.id,))
+        # What finish() leaves when its last step, the index update, fails: all but the status.
+        index.execute(s, "UPDATE recordings SET status = 'recording', ended_at = NULL WHERE id = ?", (stopped.id,))
 
-    with RecordingStore(root) as s:  # the restarted bot
+    with index.open(root) as s:  # the restarted bot
         recovered = recover(s)
         assert [(r.id, r.status) for r in recovered] == [(stopped.id, "finished")]
         kept = Manifest.read(stopped.directory)

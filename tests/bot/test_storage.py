@@ -1,11 +1,12 @@
 """Recording index and folders: lifecycle, guild scoping, opt-outs, retention,
-the async store."""
+the async store; on each index backend (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from bot.storage import (
     new_secret,
     speaker_filename,
 )
+from tests.bot.conftest import IndexUnderTest
 from tests.bot.wavgen import read_wav, tone, write_wav
 
 GUILD_A, GUILD_B = 111111111111111111, 222222222222222222
@@ -32,8 +34,8 @@ ALICE, BOB = 1234567890, 9876543210
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> RecordingStore:
-    s = RecordingStore(tmp_path / "recordings", retention_days=30)
+def store(tmp_path: Path, index: IndexUnderTest) -> RecordingStore:
+    s = index.open(tmp_path / "recordings", retention_days=30)
     yield s
     s.close()
 
@@ -139,19 +141,25 @@ def test_guild_scoping(store: RecordingStore) -> None:
     assert len({a1.secret, a2.secret, b1.secret}) == 3
 
 
-def test_opt_outs_persist_across_reopen(tmp_path: Path) -> None:
-    with RecordingStore(tmp_path / "rec") as s:
+def test_opt_outs_persist_across_reopen(tmp_path: Path, index: IndexUnderTest) -> None:
+    with index.open(tmp_path / "rec") as s:
         s.set_opt_out(GUILD_A, ALICE, True)
         s.set_opt_out(GUILD_A, BOB, True)
         s.set_opt_out(GUILD_A, BOB, True)
         s.set_opt_out(GUILD_B, BOB, True)
         s.set_opt_out(GUILD_A, BOB, False)
-    with RecordingStore(tmp_path / "rec") as s:
+    with index.open(tmp_path / "rec") as s:
         assert s.opted_out(GUILD_A) == {ALICE}
         assert s.opted_out(GUILD_B) == {BOB}
         assert s.opted_out(333) == set()
-        mode = s._db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+        assert s.ping()
+        database = s.database_path
+    if index.kind == "sqlite":
+        assert database is not None
+        with sqlite3.connect(database) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    else:
+        assert database is None
 
 
 def test_retention_counts_from_the_end(store: RecordingStore) -> None:
@@ -180,8 +188,8 @@ def test_retention_counts_from_the_end(store: RecordingStore) -> None:
     assert store.expire(now + timedelta(days=29)) == [long]
 
 
-def test_no_retention_keeps_everything(tmp_path: Path) -> None:
-    with RecordingStore(tmp_path / "r", retention_days=None) as s:
+def test_no_retention_keeps_everything(tmp_path: Path, index: IndexUnderTest) -> None:
+    with index.open(tmp_path / "r", retention_days=None) as s:
         rec = s.create(GUILD_A, "A", 1, "vc", started_at=datetime(2000, 1, 1, tzinfo=UTC))
         s.finish(rec.id, s.new_manifest(rec))
         assert s.expire() == [] and not s.is_expired(s.get(rec.id))
@@ -195,9 +203,9 @@ def test_free_disk(tmp_path: Path) -> None:
     assert not has_free_space(tmp_path, free + 10**9)
 
 
-def test_async_store(tmp_path: Path) -> None:
+def test_async_store(tmp_path: Path, index: IndexUnderTest) -> None:
     async def main() -> None:
-        store = AsyncRecordingStore(RecordingStore(tmp_path / "r"))
+        store = AsyncRecordingStore(index.open(tmp_path / "r"))
         rec = await store.create(GUILD_A, "A", 1, "vc")
         await store.note_speaker(rec.id, ALICE, "Alice")
         write_wav(rec.directory / f"{ALICE}.wav", tone(200, 0.1))
@@ -215,14 +223,14 @@ def test_async_store(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_suspension_and_stop_marks_last_until_the_recording_closes(tmp_path: Path) -> None:
+def test_suspension_and_stop_marks_last_until_the_recording_closes(tmp_path: Path, index: IndexUnderTest) -> None:
     """A restart reads both from a fresh store: the suspension from the index, the begun stop from the folder."""
-    with RecordingStore(tmp_path) as first:
+    with index.open(tmp_path) as first:
         paused = first.create(1, "g", 2, "voice")
         stopping = first.create(1, "g", 3, "other")
         first.suspend(paused.id, datetime(2026, 12, 4, 16, 20, 5, tzinfo=UTC))
         first.mark_stopping(stopping)
-    with RecordingStore(tmp_path) as again:
+    with index.open(tmp_path) as again:
         assert again.suspended_at(paused.id) == datetime(2026, 12, 4, 16, 20, 5, tzinfo=UTC)
         assert again.suspended_at(stopping.id) is None
         assert again.stop_begun(stopping) and not again.stop_begun(paused)
