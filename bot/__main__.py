@@ -15,6 +15,7 @@ from bot.config import ConfigError, Settings, help_text
 from bot.endpoints import apply_endpoints, tls_connector
 from bot.storage import IndexUnavailable
 from bot.logsetup import configure_logging
+from bot.objects import ObjectStore, StartCheckFailed
 from sinks.opus import OpusError
 
 _log = logging.getLogger("bot")
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(getattr(logging, args.log_level), secrets=[settings.discord_token])
+    if settings.storage is not None:
+        try:
+            ObjectStore(settings.storage).check()
+        except StartCheckFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     try:
         return asyncio.run(_run(settings))
     except discord.LoginFailure:
