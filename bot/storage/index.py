@@ -138,6 +138,9 @@ class RecordingStore:
             self._index = SQLiteIndex(self.database_path)
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
         self.guild_settings = GuildSettingsTable(self._index)
+        #: Called with a recording's id, from the closing thread, after it was finished
+        #: or marked interrupted (the uploader wakes up on it).
+        self.closed_listeners: list[Callable[[str], None]] = []
 
     def close(self) -> None:
         """Close the database connection."""
@@ -482,6 +485,8 @@ class RecordingStore:
 
         self._index.run(close)
         _log.info("recording %s %s with %d track(s)", rec.id, status, len(speakers))
+        for listener in self.closed_listeners:
+            listener(rec.id)
         return final
 
     def _delete_row(self, recording_id: str) -> None:
