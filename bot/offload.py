@@ -63,13 +63,19 @@ async def _in_daemon_thread(work: Callable[[], T], name: str) -> T:
         if not future.done():
             outcome()
 
+    def hand_over(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop closed meanwhile (shutdown): nobody waits any more
+            pass
+
     def run() -> None:
         try:
             result = work()
         except BaseException as exc:  # handed to the awaiting task, which decides
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(exc))
+            hand_over(lambda: future.set_exception(exc))
         else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+            hand_over(lambda: future.set_result(result))
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await future

@@ -172,3 +172,28 @@ def test_an_unreachable_store_at_stop_keeps_serving_from_disk_until_the_upload_c
         status, _headers, body = _get(f"{bot.http_base}/r/{rid}/files/{name}?key={key}")
         assert status == 200 and body == data
     assert f"recording {rid} is in the object store" in bot.log()
+
+
+def test_an_upload_a_restart_cut_short_resumes_at_the_next_start_and_keep_local_copy_keeps_the_folder(
+        fake: FakeDiscord, start_bot: Callable[..., BotProcess], s3_server: S3Server,
+        s3_settings: StorageSettings, relay: Relay) -> None:
+    env = _storage_env(s3_settings, f"http://127.0.0.1:{relay.port}")
+    bot = start_bot(**env)
+    relay.cut_after(0)
+    rid, link, recorded = _record(fake, bot)
+    folder = bot.recordings_dir / rid
+    _wait(lambda: relay.refused >= 2, "upload attempts during the outage")
+    assert bot.terminate() == 0  # a restart does not wait for the store
+    assert _upload_row(bot, rid) is None and folder.is_dir()
+
+    relay.restore()
+    again = start_bot(**env, KEEP_LOCAL_COPY="yes")
+    _wait(lambda: (_upload_row(again, rid) or (None, None, 0))[1] is not None,
+          "the upload verified after the restart")
+    assert _upload_row(again, rid)[2] == 0 and folder.is_dir()  # the operator keeps local copies
+    assert {n: (folder / n).read_bytes() for n in recorded} == recorded
+    admin = s3_server.client()
+    for name, data in recorded.items():
+        key = f"{s3_settings.prefix}{rid}/{name}"
+        assert admin.get_object(Bucket=s3_settings.bucket, Key=key)["Body"].read() == data
+    assert http_get(link.replace(bot.http_base, again.http_base))[0] == 200
