@@ -7,6 +7,7 @@ from local disk until the upload completes once the network is back."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import sqlite3
 import time
@@ -197,3 +198,37 @@ def test_an_upload_a_restart_cut_short_resumes_at_the_next_start_and_keep_local_
         key = f"{s3_settings.prefix}{rid}/{name}"
         assert admin.get_object(Bucket=s3_settings.bucket, Key=key)["Body"].read() == data
     assert http_get(link.replace(bot.http_base, again.http_base))[0] == 200
+
+
+def test_a_recording_a_crash_cut_short_is_repaired_then_uploaded_and_served_from_the_store(
+        fake: FakeDiscord, start_bot: Callable[..., BotProcess], s3_server: S3Server,
+        s3_settings: StorageSettings) -> None:
+    env = _storage_env(s3_settings, s3_server.endpoint)
+    bot = start_bot(**env)
+    rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
+    runner = fake.start_scenario(Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.2, 60.0),)),),
+                                          duration=60.0))
+    track = bot.recordings_dir / rid / f"{fake.config['members']['alice']}.wav"
+    _wait(lambda: track.exists() and track.stat().st_size > 48_000, "a second of alice on disk", REPLY_TIMEOUT)
+    bot.kill()
+    fake.run(runner.stop())
+    fake.kick_from_voice(fake.config["bot_user_id"])  # Discord drops a dead client's voice state
+
+    again = start_bot(**env)
+    folder = again.recordings_dir / rid
+    _wait(lambda: (_upload_row(again, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
+          "the repaired recording uploaded and its folder removed")
+    admin = s3_server.client()
+    base = f"{s3_settings.prefix}{rid}/"
+    stored = json.loads(admin.get_object(Bucket=s3_settings.bucket, Key=base + "manifest.json")["Body"].read())
+    assert stored["status"] == "interrupted" and len(stored["speakers"]) == 1
+    name = stored["speakers"][0]["file"]
+    data = admin.get_object(Bucket=s3_settings.bucket, Key=base + name)["Body"].read()
+    assert len(read_wav(data)) >= 48_000  # the repaired track, readable
+    with sqlite3.connect(again.recordings_dir / "index.sqlite3") as db:
+        (secret,) = db.execute("SELECT secret FROM recordings WHERE id = ?", (rid,)).fetchone()
+    status, page = http_get(f"{again.http_base}/r/{rid}?key={secret}")
+    assert status == 200 and name.encode() in page
+    status, headers, body = _get(f"{again.http_base}/r/{rid}/files/{name}?key={secret}", {"Range": "bytes=0-99"})
+    assert status == 206 and body == data[:100]
+    assert _get(f"{again.http_base}/r/{rid}/files/{name}?key={secret}")[2] == data
