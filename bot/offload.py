@@ -126,6 +126,9 @@ class Offloader:
             except IndexUnavailable as exc:
                 _log.warning("uploads wait for the index: %s", exc)
                 pending = []
+            except Exception:  # the uploader must outlive any one bad look at the index
+                _log.exception("uploads: the index's list of pending uploads failed")
+                pending = []
             now = time.monotonic()
             due = [r for r in pending if self._backoff.get(r.id, (0, 0.0))[1] <= now]
             for rec in due:
@@ -141,7 +144,9 @@ class Offloader:
     async def _offload(self, rec: Recording) -> None:
         try:
             await _in_daemon_thread(lambda: self._move(rec), f"upload-{rec.id}")
-        except (ObjectStoreError, IndexUnavailable, StorageError, ManifestError, OSError) as exc:
+        except Exception as exc:  # any failure of one recording is retried, never the end of the others
+            if not isinstance(exc, (ObjectStoreError, IndexUnavailable, StorageError, ManifestError, OSError)):
+                _log.exception("recording %s: unexpected upload failure", rec.id)
             failures = self._backoff.get(rec.id, (0, 0.0))[0] + 1
             delay = min(self._first_retry * 2 ** (failures - 1), self._max_retry)
             self._backoff[rec.id] = (failures, time.monotonic() + delay)

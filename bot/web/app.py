@@ -69,7 +69,7 @@ from bot.web.encoder import Encoder
 from bot.web.exports import Chunks, mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
 from bot.web.files import servable
 from bot.web.objectcache import copy_object, copy_small_files
-from bot.web.objects import object_response
+from bot.web.objects import STORE_UNAVAILABLE_BODY, object_response
 from bot.web.page import DownloadSizes, TrackInfo, render_page, render_preparing
 from bot.web.player import PLAYER_SCRIPT
 from bot.web.ranges import RangedFileResponse
@@ -379,8 +379,7 @@ class _Routes:
             tracks, sizes = await asyncio.get_running_loop().run_in_executor(self.executor, describe)
         except ObjectStoreError as exc:
             _log.warning("recording %s: page not made, the object store failed: %s", rec.id, exc)
-            return web.Response(status=503, text="The recording's storage is not answering right now; "
-                                "try again in a minute.\n", content_type="text/plain",
+            return web.Response(status=503, text=STORE_UNAVAILABLE_BODY, content_type="text/plain",
                                 headers={"Retry-After": "60", "Cache-Control": "no-store"})
         html = render_page(manifest, request.query["key"], tracks, self._markers(rec), sizes,
                            expires=self.store.expires_at(rec))

@@ -133,6 +133,9 @@ def test_a_finished_recording_moves_to_the_store_and_downloads_come_from_there(
     assert not folder.exists()  # the cache is elsewhere; the folder never came back
     assert http_get(f"{bot.http_base}/r/{rid}/files/{next(iter(recorded))}?key=wrong")[0] == 404
 
+    got = bot.ask("recordings", "get", {"recording_id": rid})
+    assert got.ephemeral and "kept in the object storage" in got.content and link in got.content, got.content
+
     # /recordings delete removes the objects too.
     assert "Deleted" in bot.ask("recordings", "delete", {"recording_id": rid}).content
     assert not admin.list_objects_v2(Bucket=s3_settings.bucket, Prefix=base).get("Contents")
