@@ -19,6 +19,7 @@ nothing local goes before the store holds it).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -73,9 +74,9 @@ async def _in_daemon_thread(work: Callable[[], T], name: str) -> T:
         try:
             result = work()
         except BaseException as exc:  # handed to the awaiting task, which decides
-            hand_over(lambda: future.set_exception(exc))
+            hand_over(functools.partial(future.set_exception, exc))
         else:
-            hand_over(lambda: future.set_result(result))
+            hand_over(functools.partial(future.set_result, result))
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await future
