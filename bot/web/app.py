@@ -163,7 +163,7 @@ class _Routes:
         self.objects = objects
         self.executor = executor
         self.encoder = encoder
-        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self.send_timeout = send_timeout
         self.ready_wait = ready_wait
 
