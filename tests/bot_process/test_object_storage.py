@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import sqlite3
 import time
 import urllib.request
@@ -77,27 +78,36 @@ def _made(url: str) -> bytes:
         time.sleep(0.2)
 
 
-def _record(fake: FakeDiscord, bot: BotProcess) -> tuple[str, str, dict[str, bytes]]:
-    """Record TWO and stop: the id, the link and the tracks as recorded (the stop's ZIP)."""
+def _record(fake: FakeDiscord, bot: BotProcess, note: str | None = None) -> tuple[str, str, dict[str, bytes]]:
+    """Record TWO (with ``note``) and stop: the id, the link and the tracks as recorded (the stop's ZIP),
+    with the notes' files when there is a note."""
     rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
     runner = play(fake, TWO)
+    if note is not None:
+        answer = bot.ask("record", "note", {"text": note}).content
+        assert "Note at" in answer, answer
     fake.run(runner.wait_done(), timeout=TWO.duration + 30)
     reply = bot.ask("record", "stop")
-    tracks = {n: data for n, data in zip_members(reply).items() if n.endswith(".wav")}
-    assert len(tracks) == 2, list(zip_members(reply))
-    return rid, download_link(reply), tracks
+    files = {n: data for n, data in zip_members(reply).items() if n != "manifest.json"}
+    assert len([n for n in files if n.endswith(".wav")]) == 2, list(files)
+    return rid, download_link(reply), files
 
 
 def test_a_finished_recording_moves_to_the_store_and_downloads_come_from_there(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess], s3_server: S3Server,
         s3_settings: StorageSettings) -> None:
     bot = start_bot(**_storage_env(s3_settings, s3_server.endpoint))
-    rid, link, recorded = _record(fake, bot)
+    rid, link, files = _record(fake, bot, note="the intro ends")
+    recorded = {n: data for n, data in files.items() if n.endswith(".wav")}
+    notes = {n: data for n, data in files.items() if n in ("labels.txt", "chapters.json")}
+    assert len(notes) == 2, list(files)
     folder = bot.recordings_dir / rid
     _wait(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
           "the upload verified and the local folder removed")
     prefix, stored_at, _removed = _upload_row(bot, rid)
     assert prefix == f"{rid}/" and stored_at is not None
+    # As a download server on another machine would: no cached copy of the small files.
+    shutil.rmtree(bot.recordings_dir / ".object-cache" / rid)
 
     admin = s3_server.client()
     keys = {o["Key"] for o in admin.list_objects_v2(Bucket=s3_settings.bucket)["Contents"]}
@@ -108,7 +118,10 @@ def test_a_finished_recording_moves_to_the_store_and_downloads_come_from_there(
 
     status, page = http_get(link)
     assert status == 200, page[:300]
+    assert b"the intro ends" in page and page.count(b'class="note"') == 1
     key = link.split("key=", 1)[1]
+    for name, data in notes.items():
+        assert http_get(f"{bot.http_base}/r/{rid}/{name}?key={key}") == (200, data)
     for name, data in recorded.items():
         assert f"files/{name}?key={key}".encode() in page  # each track's player and link
         url = f"{bot.http_base}/r/{rid}/files/{name}?key={key}"
@@ -127,7 +140,7 @@ def test_a_finished_recording_moves_to_the_store_and_downloads_come_from_there(
     status, zipped = http_get(f"{bot.http_base}/r/{rid}/all.zip?key={key}")
     assert status == 200
     with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
-        assert {n: archive.read(n) for n in recorded} == recorded
+        assert {n: archive.read(n) for n in files} == files
     status, mix = http_get(f"{bot.http_base}/r/{rid}/mix.wav?key={key}")
     assert status == 200 and len(read_wav(mix)) == max(len(read_wav(d)) for d in recorded.values())
     assert not folder.exists()  # the cache is elsewhere; the folder never came back
