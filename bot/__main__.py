@@ -17,6 +17,7 @@ import sys
 
 from bot.config import ConfigError, Settings, help_text
 from bot.logsetup import configure_logging
+from bot.objects import ObjectStore, StartCheckFailed
 from bot.storage import IndexUnavailable
 
 _COMMANDS = {
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(getattr(logging, args.log_level), secrets=[settings.discord_token],
                       json_lines=settings.log_format == "json")
+    if settings.storage is not None and args.command != "sync-commands":
+        try:
+            ObjectStore(settings.storage).check()
+        except StartCheckFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     try:
         return _dispatch(args.command, settings)
     except IndexUnavailable as exc:

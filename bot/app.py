@@ -19,6 +19,8 @@ from bot.health import bot_problems
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.metrics import RecordingCollector
 from bot.nickname import clear_stale_mark
+from bot.objects import ObjectStore
+from bot.offload import Offloader
 from bot.recovery import Interrupted, examine
 from bot.registry import RecordingRegistry
 from bot.resume import resume_or_close
@@ -65,8 +67,13 @@ class RecorderBot(discord.AutoShardedClient):
             shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
         )
         self.settings = settings
+        #: The object store finished recordings go to; None: they stay in the folder.
+        self.objects = ObjectStore(settings.storage) if settings.storage is not None else None
         self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,
-                                    database_url=settings.database_url)
+                                    database_url=settings.database_url,
+                                    remove_objects=self.objects.delete_prefix if self.objects else None)
+        self.offloader = (Offloader(self.store, self.objects, keep_local=settings.keep_local_copy)
+                          if self.objects else None)
         self.astore = AsyncRecordingStore(self.store)
         self.tree = TrackedCommandTree(self)
         #: Encodes for downloads and stop summaries, on a low-priority thread of their own (see bot.web.encoder).
@@ -74,7 +81,7 @@ class RecorderBot(discord.AutoShardedClient):
         #: This process's Prometheus figures (its own registry: two bots in one test process stay apart).
         self.metrics = CollectorRegistry()
         ProcessCollector(registry=self.metrics)
-        app = create_app(self.astore, encoder=self.encoder, metrics=self.metrics)
+        app = create_app(self.astore, encoder=self.encoder, metrics=self.metrics, objects=self.objects)
         add_ops_routes(app, readiness=lambda: bot_problems(self, self.astore), metrics=self.metrics)
         self.web = WebServer(app, settings.http_host, settings.http_port, max_connections=settings.http_max_connections)
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
@@ -102,6 +109,8 @@ class RecorderBot(discord.AutoShardedClient):
         """Repair what a crash or a restart left, start the download server, register commands."""
         self._recovered, self._interrupted = await asyncio.to_thread(examine, self.store)
         await self.astore.expire()
+        if self.offloader is not None:
+            self.offloader.start()
         await self.web.start()
         self.add_commands()
         if self.settings.sync_commands:
@@ -163,6 +172,8 @@ class RecorderBot(discord.AutoShardedClient):
         self.recordings.close()
         if self._retention is not None:
             self._retention.cancel()
+        if self.offloader is not None:
+            await self.offloader.close()
         await self.web.stop()
         self.encoder.shutdown()
         await super().close()

@@ -14,7 +14,7 @@ from bot.guild_config import GuildConfig
 from bot.notes import NOTE_MAX_CHARS, NOTES_PER_RECORDING, NoteRefused, clean_note
 from bot.registry import AlreadyRecording, NothingToStop, RecordingRegistry
 from bot.session import StopReason
-from bot.storage import AsyncRecordingStore, IndexUnavailable, Note, Recording
+from bot.storage import MANIFEST_NAME, AsyncRecordingStore, IndexUnavailable, Note, Recording
 from bot.summary import plain, recording_line, started_text, status_text, unfinished_text
 from bot.units import clock, days
 
@@ -262,6 +262,12 @@ class RecordingsGroup(_BotGroup):
                                        f"{days(recording.retention.total_seconds() / 86400)} after they end); "
                                        f"its files are "
                                        f"being deleted.")
+            return
+        if recording.stored_prefix is not None and not (recording.directory / MANIFEST_NAME).is_file():
+            # Its folder went to the object store: no ZIP to attach from here; the page serves every file.
+            await interaction.response.send_message(
+                f"Recording `{recording.id}` is kept in the object storage: download it from "
+                f"{self.announcer.link(recording)}", ephemeral=True)
             return
         await interaction.response.defer(thinking=True, ephemeral=True)
         manifest = await self.store.read_manifest(recording)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.objects.settings import StorageSettingError, StorageSettings
+
 __all__ = ["ConfigError", "DOWNLOAD_FORMATS", "Settings", "VARIABLES", "Variable", "help_text", "load_dotenv"]
 
 #: The formats a recording's files can be downloaded in; a server picks its default.
@@ -45,6 +47,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index: recordings, download keys, opt-outs."),
     Variable("DATABASE_URL", "(SQLite)", "postgresql://user:password@host:port/database keeps the index in "
                                          "PostgreSQL, shared by every bot process, instead of DATABASE_PATH."),
+    Variable("STORAGE_URL", "(local folder)", "s3://bucket/prefix keeps finished recordings in an S3-compatible "
+                                              "object store (credentials through the AWS chain: AWS_ACCESS_KEY_ID, "
+                                              "AWS_SECRET_ACCESS_KEY, ...); recording itself stays on local disk."),
+    Variable("STORAGE_ENDPOINT", "(AWS)", "http(s)://host:port of an S3-compatible server other than AWS (MinIO, "
+                                          "Garage, Ceph, R2, B2); needs STORAGE_URL."),
+    Variable("STORAGE_REGION", "(AWS chain)", "Region to sign object store requests for (e.g. eu-central-1, auto); "
+                                              "needs STORAGE_URL."),
+    Variable("KEEP_LOCAL_COPY", "no", "With STORAGE_URL: whether a recording's local folder stays after its upload "
+                                      "is verified (yes or no)."),
     Variable("HTTP_HOST", "0.0.0.0", "Address the download web server listens on."),
     Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
     Variable("HTTP_MAX_CONNECTIONS", "256", "Download connections open at once (1 to 10000); more wait to be accepted, "
@@ -198,6 +209,19 @@ def _database_url(name: str, text: str) -> str:
     return text
 
 
+def _storage(url: str, endpoint: str, region: str) -> StorageSettings | None:
+    """The object store settings; None (the local folder) without STORAGE_URL."""
+    if not url:
+        for name, value in (("STORAGE_ENDPOINT", endpoint), ("STORAGE_REGION", region)):
+            if value:
+                raise ConfigError(f"{name}: needs STORAGE_URL to be set too")
+        return None
+    try:
+        return StorageSettings.parse(url, endpoint or None, region or None)
+    except StorageSettingError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _check_token(text: str) -> str:
     if not text:
         raise ConfigError("DISCORD_TOKEN: missing (set it in the environment or in .env)")
@@ -215,6 +239,10 @@ class Settings:
     database_path: Path = Path("recordings") / "index.sqlite3"
     #: The PostgreSQL index (may hold a password: masked in repr); None: SQLite at database_path.
     database_url: str | None = dataclasses.field(default=None, repr=False)
+    #: The object store finished recordings go to; None: they stay in recordings_dir.
+    storage: StorageSettings | None = None
+    #: Whether a recording's folder stays after its verified upload.
+    keep_local_copy: bool = False
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     http_max_connections: int = 256
@@ -283,6 +311,7 @@ class Settings:
             raise ConfigError(f"DATABASE_PATH: {str(database_path)!r} is a directory, expected a file")
         if recordings_dir.exists() and not recordings_dir.is_dir():
             raise ConfigError(f"RECORDINGS_DIR: {str(recordings_dir)!r} exists and is not a directory")
+        storage = _storage(get("STORAGE_URL"), get("STORAGE_ENDPOINT"), get("STORAGE_REGION"))
         http_host = get("HTTP_HOST") or "0.0.0.0"
         http_port = _int("HTTP_PORT", get("HTTP_PORT") or "8080", 0, 65535)
         http_max_connections = _int("HTTP_MAX_CONNECTIONS", get("HTTP_MAX_CONNECTIONS") or "256", 1, 10_000)
@@ -305,6 +334,8 @@ class Settings:
             recordings_dir=recordings_dir,
             database_path=database_path,
             database_url=opt("DATABASE_URL", _database_url),
+            storage=storage,
+            keep_local_copy=_yes_no("KEEP_LOCAL_COPY", get("KEEP_LOCAL_COPY") or "no"),
             http_host=http_host,
             http_port=http_port,
             http_max_connections=http_max_connections,

@@ -18,6 +18,7 @@ import sys
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bot.config import Settings
+from bot.objects import ObjectStore
 from bot.storage import AsyncRecordingStore, RecordingStore
 from bot.web import WebServer, create_app
 from bot.web.ops import add_ops_routes, index_problems
@@ -28,12 +29,14 @@ _log = logging.getLogger(__name__)
 
 
 async def _serve(settings: Settings) -> int:
+    # A front on another machine serves what the bots uploaded straight from the object store.
+    objects = ObjectStore(settings.storage) if settings.storage is not None else None
     store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,
                            database_url=settings.database_url)
     astore = AsyncRecordingStore(store)
     metrics = CollectorRegistry()
     ProcessCollector(registry=metrics)
-    app = create_app(astore, metrics=metrics)
+    app = create_app(astore, metrics=metrics, objects=objects)
     add_ops_routes(app, readiness=lambda: index_problems(astore), metrics=metrics)
     server = WebServer(app, settings.http_host, settings.http_port, max_connections=settings.http_max_connections)
     stopping = asyncio.Event()

@@ -16,13 +16,14 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.storage.backend import IndexBackend, IndexConflict, IndexUnavailable, Transaction
 from bot.storage.guild_settings import GuildSettingsTable
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
-from bot.storage.manifest import Manifest, Note, Speaker
+from bot.storage.manifest import MANIFEST_NAME, Manifest, Note, Speaker
 from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
 from bot.storage.postgres_index import PostgresIndex
@@ -45,9 +46,15 @@ _OWNER_NAME = ".owner"
 _COLUMNS = (
     "id, guild_id, guild_name, channel_id, channel_name, started_at, ended_at, status, secret, sample_rate, channels"
 )
-#: Every read of a recording brings its server's retention along, so expiry stays arithmetic.
+#: Every read of a recording brings its server's retention along, so expiry stays arithmetic,
+#: and where its files are (see :meth:`RecordingStore.mark_uploaded`).
 _SELECT = (f"SELECT {_COLUMNS}, (SELECT g.retention_days FROM guild_settings g "
-           f"WHERE g.guild_id = recordings.guild_id) FROM recordings")
+           f"WHERE g.guild_id = recordings.guild_id), "
+           f"(SELECT u.prefix FROM uploads u WHERE u.recording_id = recordings.id AND u.stored_at IS NOT NULL), "
+           f"(SELECT u.local_removed FROM uploads u WHERE u.recording_id = recordings.id) FROM recordings")
+#: The folder under ``recordings_dir`` that keeps small files of recordings whose own
+#: folder is gone (the object store holds them): not a recording id, so never one's folder.
+CACHE_DIR_NAME = ".object-cache"
 
 
 class StorageError(Exception):
@@ -73,6 +80,11 @@ class Recording:
     #: How long it is kept once it ended (its server's setting within the operator's);
     #: None: forever.
     retention: timedelta | None
+    #: The object name prefix (``<id>/``) once every file is verified in the object
+    #: store; None while the recording is only in its local folder.
+    stored_prefix: str | None = None
+    #: Whether the local folder was deleted after the verified upload.
+    local_removed: bool = False
 
     @property
     def download_path(self) -> str:
@@ -110,8 +122,14 @@ class RecordingStore:
         retention_days: float | None = 30.0,
         *,
         database_url: str | None = None,
+        remove_objects: Callable[[str], object] | None = None,
     ) -> None:
         self.recordings_dir = Path(recordings_dir)
+        #: Small files (manifest, page data, notes) of recordings whose folder is gone.
+        self.cache_dir = self.recordings_dir / CACHE_DIR_NAME
+        #: Deletes an object prefix from the object store (retention, /recordings delete);
+        #: None when there is no object store.
+        self._remove_objects = remove_objects
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         self.retention = None if retention_days is None else timedelta(days=retention_days)
         #: The SQLite file of the index; None when it is in PostgreSQL.
@@ -124,6 +142,9 @@ class RecordingStore:
             self._index = SQLiteIndex(self.database_path)
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
         self.guild_settings = GuildSettingsTable(self._index)
+        #: Called with a recording's id, from the closing thread, after it was finished
+        #: or marked interrupted (the uploader wakes up on it).
+        self.closed_listeners: list[Callable[[str], None]] = []
 
     @functools.cached_property
     def owner(self) -> str:
@@ -293,7 +314,9 @@ class RecordingStore:
         return self._close(recording_id, manifest, "interrupted", ended_at)
 
     def delete(self, recording_id: str) -> bool:
-        """Remove a recording's files and rows; False when there was none."""
+        """Remove a recording's files (its objects first) and rows; False when there
+        was none. :class:`StorageError` when the object store would not delete its
+        objects: then nothing else went either, and a later call tries again."""
         rec = self.get(recording_id)
         if rec is None:
             return False
@@ -326,7 +349,11 @@ class RecordingStore:
             rec = self._row(row)
             if not self.is_expired(rec, moment):
                 continue
-            self._remove_files(rec)
+            try:
+                self._remove_files(rec)
+            except StorageError as exc:
+                _log.warning("retention keeps %s until its objects can be deleted: %s", rec.id, exc)
+                continue
             self._delete_row(rec.id)
             removed.append(rec.id)
         if removed:
@@ -372,6 +399,68 @@ class RecordingStore:
         """The recording runs again: it is no longer paused."""
         self._index.run(lambda tx: tx.execute("DELETE FROM suspensions WHERE recording_id = ?", (recording_id,)))
 
+    # -- the object store ------------------------------------------------------
+
+    def pending_offloads(self, *, keep_local: bool) -> list[Recording]:
+        """Ended recordings whose folder is here (with its manifest) that still wait
+        for the object store: not yet verified there, or (unless ``keep_local``)
+        verified but with the folder not yet removed. Oldest first."""
+        removal = "" if keep_local else " OR COALESCE(u.local_removed, 0) = 0"
+        rows = self._index.run(lambda tx: tx.execute(
+            f"SELECT r.id FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id "
+            f"WHERE r.status != 'recording' AND r.ended_at IS NOT NULL "
+            f"AND (u.stored_at IS NULL{removal}) ORDER BY r.ended_at, r.id"))
+        found = [self.get(rid) for (rid,) in rows]
+        return [r for r in found if r is not None and (r.directory / MANIFEST_NAME).is_file()]
+
+    def note_upload_failure(self, recording_id: str, error: str) -> None:
+        """Count a failed upload of the recording and keep its one-line reason."""
+        self._index.run(lambda tx: tx.execute(
+            "INSERT INTO uploads (recording_id, attempts, last_error) VALUES (?, 1, ?) "
+            "ON CONFLICT (recording_id) DO UPDATE SET attempts = uploads.attempts + 1, last_error = excluded.last_error",
+            (recording_id, error[:500]),
+        ))
+
+    def upload_failures(self, recording_id: str) -> tuple[int, str | None]:
+        """How many uploads of the recording failed, and the last one's reason."""
+        rows = self._index.run(lambda tx: tx.execute(
+            "SELECT attempts, last_error FROM uploads WHERE recording_id = ?", (recording_id,)))
+        return (int(rows[0][0]), rows[0][1]) if rows else (0, None)
+
+    def mark_uploaded(self, recording_id: str, prefix: str, *, at: datetime | None = None) -> None:
+        """Every file of the recording is verified in the object store under ``prefix``:
+        downloads may come from there, and the folder may go."""
+        self._index.run(lambda tx: tx.execute(
+            "INSERT INTO uploads (recording_id, prefix, stored_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (recording_id) DO UPDATE SET prefix = excluded.prefix, stored_at = excluded.stored_at, "
+            "last_error = NULL",
+            (recording_id, prefix, _ts(at or _now())),
+        ))
+
+    def cache_directory(self, recording: Recording) -> Path:
+        """Where small files of ``recording`` are kept once its folder is gone."""
+        return self.cache_dir / recording.id
+
+    def remove_local_copy(self, recording_id: str, keep: tuple[str, ...] = ()) -> None:
+        """Delete the folder of a recording the object store holds (verified), first
+        copying the small files named in ``keep`` to its cache directory so its page
+        needs no round trip to the store. :class:`StorageError` when the store does
+        not hold it: a folder is never deleted before that."""
+        rec = self.require(recording_id)
+        if rec.stored_prefix is None:
+            raise StorageError(f"recording {rec.id} is not in the object store; its folder stays")
+        cache = self.cache_directory(rec)
+        cache.mkdir(parents=True, exist_ok=True)
+        for name in keep:
+            source = rec.directory / name
+            if source.is_file() and not source.is_symlink():
+                shutil.copyfile(source, cache / name)
+        self._index.run(lambda tx: tx.execute(
+            "UPDATE uploads SET local_removed = 1 WHERE recording_id = ?", (rec.id,)))
+        if rec.directory.parent == self.recordings_dir and rec.directory.is_dir():
+            shutil.rmtree(rec.directory, ignore_errors=True)
+        _log.info("recording %s: local folder removed, the object store holds it", rec.id)
+
     # -- opt-outs ---------------------------------------------------------------
 
     def set_opt_out(self, guild_id: int, user_id: int, opted_out: bool) -> None:
@@ -397,9 +486,10 @@ class RecordingStore:
         return chosen if self.retention is None else min(chosen, self.retention)
 
     def _row(self, row: tuple) -> Recording:
-        rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels, guild_days = row
+        (rid, gid, gname, cid, cname, started, ended, status, secret, rate, channels, guild_days, prefix,
+         local_removed) = row
         return Recording(rid, gid, gname, cid, cname, _dt(started), _dt(ended), status, secret, rate, channels,
-                         self.recordings_dir / rid, self._retention_of(guild_days))
+                         self.recordings_dir / rid, self._retention_of(guild_days), prefix, bool(local_removed))
 
     def require(self, recording_id: str) -> Recording:
         """The recording with this id; :class:`StorageError` when there is none."""
@@ -426,6 +516,8 @@ class RecordingStore:
 
         self._index.run(close)
         _log.info("recording %s %s with %d track(s)", rec.id, status, len(speakers))
+        for listener in self.closed_listeners:
+            listener(rec.id)
         return final
 
     def _delete_row(self, recording_id: str) -> None:
@@ -433,7 +525,18 @@ class RecordingStore:
         self._index.run(lambda tx: tx.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)))
 
     def _remove_files(self, rec: Recording) -> None:
+        """The recording's objects (first: should that fail, nothing is lost track of), its cache and its folder."""
+        if rec.stored_prefix is not None:
+            if self._remove_objects is None:
+                _log.warning("recording %s: its objects under %s stay in the object store (STORAGE_URL is not set)",
+                             rec.id, rec.stored_prefix)
+            else:
+                try:
+                    self._remove_objects(rec.stored_prefix)
+                except Exception as exc:  # the object store's own errors are one line each
+                    raise StorageError(f"recording {rec.id}: its objects were not deleted: {exc}") from None
         # The id was validated by get()/the schema, so this stays inside recordings_dir.
+        shutil.rmtree(self.cache_directory(rec), ignore_errors=True)
         if rec.directory.parent == self.recordings_dir and rec.directory.is_dir():
             shutil.rmtree(rec.directory, ignore_errors=True)
 

@@ -139,13 +139,41 @@ _POSTGRES_1 = (
     )""",
 )
 
+# Where a finished recording's files are, once the object store holds them:
+# ``prefix`` (the object names' common start) is set only when every file was
+# verified in the store; ``local_removed`` once its folder was deleted after
+# that. ``attempts`` and ``last_error`` tell operators about uploads that fail.
+# A recording without a row here is in its local folder only.
+_SQLITE_2 = (
+    """CREATE TABLE uploads (
+        recording_id TEXT PRIMARY KEY REFERENCES recordings (id) ON DELETE CASCADE,
+        prefix TEXT,
+        stored_at REAL,
+        local_removed INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    )""",
+)
+_POSTGRES_2 = (
+    """CREATE TABLE uploads (
+        recording_id TEXT PRIMARY KEY REFERENCES recordings (id) ON DELETE CASCADE,
+        prefix TEXT,
+        stored_at DOUBLE PRECISION,
+        local_removed INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    )""",
+)
+
 # Which recordings folder holds a recording's files (see RecordingStore.owner): with one
 # index shared by several processes, each start recovers only what is on its own disk.
 _OWNER = ("ALTER TABLE recordings ADD COLUMN owner TEXT",)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "recordings, speakers, suspensions, notes, opt-outs and server settings", _SQLITE_1, _POSTGRES_1),
-    Migration(2, "the recordings folder each recording is written in", _OWNER, _OWNER),
+    Migration(2, "uploads: which recordings are in the object store, and whether their folder is gone",
+              _SQLITE_2, _POSTGRES_2),
+    Migration(3, "the recordings folder each recording is written in", _OWNER, _OWNER),
 )
 
 

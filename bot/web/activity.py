@@ -20,7 +20,7 @@ import soundfile as sf
 from sinks.opus import SAMPLE_RATE
 from sinks.talk import BLOCK_FRAMES, talk_blocks
 
-__all__ = ["ACTIVITY_NAME", "WINDOW_SECONDS", "TrackActivity", "load_activity", "track_activity"]
+__all__ = ["ACTIVITY_NAME", "WINDOW_SECONDS", "TrackActivity", "load_activity", "stored_activity", "track_activity"]
 
 _log = logging.getLogger(__name__)
 
@@ -106,3 +106,18 @@ def load_activity(directory: Path, files: list[str]) -> dict[str, TrackActivity]
             _log.warning("%s: activity cache not written: %s", directory.name, os.strerror(exc.errno or 0))
         _log.debug("%s: activity computed for %d track(s)", directory.name, len(files))
     return result
+
+
+def stored_activity(directory: Path, files: list[str]) -> dict[str, TrackActivity]:
+    """Activity of each named track as the cache in ``directory`` has it, without
+    the tracks (a recording in the object store: its ``activity.json`` was made
+    from the uploaded tracks, which never change). Tracks it lacks are left out."""
+    try:
+        data = json.loads((directory / ACTIVITY_NAME).read_text(encoding="utf-8"))
+        cached = data["tracks"] if data["window_frames"] == BLOCK_FRAMES else {}
+        return {name: TrackActivity(int(cached[name]["frames"]),
+                                    tuple((int(s), int(e)) for s, e in cached[name]["spans"]))
+                for name in files if isinstance(cached.get(name), dict)}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _log.warning("%s: no usable activity cache (%s)", directory.name, type(exc).__name__)
+        return {}

@@ -10,6 +10,14 @@ expired, still recording, a name not in the manifest, any path trick) gets the
 same 404 and nothing else; only a visitor holding the key is told that a format
 name is unknown.
 
+A recording whose folder is gone (its files are in the object store, see
+:mod:`bot.offload`) is served from the store: the page from local copies of its
+small files (:mod:`bot.web.objectcache`), each WAV streamed through with its
+Range (:func:`bot.web.objects.object_response`), and every encoded format,
+ZIP and mixdown from copies of its tracks fetched into the cache directory
+first, then made exactly as for a local recording. As long as the folder is
+there (an upload not yet verified, or ``KEEP_LOCAL_COPY``), it serves.
+
 Encoded downloads are files made once by :class:`bot.web.encoder.Encoder` and
 then served like the tracks (Content-Length, Range). One that is not ready
 within :data:`READY_WAIT` seconds answers 202 with a page that shows the
@@ -20,6 +28,7 @@ meanwhile, shared with every other request for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import re
@@ -32,9 +41,11 @@ import soundfile as sf
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
+from bot.objects import ObjectMissing, ObjectStore, ObjectStoreError
 from bot.storage import (
     CHAPTERS_NAME,
     LABELS_NAME,
+    MANIFEST_NAME,
     MARKER_FILES,
     AsyncRecordingStore,
     Manifest,
@@ -42,7 +53,7 @@ from bot.storage import (
     Recording,
     is_recording_id,
 )
-from bot.web.activity import load_activity
+from bot.web.activity import ACTIVITY_NAME, load_activity, stored_activity
 from bot.web.encode import (
     FORMATS,
     Format,
@@ -58,6 +69,8 @@ from bot.web.encode import (
 from bot.web.encoder import Encoder
 from bot.web.exports import Chunks, mix_inputs, mixdown_chunks, mixdown_size, zip_chunks, zip_members
 from bot.web.files import servable
+from bot.web.objectcache import copy_object, copy_small_files
+from bot.web.objects import STORE_UNAVAILABLE_BODY, object_response
 from bot.web.page import DownloadSizes, TrackInfo, render_page, render_preparing
 from bot.web.player import PLAYER_SCRIPT
 from bot.web.ranges import RangedFileResponse
@@ -140,17 +153,18 @@ class _Routes:
     """Handlers sharing the store, the export executor, the encoder, per-file
     locks and the send timeout of streamed exports."""
 
-    __slots__ = ("store", "executor", "encoder", "locks", "send_timeout", "ready_wait")
+    __slots__ = ("store", "objects", "executor", "encoder", "locks", "send_timeout", "ready_wait")
 
     # One lock per recording's timeline so two visitors never compute it twice at
     # once; encodes are shared by the encoder itself.
 
-    def __init__(self, store: AsyncRecordingStore, executor: ThreadPoolExecutor, encoder: Encoder,
-                 send_timeout: float, ready_wait: float) -> None:
+    def __init__(self, store: AsyncRecordingStore, objects: ObjectStore | None, executor: ThreadPoolExecutor,
+                 encoder: Encoder, send_timeout: float, ready_wait: float) -> None:
         self.store = store
+        self.objects = objects
         self.executor = executor
         self.encoder = encoder
-        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self.send_timeout = send_timeout
         self.ready_wait = ready_wait
 
@@ -171,7 +185,9 @@ class _Routes:
             raise _Denied
         if rec.status == "recording" or self.store.is_expired(rec):
             raise _Denied
-        if servable(rec.directory, "manifest.json") is None:
+        if servable(rec.directory, MANIFEST_NAME) is None and rec.stored_prefix is not None:
+            rec = await self._from_store(request, rec)
+        if servable(rec.directory, MANIFEST_NAME) is None:
             _log.warning("recording %s: manifest.json is not a regular file; refused", rec.id)
             raise _Denied
         try:
@@ -180,6 +196,54 @@ class _Routes:
             _log.warning("recording %s: unreadable manifest: %s", rec.id, exc)
             raise _Denied from None
         return rec, manifest
+
+    async def _from_store(self, request: web.Request, rec: Recording) -> Recording:
+        """``rec`` as served from the object store: its directory the cache of its small files."""
+        if self.objects is None or rec.stored_prefix is None:
+            _log.warning("recording %s is in the object store, but STORAGE_URL is not set here", rec.id)
+            raise _Denied
+        cache = self.store.store.cache_directory(rec)
+        async with self._lock(rec.id, "small files"):
+            try:
+                found = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, copy_small_files, self.objects, rec.stored_prefix, cache,
+                    (ACTIVITY_NAME, *MARKER_FILES), MANIFEST_NAME)
+            except ObjectStoreError as exc:
+                _log.warning("recording %s: its page's files did not come from the object store: %s", rec.id, exc)
+                raise _Denied from None
+        if not found:
+            _log.warning("recording %s: the object store has no manifest under %s", rec.id, rec.stored_prefix)
+            raise _Denied
+        request["stored"] = True
+        return dataclasses.replace(rec, directory=cache)
+
+    async def _fetch_tracks(self, request: web.Request, rec: Recording, names: list[str]) -> None:
+        """For a recording served from the store: copy the named tracks into its cache (once)."""
+        if not request.get("stored"):
+            return
+        assert self.objects is not None and rec.stored_prefix is not None
+        objects, prefix = self.objects, rec.stored_prefix
+        loop = asyncio.get_running_loop()
+        for name in names:
+            async with self._lock(rec.id, "track", name):
+                try:
+                    await loop.run_in_executor(self.executor, copy_object, objects, prefix + name,
+                                               rec.directory / name)
+                except ObjectStoreError as exc:
+                    _log.warning("recording %s: %s did not come from the object store: %s", rec.id, name, exc)
+                    raise _Denied from None
+
+    async def _stored_wav(self, request: web.Request, rec: Recording, name: str) -> web.StreamResponse:
+        """A track of a recording in the object store, streamed through with its Range."""
+        assert self.objects is not None and rec.stored_prefix is not None
+        headers = {"Content-Type": FORMATS["wav"].mime, "Cache-Control": "private, max-age=3600"}
+        if "download" in request.query:
+            headers["Content-Disposition"] = _attachment(name)
+        try:
+            return await object_response(request, self.objects, rec.stored_prefix + name, headers=headers,
+                                         executor=self.executor, send_timeout=self.send_timeout)
+        except ObjectMissing:
+            return _not_found()
 
     @staticmethod
     def _format(request: web.Request) -> Format:
@@ -192,15 +256,24 @@ class _Routes:
         return fmt
 
     async def _track(self, request: web.Request) -> tuple[Recording, Manifest, Path]:
+        """The recording, its manifest and the requested track's path (for a recording in
+        the object store: where its copy goes in the cache, see :meth:`_fetch_tracks`)."""
         rec, manifest = await self._authorize(request)
         name = request.match_info["name"]
         # Only names the manifest lists, so "..", slashes or absolute paths never reach the disk.
         if manifest.speaker_by_file(name) is None:
             raise _Denied
+        if request.get("stored"):
+            return rec, manifest, rec.directory / name
         path = servable(rec.directory, name)
         if path is None:
             raise _Denied
         return rec, manifest, path
+
+    async def _all_tracks(self, request: web.Request, rec: Recording, manifest: Manifest) -> list[str]:
+        """The manifest's tracks that exist; for a stored recording, copied into its cache first."""
+        await self._fetch_tracks(request, rec, [s.file for s in manifest.speakers])
+        return self._tracks(rec, manifest)
 
     @staticmethod
     def _tracks(rec: Recording, manifest: Manifest) -> list[str]:
@@ -253,6 +326,8 @@ class _Routes:
             rec, manifest = await self._authorize(request)
         except _Denied:
             return _not_found()
+        if request.get("stored"):
+            return await self._stored_page(request, rec, manifest)
         files = self._tracks(rec, manifest)
         loop = asyncio.get_running_loop()
         async with self._lock(rec.id, "activity"):
@@ -279,12 +354,49 @@ class _Routes:
             headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "private, no-store"},
         )
 
+    async def _stored_page(self, request: web.Request, rec: Recording, manifest: Manifest) -> web.StreamResponse:
+        """The page of a recording in the object store, from its cached small files and the
+        tracks' sizes (a HEAD each); sizes of what is not made yet are unknown, as for local ones."""
+        assert self.objects is not None and rec.stored_prefix is not None
+        objects, prefix = self.objects, rec.stored_prefix
+
+        def describe() -> tuple[list[TrackInfo], DownloadSizes]:
+            files = [s.file for s in manifest.speakers]
+            activity = stored_activity(rec.directory, files)
+            tracks = []
+            for speaker in manifest.speakers:
+                act = activity.get(speaker.file)
+                info = objects.stat(prefix + speaker.file) if act is not None else None
+                if act is None or info is None:
+                    continue
+                talk = speaker.talk_seconds if speaker.talk_seconds is not None else act.talk_seconds
+                tracks.append(TrackInfo(speaker.user_id, speaker.display_name, speaker.file, info.size,
+                                        act.frames / manifest.sample_rate, talk, act))
+            unknown: dict[str, int | None] = {f.name: None for f in FORMATS.values()}
+            per_track = {t.file: {**unknown, "wav": t.size} for t in tracks}
+            return tracks, DownloadSizes(dict(unknown), dict(unknown), per_track)
+
+        try:
+            tracks, sizes = await asyncio.get_running_loop().run_in_executor(self.executor, describe)
+        except ObjectStoreError as exc:
+            _log.warning("recording %s: page not made, the object store failed: %s", rec.id, exc)
+            return web.Response(status=503, text=STORE_UNAVAILABLE_BODY, content_type="text/plain",
+                                headers={"Retry-After": "60", "Cache-Control": "no-store"})
+        html = render_page(manifest, request.query["key"], tracks, self._markers(rec), sizes,
+                           expires=self.store.expires_at(rec))
+        return web.Response(
+            text=html, content_type="text/html",
+            headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "private, no-store"},
+        )
+
     async def wav(self, request: web.Request) -> web.StreamResponse:
         """One track as WAV; Range requests work (players seek with them)."""
         try:
-            _rec, _manifest, path = await self._track(request)
+            rec, _manifest, path = await self._track(request)
         except _Denied:
             return _not_found()
+        if request.get("stored"):
+            return await self._stored_wav(request, rec, path.name)
         return _file_response(request, path, FORMATS["wav"], path.name)
 
     async def track(self, request: web.Request) -> web.StreamResponse:
@@ -292,11 +404,15 @@ class _Routes:
         try:
             rec, _manifest, path = await self._track(request)
             fmt = self._format(request)
+            if fmt.name != "wav" and request.get("stored"):
+                await self._fetch_tracks(request, rec, [path.name])  # the encoder reads a file
         except _Denied:
             return _not_found()
         except _UnknownFormat:
             return _unknown_format()
         if fmt.name == "wav":
+            if request.get("stored"):
+                return await self._stored_wav(request, rec, path.name)
             return _file_response(request, path, fmt, path.name)
         target = rec.directory / track_name(path.name, fmt)
 
@@ -333,7 +449,10 @@ class _Routes:
             return _not_found()
         except _UnknownFormat:
             return _unknown_format()
-        tracks = self._tracks(rec, manifest)
+        try:
+            tracks = await self._all_tracks(request, rec, manifest)
+        except _Denied:
+            return _not_found()
         if fmt.name != "wav":  # a track libsndfile cannot read (a headerless one) stays out, as from the mix
             readable = await asyncio.to_thread(mix_inputs, rec.directory, tracks, manifest.sample_rate,
                                                manifest.channels)
@@ -365,7 +484,10 @@ class _Routes:
             return _not_found()
         except _UnknownFormat:
             return _unknown_format()
-        names = self._tracks(rec, manifest)
+        try:
+            names = await self._all_tracks(request, rec, manifest)
+        except _Denied:
+            return _not_found()
         rate, channels = manifest.sample_rate, manifest.channels
         if fmt.name != "wav":
             target = rec.directory / mix_name(fmt)
@@ -458,6 +580,7 @@ def _counting(served: Counter, kind: str, handler: Handler) -> Handler:
 def create_app(
     store: AsyncRecordingStore, *, export_threads: int = 4, send_timeout: float = SEND_TIMEOUT,
     encoder: Encoder | None = None, ready_wait: float = READY_WAIT, metrics: CollectorRegistry | None = None,
+    objects: ObjectStore | None = None,
 ) -> web.Application:
     """The download server as an aiohttp application. Exports (ZIP, mixdown,
     timeline) run on a pool of ``export_threads`` threads, shut down with the
@@ -465,14 +588,15 @@ def create_app(
     summaries; without one the app makes and shuts down its own); a streamed
     export whose client takes nothing for ``send_timeout`` seconds is cut off.
     What it serves is counted in ``metrics`` (``voice_recorder_downloads_total``
-    by kind) when given."""
+    by kind) when given. ``objects`` serves the recordings whose folder went to the
+    object store."""
     app = web.Application(middlewares=[_uniform_not_found])
     app.on_response_prepare.append(_security_headers)
     executor = ThreadPoolExecutor(max_workers=export_threads, thread_name_prefix="web-export")
     own_encoder = encoder is None
     encoder = encoder or Encoder()
     _log.info("downloads are encoded with libsndfile %s", sf.__libsndfile_version__)
-    routes = _Routes(store, executor, encoder, send_timeout, ready_wait)
+    routes = _Routes(store, objects, executor, encoder, send_timeout, ready_wait)
     served = Counter("voice_recorder_downloads", "Pages and files the download server served (200 or 206), by kind",
                      ["kind"], registry=metrics if metrics is not None else CollectorRegistry(auto_describe=False))
     app.router.add_get("/r/{rid}", _counting(served, "page", routes.page))

@@ -202,7 +202,8 @@ def test_a_malformed_database_url_is_one_line_without_the_password(url: str) -> 
 def test_help_lists_every_variable_with_default() -> None:
     text = help_text()
     names = [
-        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "DATABASE_URL", "HTTP_HOST", "HTTP_PORT",
+        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "DATABASE_URL", "STORAGE_URL", "STORAGE_ENDPOINT",
+        "STORAGE_REGION", "KEEP_LOCAL_COPY", "HTTP_HOST", "HTTP_PORT",
         "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
         "DOWNLOAD_FORMAT", "ATTACH_FILES", "AUTORECORD_GRACE_SECONDS", "LOG_FORMAT", "SYNC_COMMANDS", "SHARD_COUNT",
@@ -231,3 +232,31 @@ def test_an_absurd_setting_stops_the_bot_with_one_line(tmp_path: Path) -> None:
     assert done.stderr == "error: RETENTION_DAYS: must be at most 3650, got '1000000'\n"
     assert TOKEN not in done.stdout + done.stderr
 
+
+
+def test_without_storage_url_recordings_stay_in_the_folder() -> None:
+    settings = Settings.from_env({"DISCORD_TOKEN": "t"}, dotenv_path=None)
+    assert settings.storage is None and settings.keep_local_copy is False
+
+
+def test_storage_settings_are_parsed() -> None:
+    settings = Settings.from_env({"DISCORD_TOKEN": "t", "STORAGE_URL": "s3://recordings/bot",
+                                  "STORAGE_ENDPOINT": "http://127.0.0.1:9000", "STORAGE_REGION": "auto",
+                                  "KEEP_LOCAL_COPY": "yes"}, dotenv_path=None)
+    assert settings.storage is not None
+    assert (settings.storage.bucket, settings.storage.prefix) == ("recordings", "bot/")
+    assert (settings.storage.endpoint, settings.storage.region) == ("http://127.0.0.1:9000", "auto")
+    assert settings.keep_local_copy is True
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"STORAGE_URL": "ftp://bucket"}, "STORAGE_URL: expected s3://bucket/prefix, got 'ftp://bucket'"),
+    ({"STORAGE_URL": "s3://bucket", "STORAGE_ENDPOINT": "minio:9000"},
+     "STORAGE_ENDPOINT: expected an http or https URL, got 'minio:9000'"),
+    ({"STORAGE_ENDPOINT": "http://minio:9000"}, "STORAGE_ENDPOINT: needs STORAGE_URL to be set too"),
+    ({"STORAGE_URL": "s3://bucket", "KEEP_LOCAL_COPY": "maybe"}, "KEEP_LOCAL_COPY: expected yes or no, got 'maybe'"),
+])
+def test_bad_storage_settings_are_one_line(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DISCORD_TOKEN": "t", **env}, dotenv_path=None)
+    assert str(caught.value) == message

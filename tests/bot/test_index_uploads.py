@@ -1,0 +1,96 @@
+"""Where a recording's files are, on both index backends: the object store's
+copy once verified, the local folder going only after that, pending uploads
+surviving a reopen (a restart), and retention deleting the objects too."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.storage import RecordingStore, StorageError
+from tests.bot.conftest import IndexUnderTest
+from tests.bot.wavgen import bursts, write_wav
+
+GUILD = 111111111111111111
+
+
+def _finished(store: RecordingStore, ended: datetime | None = None) -> str:
+    started = ended - timedelta(minutes=1) if ended else None
+    rec = store.create(GUILD, "G", 1, "vc", started_at=started)
+    write_wav(rec.directory / "4444.wav", bursts(300.0, 0.5, [(0, 0.5)]))
+    store.note_speaker(rec.id, 4444, "Dee")
+    store.finish(rec.id, store.new_manifest(rec), ended_at=ended)
+    return rec.id
+
+
+def test_a_finished_recording_waits_for_the_store_until_marked_and_its_folder_goes_after(
+        tmp_path: Path, index: IndexUnderTest) -> None:
+    with index.open(tmp_path / "r") as store:
+        running = store.create(GUILD, "G", 1, "vc")
+        first, second = _finished(store), _finished(store)
+        assert [r.id for r in store.pending_offloads(keep_local=False)] == [first, second]
+        assert running.id not in [r.id for r in store.pending_offloads(keep_local=False)]
+        rec = store.require(first)
+        assert rec.stored_prefix is None and rec.local_removed is False
+        with pytest.raises(StorageError):
+            store.remove_local_copy(first)  # not in the store: the folder stays
+        assert rec.directory.is_dir()
+
+        store.note_upload_failure(first, "recording upload x/: cannot reach the object store")
+        store.note_upload_failure(first, "the second reason")
+        assert store.upload_failures(first) == (2, "the second reason")
+    with index.open(tmp_path / "r") as store:  # a restart finds the same work
+        assert [r.id for r in store.pending_offloads(keep_local=False)] == [first, second]
+        store.mark_uploaded(first, f"{first}/")
+        rec = store.require(first)
+        assert rec.stored_prefix == f"{first}/" and not rec.local_removed
+        assert store.upload_failures(first) == (2, None)
+        # Verified but still here: kept when the operator keeps local copies, else its removal is pending.
+        assert [r.id for r in store.pending_offloads(keep_local=True)] == [second]
+        assert [r.id for r in store.pending_offloads(keep_local=False)] == [first, second]
+
+        store.remove_local_copy(first, keep=("manifest.json",))
+        rec = store.require(first)
+        assert rec.local_removed and not rec.directory.exists()
+        assert (store.cache_directory(rec) / "manifest.json").is_file()
+        assert [r.id for r in store.pending_offloads(keep_local=False)] == [second]
+    with index.open(tmp_path / "r") as store:
+        rec = store.require(first)
+        assert (rec.stored_prefix, rec.local_removed) == (f"{first}/", True)
+        assert [r.id for r in store.list(GUILD) if r.stored_prefix] == [first]
+
+
+def test_retention_and_delete_remove_the_objects_first(tmp_path: Path, index: IndexUnderTest) -> None:
+    removed: list[str] = []
+    failing = {"on": True}
+
+    def remove_objects(prefix: str) -> None:
+        if failing["on"]:
+            raise OSError("the object store is not answering")
+        removed.append(prefix)
+
+    with RecordingStore(tmp_path / "r", retention_days=1, database_url=index.url,
+                        remove_objects=remove_objects) as store:
+        old = _finished(store, datetime.now(UTC) - timedelta(days=2))
+        kept_local = _finished(store, datetime.now(UTC) - timedelta(days=2))
+        store.mark_uploaded(old, f"{old}/")
+        store.remove_local_copy(old, keep=("manifest.json",))
+        cache = store.cache_directory(store.require(old))
+
+        assert store.expire() == [kept_local]  # objects that would not go keep their row for the next sweep
+        assert store.get(old) is not None and removed == []
+        failing["on"] = False
+        assert store.expire() == [old]
+        assert removed == [f"{old}/"] and store.get(old) is None and not cache.exists()
+
+        deleted = _finished(store)
+        store.mark_uploaded(deleted, f"{deleted}/")
+        failing["on"] = True
+        with pytest.raises(StorageError):
+            store.delete(deleted)
+        assert store.get(deleted) is not None and store.require(deleted).directory.is_dir()
+        failing["on"] = False
+        assert store.delete(deleted)
+        assert removed[-1] == f"{deleted}/" and store.get(deleted) is None
