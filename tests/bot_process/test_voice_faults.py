@@ -69,6 +69,9 @@ SILENCE_SECONDS = 10.0
 #: Frames that came within the timeline's tolerance of their capture time: the engine had
 #: no reason to place them late, so both speakers' such frames share one offset.
 _ON_TIME = DEFAULT_TOLERANCE
+#: How many frames before the one where the reference parts from the WAV may be the one
+#: the engine never got (it conceals a lost frame, so the reference parts at the next).
+_SUSPECTS = 3
 
 
 @dataclass
@@ -211,15 +214,17 @@ def _reference(wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int
     """:func:`match_track` of `packets`, less the frames of `window` (sent between the fault
     and the bot's return) the engine never got: a frame missing from the reference changes
     how the engine decoded every frame after it (concealment), so while a run is not found,
-    the frames of `window` that may be the cause (in that run, or cut from the end of the
-    one before) are left out one at a time, earliest first, keeping each that lets more of
-    the track be found. Frames outside `window` are never left out: the bot had them all."""
+    the frames of `window` just before the first of its frames not in the WAV are left out
+    one at a time, nearest first, keeping each that lets more of the track be found. Frames
+    outside `window` are never left out: the bot had them all."""
     runs, problems = match_track(wav, packets, sent, origin)
     while problems:
-        index = next(i for i, r in enumerate(runs) if r.missing)
-        before = [r for r in runs[:index] if r.ssrc == runs[index].ssrc][-1:]
-        suspects = [p for r in before for p, o in zip(r.packets, r.offsets) if o is None] + runs[index].packets
-        for suspect in (p for p in suspects if (p.ssrc, p.sequence) in window):
+        missing = next(r for r in runs if r.missing)
+        diverges = _first_not_found(wav, missing, sent, origin)
+        ext = {id(p): i for i, p in enumerate(packets)}
+        suspects = [p for p in packets[max(0, ext[id(diverges)] - _SUSPECTS):ext[id(diverges)] + 1]
+                    if p.ssrc == diverges.ssrc and (p.ssrc, p.sequence) in window]
+        for suspect in reversed(suspects):
             trial = [p for p in packets if p is not suspect]
             trial_runs, trial_problems = match_track(wav, trial, sent, origin)
             if _progress(trial_runs, trial_problems) > _progress(runs, problems):
@@ -230,10 +235,30 @@ def _reference(wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int
     return runs, problems
 
 
-def _progress(runs: list[Run], problems: list[str]) -> tuple[int, int]:
-    """How much of a track a reference finds: fewer runs missing, then more packets before the first."""
-    first = next((i for i, r in enumerate(runs) if r.missing), len(runs))
-    return -len(problems), sum(len(r.packets) for r in runs[:first])
+def _first_not_found(wav: np.ndarray, run: Run, sent: dict[tuple[int, int], SentFrame],
+                     origin: float) -> VoicePacket:
+    """The first frame of `run` (its reference decode) with sound that is nowhere near its
+    capture time in `wav` (within a second): where the engine's decoding parted from it."""
+    due = round((sent[(run.ssrc, run.packets[0].sequence)].scheduled - origin) * SAMPLE_RATE)
+    for k, packet in enumerate(run.packets):
+        frame = run.pcm[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
+        if not frame.any():
+            continue
+        around = due + k * FRAME_SAMPLES
+        lo, hi = max(0, around - SAMPLE_RATE), min(len(wav), around + SAMPLE_RATE + FRAME_SAMPLES)
+        if hi - lo < FRAME_SAMPLES:
+            return packet
+        windows = np.lib.stride_tricks.sliding_window_view(wav[lo:hi], FRAME_SAMPLES)
+        if not (windows == frame).all(axis=1).any():
+            return packet
+    return run.packets[-1]
+
+
+def _progress(runs: list[Run], problems: list[str]) -> tuple[int, float]:
+    """How much of a track a reference finds: fewer runs missing, then the first missing
+    one starting later (it is found up to there)."""
+    first = next((r for r in runs if r.missing), None)
+    return -len(problems), first.packets[0].received_at if first is not None else float("inf")
 
 
 def _found(runs: list[Run], sent: dict[tuple[int, int], SentFrame],
