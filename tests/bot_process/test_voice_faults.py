@@ -10,10 +10,15 @@ of the channel.
 
 The ground truth is what the fake put on the wire to the bot (it logs the
 ``(ssrc, seq)`` of each media packet sent to the bot, whichever connection
-that is). Every fault but the kick must end in the recording going on in the
-same files: every frame delivered before the fault and after the bot is back
-sample-exact in the WAV, all frames of both speakers at one offset from their
-due time (within 20 ms), silence where nothing arrived, tracks of one length.
+that is) and who could open each frame (the DAVE group it was sealed for:
+frames a speaker sends while the bot rejoins, before its key package is
+committed, nobody outside the group can open, and the bot must count each as
+a DAVE failure). Every fault but the kick must end in the recording going on
+in the same files: every frame delivered before the fault and after the bot
+is back that the bot could open sample-exact in the WAV where the engine's
+contract puts it (tests/receive_loopback/truth.py: within 20 ms of its capture
+time, or of the fastest recent arrival where the loaded fake sent late),
+silence where nothing arrived, tracks of one length.
 The kick must end in a clean, announced stop after which the guild can record
 again. Nothing waits on a guessed time: each step waits for what the fake
 observes (a new or resumed voice session, media reaching the bot again), and
@@ -59,17 +64,9 @@ SETTLED_FRAMES = 75
 _PLC_FRAMES = 5
 #: How long the UDP outage lasts.
 SILENCE_SECONDS = 10.0
-#: Frames the engine may cut where it moves a stream's anchor back (see tests/receive_loopback/truth.py).
-_TRIMMED = 2
-#: Frames delivered after the bot is back that it may fail to open: DAVE frames sealed
-#: before its rejoin's group change (the bot counts them as dave failures).
-_UNOPENED = 5
-#: How many frames sent after the fault the reference may take out as never received
-#: (about 70 ms of work each): DAVE frames the bot could not open at its rejoin, packets
-#: the old voice server sent after the bot's socket moved to the new one.
-_TAKEN = 40
-#: How far from its due position a frame is searched for.
-_SEARCH = FRAME_SAMPLES * 10
+#: How many frames before the one where the reference parts from the WAV may be the one
+#: the engine never got (it conceals a lost frame, so the reference parts at the next).
+_SUSPECTS = 3
 
 
 @dataclass
@@ -127,8 +124,9 @@ class SpeakerResult:
     #: time); None for a frame that decodes to silence (it cannot be located).
     found: dict[tuple[int, int], tuple[int, int] | None]
     #: Talk delivered to the bot that the WAV does not hold sample-exact, in ms: DAVE frames
-    #: sealed for the group the bot was just rejoining (the bot counts them as dave
-    #: failures), or packets the old voice server sent after the bot's socket moved on.
+    #: sealed for a group the bot was not in (sent while it was rejoining), packets sent
+    #: between the fault and the bot's return that never reached it, frames the engine cut
+    #: where it moved a late anchor back.
     unopened_ms: int
     #: Talk produced after the fault that is not in the WAV sample-exact: never delivered
     #: (the bot was out), held back by the sender while DAVE re-keyed the group around the
@@ -136,13 +134,22 @@ class SpeakerResult:
     lost_ms: int
     #: The longest silent stretch between two frames found in the WAV, in ms.
     hole_ms: int
+    #: Delivered frames sealed for a DAVE group without the bot: nobody outside it can open them.
+    sealed_away: int
+    #: Frames it could open, sent between the fault and its return, that are not in the WAV.
+    unread_around_fault: int
 
 
 def _check_continued(rec: FaultRecording, fault_at: float, back_at: float) -> dict[str, SpeakerResult]:
-    """The recording went on in the same files: every frame delivered before `fault_at` or
-    after `back_at` is in the WAV sample-exact, all at one offset from their due time (both
-    speakers), holes are silent, tracks have one length. What was sent in between is
-    measured, not required. Returns per speaker what is in the WAV and what is lost."""
+    """The recording went on in the same files. Every frame delivered before `fault_at` or
+    after `back_at` that the bot could open is in the WAV sample-exact where the engine's
+    contract puts it (tests/receive_loopback/truth.py: within 20 ms of its capture time, or
+    of the fastest recent arrival where the sender sent late; where the anchor moves back, a
+    run may lose the frames that lateness spans), so both speakers' on-time frames are
+    aligned by their capture time; holes are silent; tracks have one length. Frames the fake sealed for a DAVE group the bot was not in (sent while it was
+    rejoining) nobody outside that group can open: they are left out of the reference, and
+    the bot must count each as a DAVE failure (and no other, but frames sent around the
+    fault). What was sent between the fault and the bot's return is measured, not required. Returns per speaker what is in the WAV and what is lost."""
     folder = rec.bot.recordings_dir / rec.rid
     meta = manifest(folder)
     assert meta["status"] == "finished", meta["status"]
@@ -158,41 +165,105 @@ def _check_continued(rec: FaultRecording, fault_at: float, back_at: float) -> di
     results: dict[str, SpeakerResult] = {}
     for name, wav in tracks.items():
         truth = rec.runner.truth(name)
-        packets = [VoicePacket(f.seq, f.timestamp, f.opus, f.mono_time, f.ssrc)
-                   for f in truth if f.seq is not None and (f.ssrc, f.seq) in got]
         sent = sent_frames(truth)
-        found, pruned = _match(wav, packets, sent, origin, fault_at)
+        delivered = [f for f in truth if f.seq is not None and (f.ssrc, f.seq) in got]
+        openable = [f for f in delivered if f.readers is None or rec.bot_id in f.readers]
+        packets = [VoicePacket(f.seq, f.timestamp, f.opus, f.mono_time, f.ssrc) for f in openable]
+        window = {(f.ssrc, f.seq) for f in openable if fault_at <= f.mono_time <= back_at}
+        runs, problems = _reference(wav, packets, sent, origin, window)
+        assert not problems, f"{name}: " + "; ".join(problems[:3])
+        misplaced = [(r.label, r.offset, r.late) for r in runs if r.offset is not None and not r.placed_within]
+        assert not misplaced, (f"{name}: runs misplaced (worst offset from capture time, highest floor; "
+                               f"samples, budget {ALIGNMENT} beyond the floor): {misplaced}")
+        found = _found(runs, sent, origin)
         absent = [f for f in truth if not f.silence and (f.seq is None or (f.ssrc, f.seq) not in found)]
         unopened = [f for f in absent if (f.ssrc, f.seq) in got]
-        before = [f for f in unopened if f.mono_time < fault_at]
-        # The engine may cut a frame or two where it moves a stream's anchor back (see truth.py).
-        assert len(before) <= _TRIMMED, (
-            f"{name}: {len(before)} frames delivered before the fault are not in the WAV sample-exact, "
-            f"sent at {[round(f.mono_time - origin, 2) for f in before[:10]]} s")
-        after = [f for f in unopened if f.mono_time > back_at]
-        assert len(after) <= _UNOPENED and {(f.ssrc, f.seq) for f in after} <= pruned, (
-            f"{name}: {len(after)} frames delivered after the bot was back are not in the WAV sample-exact, "
-            f"sent at {[round(f.mono_time - origin, 2) for f in after[:10]]} s")
         hole = _silent_holes(wav, sorted(at[0] for at in found.values() if at is not None), name)
         lost = sum(1 for f in absent if f.mono_time >= fault_at)
-        results[name] = SpeakerResult(found, len(unopened) * 20, lost * 20, round(hole / 48))
-    offsets = [o for r in results.values() for o in _settled_offsets(r.found)]
-    spread = max(offsets) - min(offsets)
-    assert spread <= ALIGNMENT, (f"frames disagree on their offset from their due time by {spread} samples: "
-                                 + "; ".join(f"{n} {_offset_ranges(r.found)}" for n, r in results.items()))
-    print(f"  the bot's receive counters: {_receive_stats(rec.bot)}")
+        results[name] = SpeakerResult(found, len(unopened) * 20, lost * 20, round(hole / 48),
+                                      len(delivered) - len(openable), len(window - set(found)))
+    print("  offsets from capture time (samples): "
+          + "; ".join(f"{n} {_offset_ranges(r.found)}" for n, r in results.items()))
+    stats = _receive_stats(rec.bot)
+    sealed_away = sum(r.sealed_away for r in results.values())
+    print(f"  the bot's receive counters: {stats}; frames sealed for a DAVE group without the bot: {sealed_away}")
+    # Besides those, only frames sent around the fault may have failed (read after the bot's
+    # DAVE session was reset for the new connection); the rest are all in the WAV.
+    failures = sum(n for reason, n in stats.items() if reason.startswith("dave:"))
+    unread = sum(r.unread_around_fault for r in results.values())
+    assert sealed_away <= failures <= sealed_away + unread, (
+        f"the bot failed to open {failures} DAVE frames; {sealed_away} delivered were sealed for a group "
+        f"without it, {unread} sent around the fault are not in the WAV")
     return results
 
 
-def _settled_offsets(found: dict[tuple[int, int], tuple[int, int] | None]) -> list[int]:
-    """A speaker's frame offsets without the :data:`_TRIMMED` farthest from their median
-    per reconnect (and at the start): where the engine anchored a burst on a late first
-    packet and moved the anchor back once the next arrivals showed it, the frames written
-    before the move stay late (on a loaded machine, by tens of ms)."""
-    offsets = sorted((at[1] for at in found.values() if at is not None))
-    median = offsets[len(offsets) // 2]
-    by_distance = sorted(offsets, key=lambda o: abs(o - median))
-    return by_distance[:max(1, len(offsets) - 2 * _TRIMMED)]
+def _reference(wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int, int], SentFrame],
+               origin: float, window: set[tuple[int, int]]) -> tuple[list[Run], list[str]]:
+    """:func:`match_track` of `packets`, less the frames of `window` (sent between the fault
+    and the bot's return) the engine never got: a frame missing from the reference changes
+    how the engine decoded every frame after it (concealment), so while a run is not found,
+    the frames of `window` just before the first of its frames not in the WAV are left out
+    one at a time, nearest first, keeping each that lets more of the track be found. Frames
+    outside `window` are never left out: the bot had them all."""
+    runs, problems = match_track(wav, packets, sent, origin)
+    while problems:
+        missing = next(r for r in runs if r.missing)
+        diverges = _first_not_found(wav, missing, sent, origin)
+        ext = {id(p): i for i, p in enumerate(packets)}
+        suspects = [p for p in packets[max(0, ext[id(diverges)] - _SUSPECTS):ext[id(diverges)] + 1]
+                    if p.ssrc == diverges.ssrc and (p.ssrc, p.sequence) in window]
+        for suspect in reversed(suspects):
+            trial = [p for p in packets if p is not suspect]
+            trial_runs, trial_problems = match_track(wav, trial, sent, origin)
+            if _progress(trial_runs, trial_problems) > _progress(runs, problems):
+                packets, runs, problems = trial, trial_runs, trial_problems
+                break
+        else:
+            break
+    return runs, problems
+
+
+def _first_not_found(wav: np.ndarray, run: Run, sent: dict[tuple[int, int], SentFrame],
+                     origin: float) -> VoicePacket:
+    """The first frame of `run` (its reference decode) with sound that is nowhere near its
+    capture time in `wav` (within a second): where the engine's decoding parted from it."""
+    due = round((sent[(run.ssrc, run.packets[0].sequence)].scheduled - origin) * SAMPLE_RATE)
+    for k, packet in enumerate(run.packets):
+        frame = run.pcm[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
+        if not frame.any():
+            continue
+        around = due + k * FRAME_SAMPLES
+        lo, hi = max(0, around - SAMPLE_RATE), min(len(wav), around + SAMPLE_RATE + FRAME_SAMPLES)
+        if hi - lo < FRAME_SAMPLES:
+            return packet
+        windows = np.lib.stride_tricks.sliding_window_view(wav[lo:hi], FRAME_SAMPLES)
+        if not (windows == frame).all(axis=1).any():
+            return packet
+    return run.packets[-1]
+
+
+def _progress(runs: list[Run], problems: list[str]) -> tuple[int, float]:
+    """How much of a track a reference finds: fewer runs missing, then the first missing
+    one starting later (it is found up to there)."""
+    first = next((r for r in runs if r.missing), None)
+    return -len(problems), first.packets[0].received_at if first is not None else float("inf")
+
+
+def _found(runs: list[Run], sent: dict[tuple[int, int], SentFrame],
+           origin: float) -> dict[tuple[int, int], tuple[int, int] | None]:
+    """Where each frame of the placed `runs` is: (ssrc, seq) -> (position, offset from its
+    capture time); None for a frame that decodes to silence; frames cut are left out."""
+    found: dict[tuple[int, int], tuple[int, int] | None] = {}
+    for run in runs:
+        due = round((sent[(run.ssrc, run.packets[0].sequence)].scheduled - origin) * SAMPLE_RATE)
+        frames = run.pcm.reshape(-1, FRAME_SAMPLES)
+        for k, packet in enumerate(run.packets):
+            offset = run.offsets[k] if run.offsets else None
+            if not frames[k].any():
+                found[(packet.ssrc, packet.sequence)] = None
+            elif offset is not None:
+                found[(packet.ssrc, packet.sequence)] = (due + k * FRAME_SAMPLES + offset, offset)
+    return found
 
 
 def _offset_ranges(found: dict[tuple[int, int], tuple[int, int] | None]) -> str:
@@ -212,63 +283,6 @@ def _receive_stats(bot: BotProcess) -> dict[str, int]:
     found = re.findall(r"recording stopped in channel \d+: (\{.*\})", bot.log())
     assert found, "the bot logged no receive counters"
     return ast.literal_eval(found[-1])
-
-
-def _match(wav: np.ndarray, packets: list[VoicePacket], sent: dict[tuple[int, int], SentFrame],
-           origin: float, fault_at: float) -> tuple[dict[tuple[int, int], tuple[int, int] | None],
-                                                    set[tuple[int, int]]]:
-    """Locate every delivered frame in `wav` (:func:`_locate`). A frame the bot never got
-    changes how the engine decodes the frames after it (concealment), so the earliest frame
-    sent after `fault_at` and not found is taken out of the reference as never received,
-    and everything is decoded and located again, up to :data:`_TAKEN` times. Returns what
-    was found (frames that decode to silence, which cannot be located, as None) and the
-    frames taken out."""
-    taken: set[tuple[int, int]] = set()
-    for _ in range(_TAKEN):
-        runs, _ = match_track(wav, packets, sent, origin)  # the reference decode of each run
-        found, quiet = _locate(wav, runs, sent, origin)
-        missing = [p for p in packets if (p.ssrc, p.sequence) not in found and (p.ssrc, p.sequence) not in quiet
-                   and sent[(p.ssrc, p.sequence)].mono_time >= fault_at]
-        if not missing:
-            break
-        # Everything before it is found, so the reference decoded what the engine did up to
-        # there: this frame is one the engine did not decode (it never got it).
-        taken.add((missing[0].ssrc, missing[0].sequence))
-        packets = [p for p in packets if p is not missing[0]]
-    return {**found, **{key: None for key in quiet}}, taken
-
-
-def _locate(wav: np.ndarray, runs: list[Run], sent: dict[tuple[int, int], SentFrame],
-            origin: float) -> tuple[dict[tuple[int, int], tuple[int, int]], set[tuple[int, int]]]:
-    """Find each frame of `runs` (their reference decode) sample-exact in `wav`, next to the
-    previous frame or else near its due time: the start of its 20 ms slot at the speaker.
-    Returns (ssrc, seq) -> (position, position minus due position), and the frames that
-    decode to silence (they cannot be located)."""
-    found: dict[tuple[int, int], tuple[int, int]] = {}
-    quiet: set[tuple[int, int]] = set()
-    for run in runs:
-        due = round((sent[(run.packets[0].ssrc, run.packets[0].sequence)].scheduled - origin) * SAMPLE_RATE)
-        at: int | None = None
-        for k, packet in enumerate(run.packets):
-            frame = run.pcm[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
-            if not frame.any():
-                quiet.add((packet.ssrc, packet.sequence))
-            if at is None or not np.array_equal(wav[at:at + FRAME_SAMPLES], frame):
-                at = _search(wav, frame, due + k * FRAME_SAMPLES) if frame.any() else None
-            if at is not None:
-                found[(packet.ssrc, packet.sequence)] = (at, at - due - k * FRAME_SAMPLES)
-                at += FRAME_SAMPLES
-    return found, quiet
-
-
-def _search(wav: np.ndarray, frame: np.ndarray, around: int) -> int | None:
-    """Start of the exact occurrence of `frame` in `wav` nearest to `around` (within _SEARCH)."""
-    lo, hi = max(0, around - _SEARCH), min(len(wav), around + _SEARCH + len(frame))
-    if hi - lo < len(frame):
-        return None
-    windows = np.lib.stride_tricks.sliding_window_view(wav[lo:hi], len(frame))
-    hits = np.flatnonzero((windows == frame).all(axis=1)) + lo
-    return int(hits[np.argmin(np.abs(hits - around))]) if len(hits) else None
 
 
 def _silent_holes(wav: np.ndarray, positions: list[int], name: str) -> int:

@@ -187,6 +187,12 @@ class VoiceRoom:
             return None
         return member.encrypt_opus(frame)
 
+    def dave_readers(self) -> frozenset[int] | None:
+        """Who can open a frame a speaker seals now: the members of the DAVE group (None with
+        DAVE off: anyone). A client that is not among them (it is rejoining, its key package
+        not yet committed) cannot decrypt it, however soon it joins."""
+        return None if self._dave is None else self._dave.group_members
+
     def fan_out(self, packet: RtpPacket, *, skip: int | None = None) -> int:
         """Send `packet` to every client (except `skip`); return how many datagrams left."""
         sent = 0

@@ -58,6 +58,9 @@ class SentFrame:
     wall_time: float
     fate: str
     delays: list[float] = field(default_factory=list)
+    #: Users who can open the frame: the DAVE group it was sealed for (None: not
+    #: DAVE-encrypted, or never sealed).
+    readers: frozenset[int] | None = None
 
 
 class SimulatedSpeaker:
@@ -135,6 +138,7 @@ class SimulatedSpeaker:
         self.frames.append(record)
         if wire is None:
             return
+        record.readers = room.dave_readers()
         if not room.forwards(self.user_id):
             record.fate = "suppressed"  # in a stage's audience: the room drops it
             return

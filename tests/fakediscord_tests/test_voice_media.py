@@ -9,6 +9,9 @@ from sinks.opus import OpusDecoder, OpusEncoder
 from tests.fakediscord.audio import FRAME_SAMPLES, SpeechSynth
 from tests.fakediscord.impair import ImpairedLink, Impairment
 from tests.fakediscord.media import MediaServer, discovery_request, parse_discovery_reply
+from tests.fakediscord.room import VoiceRoom
+from tests.fakediscord.rtp import RtpPacket
+from tests.fakediscord.speakers import SimulatedSpeaker
 
 
 async def _recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
@@ -72,3 +75,48 @@ def test_impairment_is_seeded_and_roughly_proportional():
     assert 120 < lost < 280 and 40 < dup < 160
     assert all(0 <= x < 0.12 for d in runs[0] for x in d)
     assert ImpairedLink(Impairment()).delays() == [0.0]
+
+
+class _Rejoining:
+    """A real client that is in the room but has not sent its DAVE key package yet
+    (as the bot right after a voice reconnect); it keeps the media it is sent."""
+
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.media: list[RtpPacket] = []
+
+    def send_json(self, op: int, data: dict) -> None:
+        pass
+
+    def send_binary(self, op: int, payload: bytes) -> None:
+        pass
+
+    def send_media(self, packet: RtpPacket) -> bool:
+        self.media.append(packet)
+        return True
+
+    def send_datagram(self, clear: bytes, secret: bytes | None) -> bool:
+        return True
+
+
+def test_each_frame_names_who_can_open_it():
+    async def main():
+        room = VoiceRoom(1, 2, dave_version=1)
+        room.add_speaker(10)
+        room.add_speaker(11)
+        alice = SimulatedSpeaker("alice", 10, pitch_hz=200.0, seed=1, ssrc=5)
+        alice.tick(room, True, scheduled=0.0)
+        assert alice.frames[-1].seq is not None and alice.frames[-1].readers == {10, 11}
+        # Media still flows to a client whose key package is not committed yet, sealed for a
+        # group it is not in: it cannot open what it is sent.
+        client = _Rejoining(99)
+        room.add_client(client)
+        alice.tick(room, True, scheduled=0.02)
+        assert client.media and client.media[-1].seq == alice.frames[-1].seq
+        assert alice.frames[-1].readers == {10, 11}
+        plain = VoiceRoom(1, 3, dave_version=0)
+        plain.add_speaker(10)
+        alice.tick(plain, True, scheduled=0.04)
+        assert alice.frames[-1].seq is not None and alice.frames[-1].readers is None
+
+    asyncio.run(main())

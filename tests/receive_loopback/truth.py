@@ -201,8 +201,15 @@ def _place_piecewise(wav: np.ndarray, run: Run, pcm: np.ndarray, expected: int) 
         due, floor = expected + k * FRAME_SAMPLES, run.floors[k]
         hit = _find(wav, frame, due + floor, SEARCH + floor) if frame.any() else None
         if hit is None:
+            if position is None and not frame.any():
+                # Silence after a cut: nothing to locate it by; the next sound found
+                # sample-exact shows the engine decoded it.
+                offsets.append(None)
+                continue
+            # A frame the anchor's move back cut short is not whole anywhere, silent or not
+            # (a silent one's cut tail runs into the next frame): both count as trimmed.
             trimmed += 1
-            if trimmed > allowed or not frame.any():
+            if trimmed > allowed:
                 return False
             offsets.append(None)
             position = None
