@@ -60,9 +60,13 @@ def _server_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", SERVER_USER], check=True, capture_output=True)
-        return pwd.getpwnam(SERVER_USER)
+        # Not checked: a test process beside this one may have made the user a moment ago.
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                               "--shell", "/usr/sbin/nologin", SERVER_USER], capture_output=True, text=True)
+        try:
+            return pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            raise RuntimeError(f"could not create the user {SERVER_USER}: {made.stderr.strip()}") from None
 
 
 def _free_port() -> int:

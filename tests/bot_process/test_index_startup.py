@@ -34,14 +34,16 @@ def _one_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("url", [
-    f"postgresql://bot:{SECRET}@db.example:port/recordings",
-    f"postgresql://bot:{SECRET}@db.example:5432",
-    f"mysql://bot:{SECRET}@db.example:3306/recordings",
-    f"bot:{SECRET}@db.example/recordings",
+# Templates, not URLs: test ids must not change between collections (test workers
+# collect separately), and the password is drawn anew for each run.
+@pytest.mark.parametrize("template", [
+    "postgresql://bot:{secret}@db.example:port/recordings",
+    "postgresql://bot:{secret}@db.example:5432",
+    "mysql://bot:{secret}@db.example:3306/recordings",
+    "bot:{secret}@db.example/recordings",
 ])
-def test_a_malformed_url_is_refused_before_anything_starts(fake: FakeDiscord, tmp_path: Path, url: str) -> None:
-    done = _start(fake, tmp_path, url)
+def test_a_malformed_url_is_refused_before_anything_starts(fake: FakeDiscord, tmp_path: Path, template: str) -> None:
+    done = _start(fake, tmp_path, template.format(secret=SECRET))
     assert done.returncode == 2, done.stderr
     assert _one_line(done) == "error: DATABASE_URL: expected postgresql://user:password@host:port/database"
     assert not (tmp_path / "recordings").exists()
