@@ -270,10 +270,14 @@ class _Routes:
             raise _Denied
         return rec, manifest, path
 
-    async def _all_tracks(self, request: web.Request, rec: Recording, manifest: Manifest) -> list[str]:
-        """The manifest's tracks that exist; for a stored recording, copied into its cache first."""
+    async def _every_track(self, request: web.Request) -> tuple[Recording, Manifest, Format, list[str]]:
+        """For a download made of every track (ZIP, mixdown): the recording, its manifest,
+        the format asked for, and the manifest's tracks that exist (for a stored recording,
+        copied into its cache first). Raises _Denied or _UnknownFormat."""
+        rec, manifest = await self._authorize(request)
+        fmt = self._format(request)
         await self._fetch_tracks(request, rec, [s.file for s in manifest.speakers])
-        return self._tracks(rec, manifest)
+        return rec, manifest, fmt, self._tracks(rec, manifest)
 
     @staticmethod
     def _tracks(rec: Recording, manifest: Manifest) -> list[str]:
@@ -443,16 +447,11 @@ class _Routes:
         """Every track in one format plus the manifest, as one stored ZIP with a
         Content-Length, streamed. Encoded tracks are made first (and kept)."""
         try:
-            rec, manifest = await self._authorize(request)
-            fmt = self._format(request)
+            rec, manifest, fmt, tracks = await self._every_track(request)
         except _Denied:
             return _not_found()
         except _UnknownFormat:
             return _unknown_format()
-        try:
-            tracks = await self._all_tracks(request, rec, manifest)
-        except _Denied:
-            return _not_found()
         if fmt.name != "wav":  # a track libsndfile cannot read (a headerless one) stays out, as from the mix
             readable = await asyncio.to_thread(mix_inputs, rec.directory, tracks, manifest.sample_rate,
                                                manifest.channels)
@@ -478,16 +477,11 @@ class _Routes:
         """All tracks summed into one file: WAV streamed as it is mixed, with a
         known length; other formats encoded once and kept."""
         try:
-            rec, manifest = await self._authorize(request)
-            fmt = self._format(request)
+            rec, manifest, fmt, names = await self._every_track(request)
         except _Denied:
             return _not_found()
         except _UnknownFormat:
             return _unknown_format()
-        try:
-            names = await self._all_tracks(request, rec, manifest)
-        except _Denied:
-            return _not_found()
         rate, channels = manifest.sample_rate, manifest.channels
         if fmt.name != "wav":
             target = rec.directory / mix_name(fmt)
