@@ -21,6 +21,8 @@ still has every one of them. In short:
     ``session_id``), ``_connect_websocket`` (``ws.seq_ack``, ``MISSING``,
     ``hook``): overridden to repair three reconnect failures of 2.7.1 (see
     :class:`ReceivingConnectionState`) and to use :class:`_ListeningVoiceWebSocket`;
+  - ``_wait_for_state`` and ``_state_event``: overridden so that a flow state
+    reached just before the wait begins is not missed;
   - ``_runner``: the voice websocket poller task, which can die silently
     (:mod:`bot.voice.watchdog`);
   - ``dave_session``, ``dave_protocol_version``: the DAVE session discord.py
@@ -145,6 +147,9 @@ RELIED_ON: Final[tuple[Reliance, ...]] = (
     Reliance(_STATE, "ws", Kind.INSTANCE, "the previous websocket, whose seq_ack a resume sends"),
     Reliance(_STATE, "hook", Kind.INSTANCE, "passed on to each new websocket, as discord.py does"),
     Reliance(_STATE, "ssrc", Kind.INSTANCE, "our SSRC, sent in the IP discovery request"),
+    Reliance(_STATE, "_wait_for_state", Kind.COROUTINE, "overridden: no lost wakeup between check and wait",
+             ("state", "timeout")),
+    Reliance(_STATE, "_state_event", Kind.INSTANCE, "set and cleared at once by every flow state change"),
     Reliance(_STATE, "_runner", Kind.INSTANCE, "the websocket poller task, watched for a silent death"),
     Reliance(_STATE, "dave_session", Kind.INSTANCE, "the DAVE session that decrypts every frame"),
     Reliance(_STATE, "dave_protocol_version", Kind.INSTANCE, "0 means frames are plain Opus"),
@@ -325,6 +330,23 @@ class ReceivingConnectionState(VoiceConnectionState):
             # ignored as unexpected, and the (re)connect waited out its 30 s timeout.
             self.state = ConnectionFlowState.set_guild_voice_state
         await super()._voice_connect(self_deaf=self_deaf, self_mute=self_mute)
+
+    async def _wait_for_state(
+        self, state: ConnectionFlowState, *other_states: ConnectionFlowState, timeout: float | None = None
+    ) -> None:
+        """Wait until the flow state is one of those given, without a lost wakeup.
+
+        discord.py's version checks the state, then waits for the state event in a
+        new task. Each state change sets the event and clears it at once, so a change
+        made before that task first runs (the answers to op 4 are handled in tasks
+        the gateway reader created while op 4 was being sent: a loaded machine, a
+        fast gateway) woke nobody, and the connect waited out its whole timeout with
+        both answers in hand. Here the check and the wait are one step.
+        """
+        states = (state, *other_states)
+        async with asyncio.timeout(timeout):
+            while self.state not in states:
+                await self._state_event.wait()
 
     async def _connect_websocket(self, resume: bool) -> DiscordVoiceWebSocket:
         """discord.py's, with :class:`_ListeningVoiceWebSocket` (see there why), after
