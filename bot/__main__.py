@@ -17,8 +17,9 @@ import sys
 
 from bot.config import ConfigError, Settings, help_text
 from bot.logsetup import configure_logging
-from bot.objects import ObjectStore, StartCheckFailed
+from bot.objects import StartCheckFailed
 from bot.storage import IndexUnavailable
+from bot.stores import Stores, open_stores
 
 _COMMANDS = {
     "sync-commands": "register the slash commands with Discord once (REST only) and exit",
@@ -52,29 +53,41 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(getattr(logging, args.log_level), secrets=[settings.discord_token],
                       json_lines=settings.log_format == "json")
-    if settings.storage is not None and args.command != "sync-commands":
-        try:
-            ObjectStore(settings.storage).check()
-        except StartCheckFailed as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
     try:
-        return _dispatch(args.command, settings)
-    except IndexUnavailable as exc:
-        # Every command opens the index first; its one line names the setting that chose it.
-        print(f"error: {'DATABASE_URL' if settings.database_url else 'DATABASE_PATH'}: {exc}", file=sys.stderr)
+        # sync-commands only talks to Discord: an object store that is away must not stop it.
+        stores = open_stores(settings, check_objects=args.command != "sync-commands")
+    except StartCheckFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    except IndexUnavailable as exc:
+        print(f"error: {_index_setting(settings)}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _dispatch(args.command, settings, stores)
+    except IndexUnavailable as exc:
+        print(f"error: {_index_setting(settings)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stores.close()
 
 
-def _dispatch(command: str | None, settings: Settings) -> int:
+def _index_setting(settings: Settings) -> str:
+    """The setting that chose the index, named in its one-line errors."""
+    return "DATABASE_URL" if settings.database_url else "DATABASE_PATH"
+
+
+def _dispatch(command: str | None, settings: Settings, stores: Stores) -> int:
     if command == "web":
         from bot.front import run_front
-        return run_front(settings)
+        return run_front(settings, stores)
     if command == "sync-commands":
         from bot.sync import sync_commands
-        return sync_commands(settings)
+        return sync_commands(settings, stores)
     from bot.runner import run_bot
-    return run_bot(settings)
+    return run_bot(settings, stores)
 
 
 if __name__ == "__main__":

@@ -19,18 +19,20 @@ from bot.health import bot_problems
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.metrics import RecordingCollector
 from bot.nickname import clear_stale_mark
-from bot.objects import ObjectStore
 from bot.offload import Offloader
 from bot.recovery import Interrupted, examine
 from bot.registry import RecordingRegistry
 from bot.resume import resume_or_close
 from bot.session import SessionLimits, StopReason
 from bot.settings_command import SettingsGroup
-from bot.storage import AsyncRecordingStore, Recording, RecordingStore
+from bot.storage import AsyncRecordingStore, Recording
+from bot.stores import Stores
 from bot.tree import TrackedCommandTree
+from bot.upload_metrics import UploadCollector
 from bot.web import WebServer, create_app
 from bot.web.encoder import Encoder
 from bot.web.ops import add_ops_routes
+from bot.web.storecheck import ObjectStoreCheck
 from sinks import WorkerPool
 
 __all__ = ["RecorderBot"]
@@ -54,7 +56,7 @@ class RecorderBot(discord.AutoShardedClient):
     the bot needs channels, roles and who is in voice, nothing else.
     """
 
-    def __init__(self, settings: Settings, *, connector: aiohttp.BaseConnector | None = None) -> None:
+    def __init__(self, settings: Settings, stores: Stores, *, connector: aiohttp.BaseConnector | None = None) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
         intents.voice_states = True
@@ -68,10 +70,9 @@ class RecorderBot(discord.AutoShardedClient):
         )
         self.settings = settings
         #: The object store finished recordings go to; None: they stay in the folder.
-        self.objects = ObjectStore(settings.storage) if settings.storage is not None else None
-        self.store = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,
-                                    database_url=settings.database_url,
-                                    remove_objects=self.objects.delete_prefix if self.objects else None)
+        self.objects = stores.objects
+        #: The recording index (its opener closes it, after the client).
+        self.store = stores.index
         self.offloader = (Offloader(self.store, self.objects, keep_local=settings.keep_local_copy)
                           if self.objects else None)
         self.astore = AsyncRecordingStore(self.store)
@@ -82,7 +83,10 @@ class RecorderBot(discord.AutoShardedClient):
         self.metrics = CollectorRegistry()
         ProcessCollector(registry=self.metrics)
         app = create_app(self.astore, encoder=self.encoder, metrics=self.metrics, objects=self.objects)
-        add_ops_routes(app, readiness=lambda: bot_problems(self, self.astore), metrics=self.metrics)
+        objects_check = ObjectStoreCheck(self.objects) if self.objects is not None else None
+        add_ops_routes(app, readiness=lambda: bot_problems(self, self.astore, objects_check), metrics=self.metrics)
+        if self.offloader is not None:
+            self.metrics.register(UploadCollector(self.offloader))
         self.web = WebServer(app, settings.http_host, settings.http_port, max_connections=settings.http_max_connections)
         #: The recording worker threads, one pool for every guild's recording (see sinks.worker).
         self.recording_workers = WorkerPool(_RECORDING_WORKERS, name="recordings")
@@ -177,7 +181,6 @@ class RecorderBot(discord.AutoShardedClient):
         await self.web.stop()
         self.encoder.shutdown()
         await super().close()
-        self.store.close()
 
     async def _retention_loop(self) -> None:
         while True:

@@ -56,6 +56,9 @@ VARIABLES: tuple[Variable, ...] = (
                                               "needs STORAGE_URL."),
     Variable("KEEP_LOCAL_COPY", "no", "With STORAGE_URL: whether a recording's local folder stays after its upload "
                                       "is verified (yes or no)."),
+    Variable("STORAGE_RETRY_SECONDS", "300", "With STORAGE_URL: how long one object store request is retried through "
+                                             "transient failures before it counts as failed; a failed upload is "
+                                             "tried again later, with a growing wait (at most 3600)."),
     Variable("HTTP_HOST", "0.0.0.0", "Address the download web server listens on."),
     Variable("HTTP_PORT", "8080", "Port of the download web server (0 picks a free one)."),
     Variable("HTTP_MAX_CONNECTIONS", "256", "Download connections open at once (1 to 10000); more wait to be accepted, "
@@ -243,6 +246,8 @@ class Settings:
     storage: StorageSettings | None = None
     #: Whether a recording's folder stays after its verified upload.
     keep_local_copy: bool = False
+    #: Seconds one object store request keeps being retried (its :class:`~bot.objects.RetryPolicy` budget).
+    storage_retry_seconds: float = 300.0
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     http_max_connections: int = 256
@@ -336,6 +341,7 @@ class Settings:
             database_url=opt("DATABASE_URL", _database_url),
             storage=storage,
             keep_local_copy=_yes_no("KEEP_LOCAL_COPY", get("KEEP_LOCAL_COPY") or "no"),
+            storage_retry_seconds=_positive("STORAGE_RETRY_SECONDS", get("STORAGE_RETRY_SECONDS") or "300", 3600),
             http_host=http_host,
             http_port=http_port,
             http_max_connections=http_max_connections,

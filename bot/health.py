@@ -1,12 +1,13 @@
 """Whether the bot process is ready (``/healthz``): every gateway shard it runs is
-connected, and the recording index answers."""
+connected, the recording index answers, and so does the object store (with ``STORAGE_URL``)."""
 
 from __future__ import annotations
 
 import discord
 
 from bot.storage import AsyncRecordingStore
-from bot.web.ops import index_problems
+from bot.web.ops import store_problems
+from bot.web.storecheck import ObjectStoreCheck
 
 __all__ = ["bot_problems", "gateway_problems"]
 
@@ -20,6 +21,7 @@ def gateway_problems(client: discord.AutoShardedClient) -> list[str]:
             for shard_id, shard in sorted(client.shards.items()) if shard.is_closed()]
 
 
-async def bot_problems(client: discord.AutoShardedClient, store: AsyncRecordingStore) -> list[str]:
+async def bot_problems(client: discord.AutoShardedClient, store: AsyncRecordingStore,
+                       objects: ObjectStoreCheck | None) -> list[str]:
     """Every reason the bot is not ready (empty: ready)."""
-    return gateway_problems(client) + await index_problems(store)
+    return gateway_problems(client) + await store_problems(store, objects)

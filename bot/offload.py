@@ -8,6 +8,10 @@ file verified, the manifest last), records the verified prefix in the index and
 only then, unless ``KEEP_LOCAL_COPY``, deletes the folder, keeping its small
 files in the store's cache directory for the page.
 
+What it has done and has yet to do is kept as :class:`UploadStats` (read by
+``/metrics`` through :mod:`bot.upload_metrics`): the recordings pending, those
+uploaded and their bytes, and failed tries by :data:`FAILURE_REASONS`.
+
 The work list is the index itself (:meth:`RecordingStore.pending_offloads`), so
 uploads a restart interrupted are picked up at the next start, and a failed one
 is tried again with a growing wait, forever, while the others go on. Each
@@ -19,14 +23,24 @@ nothing local goes before the store holds it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from bot.objects import ObjectStore, ObjectStoreError, upload_recording
+from bot.objects import (
+    ChecksumMismatch,
+    ObjectStore,
+    ObjectStoreError,
+    StoreUnavailable,
+    UploadFailed,
+    UploadResult,
+    upload_recording,
+)
 from bot.storage import (
     MANIFEST_NAME,
     MARKER_FILES,
@@ -39,7 +53,7 @@ from bot.storage import (
 )
 from bot.web.activity import ACTIVITY_NAME, load_activity
 
-__all__ = ["Offloader"]
+__all__ = ["FAILURE_REASONS", "Offloader", "UploadStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +67,44 @@ MAX_RETRY_SECONDS = 600.0
 SCAN_SECONDS = 60.0
 #: What the folder's small files are: kept in the cache when the folder goes, so the page needs no store.
 _SMALL_FILES = (MANIFEST_NAME, ACTIVITY_NAME, *MARKER_FILES)
+#: Why a try failed: the store kept failing for a request's whole retry budget (refused,
+#: timed out, 5xx), the store answered an error, a stored object's checksum was not the
+#: file's, the index was away, the local folder could not be read, anything else.
+FAILURE_REASONS = ("store_unavailable", "store_error", "checksum", "index", "local_files", "other")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UploadStats:
+    """What the uploader of this process has done and has yet to do.
+
+    ``pending``: closed recordings waiting for their upload (or for their folder's
+    removal after it), the one being uploaded included; ``uploaded``: recordings
+    this process verified in the store, with ``bytes_sent`` bytes sent for them;
+    ``failures``: failed tries, by reason (every one of :data:`FAILURE_REASONS`).
+    """
+
+    pending: int
+    uploaded: int
+    bytes_sent: int
+    failures: Mapping[str, int]
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """Which of :data:`FAILURE_REASONS` a failed try was."""
+    if isinstance(exc, ChecksumMismatch):
+        return "checksum"
+    if isinstance(exc, (IndexUnavailable, StorageError)):
+        return "index"
+    # upload_recording names the recording in an UploadFailed and keeps the store's error as its cause;
+    # without a cause, what failed was the folder (an unreadable manifest or file).
+    cause = exc.__cause__ if isinstance(exc, UploadFailed) else exc
+    if isinstance(cause, StoreUnavailable):
+        return "store_unavailable"
+    if isinstance(cause, ObjectStoreError):
+        return "store_error"
+    if isinstance(exc, (UploadFailed, ManifestError, OSError)):
+        return "local_files"
+    return "other"
 
 
 async def _in_daemon_thread(work: Callable[[], T], name: str) -> T:
@@ -96,6 +148,11 @@ class Offloader:
         self._scan_seconds = scan_seconds
         #: Recording id -> (failures in a row, monotonic time of the next try).
         self._backoff: dict[str, tuple[int, float]] = {}
+        #: Ids of the recordings waiting, as of the last look at the index, less those done since.
+        self._pending: set[str] = set()
+        self._uploaded = 0
+        self._bytes_sent = 0
+        self._failures: Counter[str] = Counter({reason: 0 for reason in FAILURE_REASONS})
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +162,10 @@ class Offloader:
         self._loop = asyncio.get_running_loop()
         self._store.closed_listeners.append(self.kick)
         self._task = asyncio.create_task(self._run(), name="offload")
+
+    def stats(self) -> UploadStats:
+        """A snapshot of what was done and is left (on the event loop, which owns the figures)."""
+        return UploadStats(len(self._pending), self._uploaded, self._bytes_sent, dict(self._failures))
 
     def kick(self, _recording_id: str | None = None) -> None:
         """Look at the index now (thread-safe: the store calls it from its closing thread)."""
@@ -126,10 +187,12 @@ class Offloader:
                 pending = await asyncio.to_thread(self._store.pending_offloads, keep_local=self._keep_local)
             except IndexUnavailable as exc:
                 _log.warning("uploads wait for the index: %s", exc)
-                pending = []
+                pending = []  # what was pending still is (self._pending stays)
             except Exception:  # the uploader must outlive any one bad look at the index
                 _log.exception("uploads: the index's list of pending uploads failed")
                 pending = []
+            else:
+                self._pending = {r.id for r in pending}
             now = time.monotonic()
             due = [r for r in pending if self._backoff.get(r.id, (0, 0.0))[1] <= now]
             for rec in due:
@@ -144,10 +207,11 @@ class Offloader:
 
     async def _offload(self, rec: Recording) -> None:
         try:
-            await _in_daemon_thread(lambda: self._move(rec), f"upload-{rec.id}")
+            result = await _in_daemon_thread(lambda: self._move(rec), f"upload-{rec.id}")
         except Exception as exc:  # any failure of one recording is retried, never the end of the others
             if not isinstance(exc, (ObjectStoreError, IndexUnavailable, StorageError, ManifestError, OSError)):
                 _log.exception("recording %s: unexpected upload failure", rec.id)
+            self._failures[_failure_reason(exc)] += 1
             failures = self._backoff.get(rec.id, (0, 0.0))[0] + 1
             delay = min(self._first_retry * 2 ** (failures - 1), self._max_retry)
             self._backoff[rec.id] = (failures, time.monotonic() + delay)
@@ -159,9 +223,16 @@ class Offloader:
                 pass  # counted in memory; the index learns of the next one
         else:
             self._backoff.pop(rec.id, None)
+            self._pending.discard(rec.id)
+            if result is not None:
+                self._uploaded += 1
+                self._bytes_sent += result.bytes_sent
 
-    def _move(self, rec: Recording) -> None:
-        """Upload, record, and (unless keeping local copies) remove the folder. Blocking."""
+    def _move(self, rec: Recording) -> UploadResult | None:
+        """Upload, record, and (unless keeping local copies) remove the folder; the
+        upload's result, or None when the store held it already or the recording was
+        deleted meanwhile. Blocking."""
+        result = None
         if rec.stored_prefix is None:
             manifest = Manifest.read(rec.directory)
             tracks = [s.file for s in manifest.speakers if (rec.directory / s.file).is_file()]
@@ -169,8 +240,9 @@ class Offloader:
             result = upload_recording(rec.directory, self._objects, rec.id)
             if self._store.get(rec.id) is None:  # deleted meanwhile: its objects go too
                 self._objects.delete_prefix(result.prefix)
-                return
+                return None
             self._store.mark_uploaded(rec.id, result.prefix)
             _log.info("recording %s is in the object store (%d bytes sent)", rec.id, result.bytes_sent)
         if not self._keep_local:
             self._store.remove_local_copy(rec.id, keep=_SMALL_FILES)
+        return result

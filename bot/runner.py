@@ -12,6 +12,7 @@ import discord
 from bot.app import RecorderBot
 from bot.config import Settings
 from bot.endpoints import apply_endpoints, tls_connector
+from bot.stores import Stores
 from sinks.opus import OpusError
 
 __all__ = ["run_bot"]
@@ -19,10 +20,10 @@ __all__ = ["run_bot"]
 _log = logging.getLogger("bot")
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, stores: Stores) -> int:
     apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     connector = tls_connector(str(settings.discord_ca_file) if settings.discord_ca_file else None)
-    bot = RecorderBot(settings, connector=connector)
+    bot = RecorderBot(settings, stores, connector=connector)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -49,10 +50,10 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
-def run_bot(settings: Settings) -> int:
-    """Run the bot; the exit code (errors are one line on stderr)."""
+def run_bot(settings: Settings, stores: Stores) -> int:
+    """Run the bot with ``stores`` (the caller closes them); the exit code (errors are one line on stderr)."""
     try:
-        return asyncio.run(_run(settings))
+        return asyncio.run(_run(settings, stores))
     except discord.LoginFailure:
         print("error: DISCORD_TOKEN was rejected by Discord; check the token in the developer portal",
               file=sys.stderr)

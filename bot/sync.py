@@ -18,6 +18,7 @@ import discord
 from bot.app import RecorderBot
 from bot.config import Settings
 from bot.endpoints import apply_endpoints, tls_connector
+from bot.stores import Stores
 
 __all__ = ["sync_commands"]
 
@@ -36,19 +37,19 @@ class _CommandSync(RecorderBot):
         self.synced = [command.name for command in await self.tree.sync()]
 
 
-async def _sync(settings: Settings) -> list[str]:
+async def _sync(settings: Settings, stores: Stores) -> list[str]:
     apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     connector = tls_connector(str(settings.discord_ca_file) if settings.discord_ca_file else None)
-    syncer = _CommandSync(settings, connector=connector)
+    syncer = _CommandSync(settings, stores, connector=connector)
     async with syncer:
         await syncer.login(settings.discord_token)
         return syncer.synced
 
 
-def sync_commands(settings: Settings) -> int:
+def sync_commands(settings: Settings, stores: Stores) -> int:
     """Sync the global slash commands; print what was done; the exit code (errors: one line on stderr)."""
     try:
-        names = asyncio.run(_sync(settings))
+        names = asyncio.run(_sync(settings, stores))
     except discord.LoginFailure:
         print("error: DISCORD_TOKEN was rejected by Discord; check the token in the developer portal",
               file=sys.stderr)

@@ -28,7 +28,12 @@ class StartCheckFailed(ObjectStoreError):
 
 
 class StoreUnreachable(StartCheckFailed):
-    """No answer from the endpoint (refused, timed out, no such host, TLS failure)."""
+    """No answer from the endpoint (refused, timed out, no such host, TLS failure).
+    ``reason`` says which in a few words, without the endpoint (fit for a public answer)."""
+
+    def __init__(self, message: str, reason: str = "no connection") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CredentialsRefused(StartCheckFailed):

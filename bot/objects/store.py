@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Generator
 from datetime import datetime
 from pathlib import Path
@@ -162,7 +163,9 @@ def _connection_reason(exc: BotoCoreError) -> str:
         return "no answer in time"
     cause = str(getattr(exc, "kwargs", {}).get("error", exc))
     for needle, reason in (("refused", "connection refused"), ("resolution", "no such host"),
-                           ("not known", "no such host"), ("unreachable", "network unreachable")):
+                           ("not known", "no such host"), ("unreachable", "network unreachable"),
+                           # The peer closing the connection, or resetting it, before it answered.
+                           ("closed", "connection closed"), ("reset", "connection closed")):
         if needle in cause.lower():
             return reason
     return "no connection"
@@ -187,7 +190,7 @@ class ObjectStore:
         self.retry = retry or RetryPolicy()
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
-        config = Config(
+        self._config = Config(
             # RetryPolicy is the one retry layer: botocore's would repeat each of its attempts.
             retries={"max_attempts": 1, "mode": "standard"},
             connect_timeout=10,
@@ -195,9 +198,12 @@ class ObjectStore:
             # Self-hosted stores (MinIO, Garage, Ceph) seldom have a DNS name per bucket.
             s3={"addressing_style": "path"} if settings.endpoint else None,
         )
-        session = boto3.session.Session(region_name=settings.region)
-        self._client = session.client("s3", endpoint_url=settings.endpoint, config=config)
+        self._session = boto3.session.Session(region_name=settings.region)
+        self._client = self._session.client("s3", endpoint_url=settings.endpoint, config=self._config)
         self._bucket = settings.bucket
+        #: Clients with shorter timeouts for health checks, by timeout; made on first use.
+        self._quick_clients: dict[float, Any] = {}
+        self._quick_lock = threading.Lock()
 
     # -- names -------------------------------------------------------------
 
@@ -226,18 +232,32 @@ class ObjectStore:
 
     # -- start check -------------------------------------------------------
 
-    def check(self) -> None:
+    def _client_with_timeout(self, timeout: float) -> Any:
+        """A client like the store's own whose connects and answers each wait at most ``timeout`` seconds."""
+        with self._quick_lock:
+            client = self._quick_clients.get(timeout)
+            if client is None:
+                config = self._config.merge(Config(connect_timeout=timeout, read_timeout=timeout))
+                client = self._session.client("s3", endpoint_url=self.settings.endpoint, config=config)
+                self._quick_clients[timeout] = client
+            return client
+
+    def check(self, *, timeout: float | None = None) -> None:
         """Fail with one clear line, at once and without retrying, unless the
-        endpoint answers, accepts the credentials and has the bucket."""
+        endpoint answers, accepts the credentials and has the bucket. With
+        ``timeout`` (a health check), connecting and the answer each get at most
+        that many seconds instead of the client's own limits."""
         url = self.settings.url
         where = f"STORAGE_ENDPOINT {self.settings.endpoint}" if self.settings.endpoint else f"STORAGE_URL {url}"
+        client = self._client if timeout is None else self._client_with_timeout(timeout)
         try:
-            self._client.list_objects_v2(Bucket=self._bucket, Prefix=self.settings.prefix, MaxKeys=1)
+            client.list_objects_v2(Bucket=self._bucket, Prefix=self.settings.prefix, MaxKeys=1)
         except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError):
             raise CredentialsRefused(f"STORAGE_URL {url}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
                                      "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or give the machine a role)") from None
         except (BotoConnectionError, HTTPClientError) as exc:
-            raise StoreUnreachable(f"{where}: cannot reach the object store ({_connection_reason(exc)})") from None
+            reason = _connection_reason(exc)
+            raise StoreUnreachable(f"{where}: cannot reach the object store ({reason})", reason) from None
         except ClientError as exc:
             code = _code(exc)
             if code == "NoSuchBucket":

@@ -26,8 +26,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from bot.storage import AsyncRecordingStore
+from bot.web.storecheck import ObjectStoreCheck
 
-__all__ = ["INDEX_TIMEOUT", "Readiness", "add_ops_routes", "index_problems"]
+__all__ = ["INDEX_TIMEOUT", "Readiness", "add_ops_routes", "index_problems", "store_problems"]
 
 _log = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ async def index_problems(store: AsyncRecordingStore, timeout: float = INDEX_TIME
         _log.warning("recording index did not answer: %s", exc)
         return [f"recording index: {type(exc).__name__}"]
     return [] if answered else ["recording index: unreachable"]
+
+
+async def store_problems(store: AsyncRecordingStore, objects: ObjectStoreCheck | None) -> list[str]:
+    """Why the recording index or (when there is one) the object store cannot be used
+    right now (empty: both answered); the two are asked at once."""
+    checks = [index_problems(store), *([objects.problems()] if objects is not None else [])]
+    return [reason for found in await asyncio.gather(*checks) for reason in found]
 
 
 def _private_peer(request: web.Request) -> bool:

@@ -3,10 +3,6 @@ left (index and folder) with no Discord login, no voice and no token."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +10,9 @@ from pathlib import Path
 from tests.fakediscord.server import FakeDiscord
 
 from .checks import download_link, http_get, play, recording_id
-from .conftest import START_TIMEOUT, STOP_TIMEOUT, BotProcess, bot_argv, bot_env, free_port
-from .ops import healthz, metric, scrape
+from .conftest import BotProcess
+from .front import running_front
+from .ops import metric, scrape
 from .test_health_metrics import TWO_TALK
 
 #: Native libraries ``import discord`` loads (its DAVE and its transport encryption):
@@ -33,19 +30,6 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
         return response.status, dict(response.headers), response.read()
 
 
-def _wait_front_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        assert proc.poll() is None, f"the front exited with {proc.returncode}: {log.read_text()[-2000:]}"
-        try:
-            if healthz(base) == (200, {"status": "ready"}):
-                return
-        except urllib.error.URLError:  # not listening yet
-            pass
-        assert time.monotonic() < deadline, "the download front was not ready in time"
-        time.sleep(0.1)
-
-
 def test_front_serves_a_real_recording_without_discord(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess], tmp_path: Path) -> None:
     bot = start_bot()
@@ -57,15 +41,9 @@ def test_front_serves_a_real_recording_without_discord(
     assert bot.terminate() == 0
     requests_before = fake.run(lambda: fake.requests_seen)
 
-    port = free_port()
     # Everything the bot had but the token: where Discord is stays set, to show the front never goes there.
-    env = {k: v for k, v in bot_env(fake, bot.recordings_dir, port).items() if k != "DISCORD_TOKEN"}
-    log_path = tmp_path / "front.log"
-    with open(log_path, "wb") as log:
-        front = subprocess.Popen([*bot_argv(), "web"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_front_ready(front, base, log_path)
+    with running_front(bot.env, tmp_path) as front:
+        base = front.base
         page_url = base + link.split(f":{bot.env['HTTP_PORT']}", 1)[1]
         status, page = http_get(page_url)
         assert status == 200 and b"alice" in page and b"bob" in page
@@ -83,13 +61,9 @@ def test_front_serves_a_real_recording_without_discord(
         samples = scrape(base)
         assert metric(samples, "voice_recorder_downloads_total", kind="page") == 1
         assert metric(samples, "voice_recorder_downloads_total", kind="track") == 2
-        assert not any(name.startswith("voice_recorder_recordings") for name, _ in samples)
+        assert not any(name.startswith(("voice_recorder_recordings", "voice_recorder_upload"))
+                       for name, _ in samples)
 
-        front_maps = _mapped(front.pid)
+        front_maps = _mapped(front.proc.pid)
         assert not [lib for lib in _DISCORD_LIBRARIES if lib in front_maps], "the front loaded discord.py"
         assert fake.run(lambda: fake.requests_seen) == requests_before, "the front talked to Discord"
-    finally:
-        if front.poll() is None:
-            front.send_signal(signal.SIGTERM)
-        code = front.wait(timeout=STOP_TIMEOUT)
-    assert code == 0, log_path.read_text()[-2000:]

@@ -2,7 +2,9 @@
 a finished recording is uploaded, recorded in the index and its folder removed, and
 then everything is downloaded from the store through the bot's download server,
 byte for byte as recorded; with the store unreachable at stop time the page serves
-from local disk until the upload completes once the network is back."""
+from local disk until the upload completes once the network is back, and meanwhile
+``/healthz`` of the bot and of a download front say so and ``/metrics`` shows the
+upload pending and its failed tries."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from tests.s3server import REGION, S3Server, s3_server, s3_settings  # noqa: F40
 from tests.tcprelay import Relay
 
 from .checks import download_link, http_get, play, read_wav, recording_id, zip_members
-from .conftest import REPLY_TIMEOUT, BotProcess
+from .conftest import REPLY_TIMEOUT, START_TIMEOUT, BotProcess
+from .front import running_front
+from .ops import Samples, metric, scrape, wait_health, wait_metric
 
 TWO = Scenario(
     speakers=(
@@ -164,30 +168,60 @@ def relay(s3_server: S3Server) -> Iterator[Relay]:
     relay.close()
 
 
+def _uploads(samples: Samples) -> tuple[float, float]:
+    """Uploads pending, and failed tries whatever the reason, on /metrics."""
+    failed = sum(value for (name, _labels), value in samples.items() if name == "voice_recorder_upload_failures_total")
+    return metric(samples, "voice_recorder_uploads_pending"), failed
+
+
 def test_an_unreachable_store_at_stop_keeps_serving_from_disk_until_the_upload_completes(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess], s3_server: S3Server,
-        s3_settings: StorageSettings, relay: Relay) -> None:
-    bot = start_bot(**_storage_env(s3_settings, f"http://127.0.0.1:{relay.port}"))
-    relay.cut_after(0)
-    rid, link, recorded = _record(fake, bot)
-    folder = bot.recordings_dir / rid
-    # The bot tries, and the store does not answer.
-    _wait(lambda: relay.refused >= 3, "upload attempts during the outage")
-    assert folder.is_dir() and (_upload_row(bot, rid) or (None, None, 0))[1] is None
-    status, page = http_get(link)
-    assert status == 200, page[:300]
-    key = link.split("key=", 1)[1]
-    for name, data in recorded.items():
-        status, headers, body = _get(f"{bot.http_base}/r/{rid}/files/{name}?key={key}", {"Range": "bytes=44-"})
-        assert status == 206 and body == data[44:]
-    assert folder.is_dir()
+        s3_settings: StorageSettings, relay: Relay, tmp_path: Path) -> None:
+    # A request gives up after a second of failures, so failed tries show within seconds.
+    bot = start_bot(**_storage_env(s3_settings, f"http://127.0.0.1:{relay.port}", STORAGE_RETRY_SECONDS="1"))
+    with running_front(bot.env, tmp_path) as front:
+        wait_health(bot.http_base, 200, START_TIMEOUT, {"status": "ready"})
+        before = scrape(bot.http_base)
+        assert _uploads(before) == (0, 0)
+        assert metric(before, "voice_recorder_upload_failures_total", reason="store_unavailable") == 0
+        assert metric(before, "voice_recorder_uploads_total") == 0
+        relay.cut_after(0)
+        rid, link, recorded = _record(fake, bot)
+        folder = bot.recordings_dir / rid
+        # Both processes say the store is away, without naming where it is.
+        unready = {"status": "not ready", "reasons": ["object store: unreachable (connection closed)"]}
+        wait_health(front.base, 503, UPLOAD_TIMEOUT, unready)
+        wait_health(bot.http_base, 503, UPLOAD_TIMEOUT, unready)
+        # The bot tries, and the store does not answer: the recording waits, the failed tries add up.
+        first = wait_metric(bot.http_base, lambda m: _uploads(m)[0] == 1 and _uploads(m)[1] >= 1, UPLOAD_TIMEOUT,
+                            "one upload pending and a failed try")
+        wait_metric(bot.http_base, lambda m: _uploads(m)[0] == 1 and _uploads(m)[1] > _uploads(first)[1],
+                    UPLOAD_TIMEOUT, "another failed try")
+        assert metric(first, "voice_recorder_upload_failures_total", reason="store_unavailable") >= 1
+        _wait(lambda: relay.refused >= 3, "upload attempts during the outage")
+        assert folder.is_dir() and (_upload_row(bot, rid) or (None, None, 0))[1] is None
+        status, page = http_get(link)
+        assert status == 200, page[:300]
+        key = link.split("key=", 1)[1]
+        for name, data in recorded.items():
+            status, headers, body = _get(f"{bot.http_base}/r/{rid}/files/{name}?key={key}", {"Range": "bytes=44-"})
+            assert status == 206 and body == data[44:]
+        assert folder.is_dir()
 
-    relay.restore()
-    _wait(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
-          "the upload verified once the store is back, and the local folder removed")
-    for name, data in recorded.items():
-        status, _headers, body = _get(f"{bot.http_base}/r/{rid}/files/{name}?key={key}")
-        assert status == 200 and body == data
+        relay.restore()
+        _wait(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
+              "the upload verified once the store is back, and the local folder removed")
+        after = wait_metric(bot.http_base, lambda m: _uploads(m)[0] == 0, UPLOAD_TIMEOUT, "no upload pending")
+        assert metric(after, "voice_recorder_uploads_total") == 1
+        assert metric(after, "voice_recorder_upload_bytes_total") > sum(len(data) for data in recorded.values())
+        wait_health(bot.http_base, 200, UPLOAD_TIMEOUT, {"status": "ready"})
+        wait_health(front.base, 200, UPLOAD_TIMEOUT, {"status": "ready"})
+        for name, data in recorded.items():
+            status, _headers, body = _get(f"{bot.http_base}/r/{rid}/files/{name}?key={key}")
+            assert status == 200 and body == data
+            # The front serves it from the store too, the folder being gone.
+            status, _headers, body = _get(f"{front.base}/r/{rid}/files/{name}?key={key}", {"Range": "bytes=44-"})
+            assert status == 206 and body == data[44:]
     assert f"recording {rid} is in the object store" in bot.log()
 
 
