@@ -203,7 +203,7 @@ def test_help_lists_every_variable_with_default() -> None:
     text = help_text()
     names = [
         "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "DATABASE_URL", "STORAGE_URL", "STORAGE_ENDPOINT",
-        "STORAGE_REGION", "KEEP_LOCAL_COPY", "HTTP_HOST", "HTTP_PORT",
+        "STORAGE_REGION", "KEEP_LOCAL_COPY", "STORAGE_RETRY_SECONDS", "HTTP_HOST", "HTTP_PORT",
         "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
         "DOWNLOAD_FORMAT", "ATTACH_FILES", "AUTORECORD_GRACE_SECONDS", "LOG_FORMAT", "SYNC_COMMANDS", "SHARD_COUNT",
@@ -237,16 +237,18 @@ def test_an_absurd_setting_stops_the_bot_with_one_line(tmp_path: Path) -> None:
 def test_without_storage_url_recordings_stay_in_the_folder() -> None:
     settings = Settings.from_env({"DISCORD_TOKEN": "t"}, dotenv_path=None)
     assert settings.storage is None and settings.keep_local_copy is False
+    assert settings.storage_retry_seconds == 300
 
 
 def test_storage_settings_are_parsed() -> None:
     settings = Settings.from_env({"DISCORD_TOKEN": "t", "STORAGE_URL": "s3://recordings/bot",
                                   "STORAGE_ENDPOINT": "http://127.0.0.1:9000", "STORAGE_REGION": "auto",
-                                  "KEEP_LOCAL_COPY": "yes"}, dotenv_path=None)
+                                  "KEEP_LOCAL_COPY": "yes", "STORAGE_RETRY_SECONDS": "2.5"}, dotenv_path=None)
     assert settings.storage is not None
     assert (settings.storage.bucket, settings.storage.prefix) == ("recordings", "bot/")
     assert (settings.storage.endpoint, settings.storage.region) == ("http://127.0.0.1:9000", "auto")
     assert settings.keep_local_copy is True
+    assert settings.storage_retry_seconds == 2.5
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -255,6 +257,10 @@ def test_storage_settings_are_parsed() -> None:
      "STORAGE_ENDPOINT: expected an http or https URL, got 'minio:9000'"),
     ({"STORAGE_ENDPOINT": "http://minio:9000"}, "STORAGE_ENDPOINT: needs STORAGE_URL to be set too"),
     ({"STORAGE_URL": "s3://bucket", "KEEP_LOCAL_COPY": "maybe"}, "KEEP_LOCAL_COPY: expected yes or no, got 'maybe'"),
+    ({"STORAGE_URL": "s3://bucket", "STORAGE_RETRY_SECONDS": "0"},
+     "STORAGE_RETRY_SECONDS: must be a positive number, got '0'"),
+    ({"STORAGE_URL": "s3://bucket", "STORAGE_RETRY_SECONDS": "7200"},
+     "STORAGE_RETRY_SECONDS: must be at most 3600, got '7200'"),
 ])
 def test_bad_storage_settings_are_one_line(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
