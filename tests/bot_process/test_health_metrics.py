@@ -58,6 +58,8 @@ def test_metrics_agree_with_the_recording(fake: FakeDiscord, start_bot: Callable
     assert metric(before, "voice_recorder_recordings_running") == 0
     assert metric(before, "voice_recorder_packets_received_total") == 0
     assert metric(before, "process_open_fds") > 0
+    # Without STORAGE_URL nothing is uploaded, and no upload figures pretend otherwise.
+    assert not any(name.startswith("voice_recorder_upload") for name, _labels in before)
 
     rid = recording_id(bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]}))
     play(fake, TWO_TALK)
