@@ -33,7 +33,7 @@ def _via(settings: StorageSettings, port: int) -> ObjectStore:
 
 def test_a_storm_of_checks_costs_the_store_one_request_per_interval(
         s3_settings: StorageSettings, relay: Relay) -> None:
-    check = ObjectStoreCheck(_via(s3_settings, relay.port), cache_seconds=2.0)
+    check = ObjectStoreCheck(_via(s3_settings, relay.port), cache_seconds=1.0)
 
     async def scenario() -> None:
         assert await check.problems() == []
@@ -43,17 +43,17 @@ def test_a_storm_of_checks_costs_the_store_one_request_per_interval(
         answers = await asyncio.gather(*(check.problems() for _ in range(50)))
         answers += [await check.problems() for _ in range(50)]
         assert answers == [[]] * 100 and relay.forwarded == one_request
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(1.1)
         # After it: fifty at once share one new request.
         assert await asyncio.gather(*(check.problems() for _ in range(50))) == [[]] * 50
         assert one_request < relay.forwarded < 2.5 * one_request
 
         relay.cut_after(0)
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(1.1)
         assert await check.problems() == ["object store: unreachable (connection closed)"]
         relay.restore()
         assert await check.problems() == ["object store: unreachable (connection closed)"]  # cached
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(1.1)
         assert await check.problems() == []
 
     asyncio.run(scenario())
