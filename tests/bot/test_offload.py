@@ -59,12 +59,20 @@ def test_a_failed_upload_is_counted_retried_and_completes_once_the_store_is_back
         offloader.start()
         try:
             await _until(lambda: store.upload_failures(first)[0] >= 2, "two failed uploads counted")
+            failing = offloader.stats()
+            assert (failing.pending, failing.uploaded, failing.bytes_sent) == (1, 0, 0)
+            assert failing.failures["store_unavailable"] >= 2 and sum(failing.failures.values()) == \
+                failing.failures["store_unavailable"]
             _attempts, reason = store.upload_failures(first)
             assert reason is not None and "\n" not in reason and s3_server.secret_key not in reason
             assert folder.is_dir() and store.require(first).stored_prefix is None
             relay.restore()
             second = await asyncio.to_thread(_finished, store)  # found through the store's close listener
             await _until(lambda: all(store.require(r).local_removed for r in (first, second)), "both uploaded")
+            await _until(lambda: offloader.stats().pending == 0, "nothing pending")
+            done = offloader.stats()
+            assert done.uploaded == 2 and sum(done.failures.values()) == done.failures["store_unavailable"]
+            assert done.bytes_sent > sum(o.size for o in cut_off.list() if o.name.endswith(".wav"))
             assert not folder.exists()
             assert store.upload_failures(first)[1] is None  # the reason goes with the verified upload
             names = {o.name for o in cut_off.list(f"{first}/")}
