@@ -22,8 +22,8 @@ __all__ = ["OBJECT_STORE_CACHE_SECONDS", "OBJECT_STORE_TIMEOUT", "ObjectStoreChe
 _log = logging.getLogger(__name__)
 
 #: Seconds the store may take to connect, and then to answer, before it counts as unreachable
-#: (with the backstop at three times this, /healthz answers within the Docker HEALTHCHECK's 10 s).
-OBJECT_STORE_TIMEOUT = 3.0
+#: (with the backstop at three times this, /healthz answers within the Docker HEALTHCHECK's 8 s).
+OBJECT_STORE_TIMEOUT = 2.0
 #: Seconds an answer is reused before the store is asked again.
 OBJECT_STORE_CACHE_SECONDS = 5.0
 
