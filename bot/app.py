@@ -65,6 +65,7 @@ class RecorderBot(discord.AutoShardedClient):
             connector=connector,
             shard_count=settings.shard_count,
             shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
+            guild_ready_timeout=settings.guild_ready_seconds,
         )
         self.settings = settings
         #: The object store finished recordings go to; None: they stay in the folder.
