@@ -26,7 +26,6 @@ from bot.storage.ids import is_recording_id, new_recording_id, new_secret, norma
 from bot.storage.manifest import MANIFEST_NAME, Manifest, Note, Speaker
 from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
-from bot.storage.postgres_index import PostgresIndex
 from bot.storage.sqlite_index import SQLiteIndex
 
 __all__ = ["IndexUnavailable", "Recording", "RecordingStore", "StorageError"]
@@ -136,6 +135,10 @@ class RecordingStore:
         self.database_path: Path | None = None
         self._index: IndexBackend
         if database_url:
+            # Imported only here: psycopg is a quarter of a second of every start that
+            # does not use it.
+            from bot.storage.postgres_index import PostgresIndex
+
             self._index = PostgresIndex(database_url)
         else:
             self.database_path = Path(database_path) if database_path else self.recordings_dir / "index.sqlite3"
