@@ -308,6 +308,12 @@ class FakeDiscord:
         self.requests_seen += 1
         return await handler(request)
 
+    def set_max_concurrency(self, max_concurrency: int) -> None:
+        """Change Discord's IDENTIFY concurrency (what /gateway/bot reports, and the gateway keeps)."""
+        def apply() -> None:
+            self.gateway.identify_limit.max_concurrency = max_concurrency
+        self.run(apply)
+
     def identify_log(self) -> list[IdentifyAttempt]:
         """Every IDENTIFY the gateway received so far, in order, refused ones included."""
         return self.run(lambda: list(self.gateway.identify_limit.log))
