@@ -10,9 +10,10 @@ through the index, per rate-limit bucket, across processes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from tests.fakediscord.identify_limit import IDENTIFY_WINDOW_SECONDS
 from tests.fakediscord.server import FakeDiscord
 
+from .checks import manifest, recording_id
 from .conftest import START_TIMEOUT, BotProcess, _wait_http, _wait_ready, bot_argv, bot_env, free_port
 from .ops import wait_health
 
@@ -130,3 +132,25 @@ def test_two_processes_started_together_take_turns_to_identify(
     assert sorted(a.shard_id for a in log) == [0, 1, 2, 3], log
     gaps = [b.at - a.at for a, b in zip(log, log[1:])]
     assert min(gaps) >= IDENTIFY_WINDOW_SECONDS, gaps
+
+
+def test_a_process_whose_shards_were_taken_finishes_its_recordings_and_exits(
+        fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
+    """What a long outage of the index can lead to: the leases lapsed and another process
+    took the shards. The next renewal must stop this one recording the same guilds."""
+    bot = start_bot()
+    started = bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]})
+    rid = recording_id(started)
+    # another process takes shard 0 over, as one would once this one's lease had lapsed
+    with contextlib.closing(sqlite3.connect(bot.recordings_dir / "index.sqlite3")) as db, db:
+        db.execute("UPDATE shard_leases SET owner = 'another-folder', host = 'elsewhere', pid = 4242, "
+                   "heartbeat = (julianday('now') - 2440587.5) * 86400.0")
+    try:
+        code = bot.proc.wait(timeout=60)  # the next renewal (every 20 s) notices
+    finally:
+        bot.done = True
+    log = bot.log()
+    assert code == 1, log
+    assert ("lost the shard leases while the index was away: SHARD_IDS (not set, so every shard): shard 0 is "
+            "already run by another process (host elsewhere, pid 4242)") in log, log
+    assert manifest(bot.recordings_dir / rid)["status"] == "finished"  # finished as SIGINT would, not paused
