@@ -58,8 +58,8 @@ class RecorderBot(discord.AutoShardedClient):
     the bot needs channels, roles and who is in voice, nothing else.
     """
 
-    def __init__(self, settings: Settings, *, connector: aiohttp.BaseConnector | None = None,
-                 stop: Callable[[], None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, stop: Callable[[], None],
+                 connector: aiohttp.BaseConnector | None = None) -> None:
         """``stop`` ends the process for good (as SIGINT does): called when another process
         took this one's shards (see :mod:`bot.shard_claim`)."""
         intents = discord.Intents.none()
@@ -156,8 +156,7 @@ class RecorderBot(discord.AutoShardedClient):
 
     def _shards_lost(self, line: str) -> None:
         self.fatal_error = line
-        if self._stop is not None:
-            self._stop()
+        self._stop()
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """discord.py's hook before each IDENTIFY: wait for this shard's turn (see

@@ -85,16 +85,16 @@ class ShardClaim:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        if self._shards:
-            try:
-                await asyncio.to_thread(self._leases.release, self._holder.owner)
-            except Exception as exc:  # they lapse by themselves
-                _log.warning("could not give up the shard leases (%s); they lapse in %g s", type(exc).__name__,
-                             LEASE_TTL_SECONDS)
-            self._shards = ()
-        if self._folder is not None:
-            self._folder.release()
-            self._folder = None
+        if self._folder is None:
+            return  # never got the folder: the leases under its name are another live process's
+        # Holding the folder, every lease under its name is this process's (or a dead predecessor's).
+        try:
+            await asyncio.to_thread(self._leases.release, self._holder.owner)
+        except Exception as exc:  # they lapse by themselves
+            _log.warning("could not give up the shard leases (%s); they lapse in %g s", type(exc).__name__,
+                         LEASE_TTL_SECONDS)
+        self._folder.release()
+        self._folder = None
 
     async def _renew(self, on_lost: Callable[[str], None]) -> None:
         failing = False
@@ -116,7 +116,6 @@ class ShardClaim:
                 line = (f"lost the shard leases while the index was away: {self._describe(conflict, self._shard_count)}"
                         "; finishing every recording and exiting so no guild is recorded twice")
                 _log.error("%s", line)
-                self._shards = ()
                 on_lost(line)
                 return
 
