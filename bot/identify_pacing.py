@@ -9,6 +9,13 @@ Here each IDENTIFY first reserves its bucket's next slot in the index
 sleeps until it: processes starting together take turns per bucket, a restart waits
 out its predecessor's last IDENTIFY, and shards of different buckets go at once.
 Should the index not answer, discord.py's behaviour stands in, and the log says so.
+
+The wait happens where discord.py calls the hook: after the websocket's HELLO, with
+nothing reading the socket. Each process launches its shards one after another, so a
+shard waits about 5.5 s for every process starting beside it in its bucket; past
+discord.py's ``heartbeat_timeout`` (60 s, some ten processes starting at the same
+moment with ``max_concurrency`` 1) discord.py would drop the waiting connection and
+connect again. Start that many processes a few at a time.
 """
 
 from __future__ import annotations
