@@ -81,7 +81,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SYNC_COMMANDS", "yes", "Whether the bot syncs its slash commands with Discord at start (yes or no); "
                                      "with several shard processes set no and run sync-commands once."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
-    Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
+    Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT. A process "
+                                   "refuses to start on a shard another live process sharing its index runs."),
     Variable("GUILD_READY_SECONDS", "2", "After the last server arrives from Discord, how long the bot waits for "
                                          "more before it is ready (0.1 to 60; discord.py's default is 2)."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
