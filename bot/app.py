@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import aiohttp
 import discord
@@ -14,8 +15,10 @@ from bot.announce import Announcer
 from bot.autorecord import Autorecorder
 from bot.commands import RecordGroup, RecordingsGroup
 from bot.config import Settings
+from bot.gateway_plan import fetch_gateway_plan
 from bot.guild_config import GuildConfig
 from bot.health import bot_problems
+from bot.identify_pacing import IdentifyPacer
 from bot.invite import PERMISSION_REASONS, invite_url
 from bot.metrics import RecordingCollector
 from bot.nickname import clear_stale_mark
@@ -25,6 +28,7 @@ from bot.registry import RecordingRegistry
 from bot.resume import resume_or_close
 from bot.session import SessionLimits, StopReason
 from bot.settings_command import SettingsGroup
+from bot.shard_claim import ShardClaim
 from bot.storage import AsyncRecordingStore, Recording
 from bot.stores import Stores
 from bot.tree import TrackedCommandTree
@@ -56,7 +60,11 @@ class RecorderBot(discord.AutoShardedClient):
     the bot needs channels, roles and who is in voice, nothing else.
     """
 
-    def __init__(self, settings: Settings, stores: Stores, *, connector: aiohttp.BaseConnector | None = None) -> None:
+    def __init__(self, settings: Settings, stores: Stores, *, stop: Callable[[], None],
+                 connector: aiohttp.BaseConnector | None = None) -> None:
+        """``stores`` are the index and the object store to use (their opener closes them,
+        after the client); ``stop`` ends the process for good (as SIGINT does): called when
+        another process took this one's shards (see :mod:`bot.shard_claim`)."""
         intents = discord.Intents.none()
         intents.guilds = True
         intents.voice_states = True
@@ -67,6 +75,7 @@ class RecorderBot(discord.AutoShardedClient):
             connector=connector,
             shard_count=settings.shard_count,
             shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
+            guild_ready_timeout=settings.guild_ready_seconds,
         )
         self.settings = settings
         #: The object store finished recordings go to; None: they stay in the folder.
@@ -76,6 +85,15 @@ class RecorderBot(discord.AutoShardedClient):
         self.offloader = (Offloader(self.store, self.objects, keep_local=settings.keep_local_copy)
                           if self.objects else None)
         self.astore = AsyncRecordingStore(self.store)
+        #: This process's hold on its shards and its recordings folder.
+        self.shard_claim = ShardClaim(self.store.shard_leases, settings.recordings_dir, self.store.owner,
+                                      shard_ids_set=settings.shard_ids is not None,
+                                      shard_count_set=settings.shard_count is not None)
+        #: Each IDENTIFY waits for its turn among every process sharing the index.
+        self.identify_pacer = IdentifyPacer(self.store.identify_slots)
+        #: Why the process must exit 1 (its shards were taken over); None: it may exit 0.
+        self.fatal_error: str | None = None
+        self._stop = stop
         self.tree = TrackedCommandTree(self)
         #: Encodes for downloads and stop summaries, on a low-priority thread of their own (see bot.web.encoder).
         self.encoder = Encoder()
@@ -110,7 +128,9 @@ class RecorderBot(discord.AutoShardedClient):
         self._retention: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        """Repair what a crash or a restart left, start the download server, register commands."""
+        """Claim this process's shards, repair what a crash or a restart left, start the
+        download server, register commands."""
+        await self._claim_shards()
         self._recovered, self._interrupted = await asyncio.to_thread(examine, self.store)
         await self.astore.expire()
         if self.offloader is not None:
@@ -128,6 +148,26 @@ class RecorderBot(discord.AutoShardedClient):
         _log.info("invite the bot with %s", invite_url(self.application_id))
         _log.info("permissions asked for and why: %s", reasons)
         _log.info("download links start with %s", self.settings.public_url)
+
+    async def _claim_shards(self) -> None:
+        """Before any IDENTIFY (and before recovery touches the folder): learn the shard
+        count and IDENTIFY concurrency, then hold the shards (raises ShardClaimRefused)."""
+        plan = await fetch_gateway_plan(self, self.settings.shard_count)
+        if self.shard_count is None:
+            self.shard_count = plan.shard_count  # what discord.py would have asked Discord for again
+        shards = self.settings.shard_ids if self.settings.shard_ids is not None else range(plan.shard_count)
+        await self.shard_claim.acquire(list(shards), plan.shard_count)
+        self.shard_claim.keep_renewed(self._shards_lost)
+        self.identify_pacer.max_concurrency = plan.max_concurrency
+
+    def _shards_lost(self, line: str) -> None:
+        self.fatal_error = line
+        self._stop()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py's hook before each IDENTIFY: wait for this shard's turn (see
+        :mod:`bot.identify_pacing`) instead of discord.py's 5 s per process."""
+        await self.identify_pacer.wait_turn(shard_id, initial=initial)
 
     def add_commands(self) -> None:
         """Put the slash commands in :attr:`tree` (what a sync registers with Discord)."""
@@ -181,6 +221,7 @@ class RecorderBot(discord.AutoShardedClient):
         await self.web.stop()
         self.encoder.shutdown()
         await super().close()
+        await self.shard_claim.release()
 
     async def _retention_loop(self) -> None:
         while True:

@@ -84,7 +84,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SYNC_COMMANDS", "yes", "Whether the bot syncs its slash commands with Discord at start (yes or no); "
                                      "with several shard processes set no and run sync-commands once."),
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
-    Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT."),
+    Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT. A process "
+                                   "refuses to start on a shard another live process sharing its index runs."),
+    Variable("GUILD_READY_SECONDS", "2", "After the last server arrives from Discord, how long the bot waits for "
+                                         "more before it is ready (0.1 to 60; discord.py's default is 2)."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
     Variable("DISCORD_GATEWAY_URL", "(Discord)", "Gateway URL; only for the loopback test Discord."),
     Variable("DISCORD_CA_FILE", "(system CAs)", "Extra CA file to trust; only for the loopback test Discord."),
@@ -267,6 +270,7 @@ class Settings:
     sync_commands: bool = True
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    guild_ready_seconds: float = 2.0
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
     discord_ca_file: Path | None = None
@@ -359,10 +363,20 @@ class Settings:
             sync_commands=_yes_no("SYNC_COMMANDS", get("SYNC_COMMANDS") or "yes"),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            guild_ready_seconds=_guild_ready_seconds(get("GUILD_READY_SECONDS") or "2"),
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),
             discord_gateway_url=opt("DISCORD_GATEWAY_URL", lambda n, t: _url(n, t, ("ws", "wss"))),
             discord_ca_file=ca_file,
         )
+
+
+def _guild_ready_seconds(text: str) -> float:
+    """At least 0.1 s: with less, servers still on their way from the gateway were
+    left out of the start (discord.py gives up on a wait of 0 at once)."""
+    value = _positive("GUILD_READY_SECONDS", text, 60)
+    if value < 0.1:
+        raise ConfigError(f"GUILD_READY_SECONDS: must be at least 0.1, got {text!r}")
+    return value
 
 
 def _shard_ids(name: str, text: str) -> tuple[int, ...]:

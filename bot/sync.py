@@ -40,7 +40,8 @@ class _CommandSync(RecorderBot):
 async def _sync(settings: Settings, stores: Stores) -> list[str]:
     apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     connector = tls_connector(str(settings.discord_ca_file) if settings.discord_ca_file else None)
-    syncer = _CommandSync(settings, stores, connector=connector)
+    # It claims no shards (its setup_hook only syncs), so no other process can take any over.
+    syncer = _CommandSync(settings, stores, connector=connector, stop=lambda: None)
     async with syncer:
         await syncer.login(settings.discord_token)
         return syncer.synced

@@ -40,6 +40,9 @@ class IndexBackend(Protocol):
 
     #: The column that orders a recording's speakers and notes as they were first written.
     insertion_order: str
+    #: An SQL expression for the database's clock, in Unix seconds: one clock for every
+    #: process sharing the index (shard leases, IDENTIFY slots), whatever their hosts' clocks say.
+    clock_sql: str
 
     def run(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, committed when it returns and rolled back

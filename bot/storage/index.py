@@ -22,11 +22,12 @@ from pathlib import Path
 
 from bot.storage.backend import IndexBackend, IndexConflict, IndexUnavailable, Transaction
 from bot.storage.guild_settings import GuildSettingsTable
+from bot.storage.identify_slots import IdentifySlots
 from bot.storage.ids import is_recording_id, new_recording_id, new_secret, normalize_recording_id
 from bot.storage.manifest import MANIFEST_NAME, Manifest, Note, Speaker
 from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
-from bot.storage.postgres_index import PostgresIndex
+from bot.storage.shard_leases import ShardLeases
 from bot.storage.sqlite_index import SQLiteIndex
 
 __all__ = ["IndexUnavailable", "Recording", "RecordingStore", "StorageError"]
@@ -136,12 +137,20 @@ class RecordingStore:
         self.database_path: Path | None = None
         self._index: IndexBackend
         if database_url:
+            # Imported only here: psycopg is a quarter of a second of every start that
+            # does not use it.
+            from bot.storage.postgres_index import PostgresIndex
+
             self._index = PostgresIndex(database_url)
         else:
             self.database_path = Path(database_path) if database_path else self.recordings_dir / "index.sqlite3"
             self._index = SQLiteIndex(self.database_path)
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
         self.guild_settings = GuildSettingsTable(self._index)
+        #: Which process runs each gateway shard (see :mod:`bot.shard_claim`).
+        self.shard_leases = ShardLeases(self._index)
+        #: When each IDENTIFY rate-limit bucket may identify next (see :mod:`bot.identify_pacing`).
+        self.identify_slots = IdentifySlots(self._index)
         #: Called with a recording's id, from the closing thread, after it was finished
         #: or marked interrupted (the uploader wakes up on it).
         self.closed_listeners: list[Callable[[str], None]] = []

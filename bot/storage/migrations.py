@@ -169,11 +169,36 @@ _POSTGRES_2 = (
 # index shared by several processes, each start recovers only what is on its own disk.
 _OWNER = ("ALTER TABLE recordings ADD COLUMN owner TEXT",)
 
+# Which process runs each gateway shard (bot.shard_claim): a lease renewed by its holder,
+# timed by the database's clock (Unix seconds). ``owner`` is the holder's recordings folder
+# (RecordingStore.owner); host and pid are for the message that refuses a second process.
+# Every claim first updates the single guard row, so claims of processes starting together
+# run one after the other (a row lock on PostgreSQL, the write lock on SQLite).
+# ``identify_slots``: per IDENTIFY rate-limit bucket, the earliest time the next IDENTIFY
+# of that bucket may be sent, by any process sharing the index (bot.identify_pacing).
+_SHARDS = (
+    """CREATE TABLE shard_leases (
+        shard_id INTEGER PRIMARY KEY,
+        shard_count INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        heartbeat DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE TABLE shard_lease_guard (id INTEGER PRIMARY KEY, claims BIGINT NOT NULL)",
+    "INSERT INTO shard_lease_guard (id, claims) VALUES (1, 0)",
+    """CREATE TABLE identify_slots (
+        bucket INTEGER PRIMARY KEY,
+        next_at DOUBLE PRECISION NOT NULL
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "recordings, speakers, suspensions, notes, opt-outs and server settings", _SQLITE_1, _POSTGRES_1),
     Migration(2, "uploads: which recordings are in the object store, and whether their folder is gone",
               _SQLITE_2, _POSTGRES_2),
     Migration(3, "the recordings folder each recording is written in", _OWNER, _OWNER),
+    Migration(4, "shard leases and IDENTIFY slots shared by the bot processes", _SHARDS, _SHARDS),
 )
 
 

@@ -66,6 +66,9 @@ class PostgresIndex:
     """
 
     insertion_order = "seq"
+    #: The time when evaluated, so after any row lock the statement waited for (``now()``
+    #: would be the transaction's start, stale by that wait).
+    clock_sql = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
     def __init__(self, url: str) -> None:
         self._url = url

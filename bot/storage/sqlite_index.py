@@ -39,6 +39,8 @@ class SQLiteIndex:
     """The index in the SQLite file at ``path``, migrated to the latest schema when opened."""
 
     insertion_order = "rowid"
+    #: Julian days to Unix seconds; 'now' holds still within one statement.
+    clock_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path) -> None:
         self.path = path

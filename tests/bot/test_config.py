@@ -43,6 +43,7 @@ def test_defaults() -> None:
     assert s.retention_days == 30
     assert s.min_free_disk_mb == 1024
     assert s.recorder_role is None and s.shard_count is None and s.shard_ids is None
+    assert s.guild_ready_seconds == 2.0
     assert s.discord_api_base is None and s.discord_gateway_url is None and s.discord_ca_file is None
 
 
@@ -53,7 +54,7 @@ def test_every_value_parsed(tmp_path: Path) -> None:
         RECORDINGS_DIR=str(tmp_path / "rec"), DATABASE_PATH=str(tmp_path / "db.sqlite3"), HTTP_HOST="127.0.0.1",
         HTTP_PORT="0", HTTP_MAX_CONNECTIONS="32", PUBLIC_URL="https://rec.example.org/", RECORDER_ROLE="Recorder", MAX_RECORDING_HOURS="1.5",
         RETENTION_DAYS="7", MIN_FREE_DISK_MB="0", EMPTY_CHANNEL_MINUTES="0.5", SHARD_COUNT="4", SHARD_IDS="0, 3",
-        DISCORD_API_BASE="http://127.0.0.1:5000/api/v10", DISCORD_GATEWAY_URL="ws://127.0.0.1:5001",
+        GUILD_READY_SECONDS="0.25", DISCORD_API_BASE="http://127.0.0.1:5000/api/v10", DISCORD_GATEWAY_URL="ws://127.0.0.1:5001",
         DISCORD_CA_FILE=str(ca),
     )
     assert s.recordings_dir == tmp_path / "rec" and s.database_path == tmp_path / "db.sqlite3"
@@ -61,7 +62,7 @@ def test_every_value_parsed(tmp_path: Path) -> None:
     assert s.http_max_connections == 32
     assert s.recorder_role == "Recorder" and s.max_recording_hours == 1.5 and s.retention_days == 7
     assert s.min_free_disk_mb == 0 and s.shard_count == 4 and s.shard_ids == (0, 3)
-    assert s.empty_channel_minutes == 0.5
+    assert s.empty_channel_minutes == 0.5 and s.guild_ready_seconds == 0.25
     assert s.discord_api_base == "http://127.0.0.1:5000/api/v10"
     assert s.discord_gateway_url == "ws://127.0.0.1:5001" and s.discord_ca_file == ca
 
@@ -141,6 +142,9 @@ def test_bad_dotenv_line_names_line_not_content(tmp_path: Path) -> None:
         ({"AUTORECORD_GRACE_SECONDS": "3601"}, "AUTORECORD_GRACE_SECONDS: must be at most 3600"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: expected one of text, json, got 'xml'"),
         ({"SYNC_COMMANDS": "sometimes"}, "SYNC_COMMANDS: expected yes or no, got 'sometimes'"),
+        ({"GUILD_READY_SECONDS": "0.05"}, "GUILD_READY_SECONDS: must be at least 0.1, got '0.05'"),
+        ({"GUILD_READY_SECONDS": "0"}, "GUILD_READY_SECONDS: must be a positive number"),
+        ({"GUILD_READY_SECONDS": "61"}, "GUILD_READY_SECONDS: must be at most 60"),
     ],
 )
 def test_bad_values_are_one_clear_line(env: dict[str, str], expected: str) -> None:
@@ -207,7 +211,7 @@ def test_help_lists_every_variable_with_default() -> None:
         "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
         "DOWNLOAD_FORMAT", "ATTACH_FILES", "AUTORECORD_GRACE_SECONDS", "LOG_FORMAT", "SYNC_COMMANDS", "SHARD_COUNT",
-        "SHARD_IDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
+        "SHARD_IDS", "GUILD_READY_SECONDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
     ]
     assert [v.name for v in VARIABLES] == names
     lines = text.splitlines()

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from .identify_limit import IdentifyLimit
 from .state import Guild, User, VoiceState, World
 
 _log = logging.getLogger(__name__)
@@ -162,6 +163,8 @@ class Gateway:
         self._connections: set[Connection] = set()
         #: While set, new gateway connections are refused with HTTP 503 (Discord's gateway down).
         self.refusing = False
+        #: Discord's IDENTIFY rate limit, and the log of every IDENTIFY.
+        self.identify_limit = IdentifyLimit()
         #: Which gateway session holds each (guild, user) voice state: a new session
         #: (a restarted bot) joining the same channel takes it over as Discord does.
         self._voice_holders: dict[tuple[int, int], Session] = {}
@@ -288,6 +291,12 @@ class Gateway:
         shard_id, shard_count = d.get("shard") or (0, 1)
         if not 0 <= shard_id < shard_count:
             conn.close(CLOSE_INVALID_SHARD, "Invalid shard.")
+            return
+        if not self.identify_limit.admit(shard_id, shard_count):
+            _log.warning("IDENTIFY shard %d/%d breaks the rate limit (bucket %d of %d): invalid session", shard_id,
+                         shard_count, shard_id % self.identify_limit.max_concurrency,
+                         self.identify_limit.max_concurrency)
+            conn.send({"op": OP_INVALID_SESSION, "d": False, "s": None, "t": None})
             return
         session = Session(self.bot_user, shard_id, shard_count, intents)
         self.sessions[session.id] = session

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from .identify_limit import IdentifyLimit
 from .interactions import CommandRegistry
 from .messages import FLAG_EPHEMERAL, Attachment, InteractionRecord, Message, MessageStore, Reply
 from .state import Guild, User, World, snowflake
@@ -96,6 +97,8 @@ class RestApi:
         self.gateway_url = ""
         #: Shard count answered by /gateway/bot.
         self.recommended_shards = 1
+        #: The gateway's IDENTIFY rate limit, whose max_concurrency /gateway/bot reports (set by the server).
+        self.identify_limit: IdentifyLimit | None = None
         #: Interactions delivered to the bot, by token.
         self.interactions: dict[str, InteractionRecord] = {}
 
@@ -202,7 +205,8 @@ class RestApi:
         """The gateway plus a shard count, for AutoShardedClient."""
         return json_response({
             "url": self.gateway_url, "shards": self.recommended_shards,
-            "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
+            "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0,
+                                    "max_concurrency": self.identify_limit.max_concurrency if self.identify_limit else 1},
         })
 
     # -- guilds and channels ----------------------------------------------------

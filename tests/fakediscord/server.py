@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from aiohttp import web
 
 from .gateway import Gateway
+from .identify_limit import IdentifyAttempt
 from .interactions import CommandRegistry, build_command_data, build_interaction
 from .messages import InteractionRecord, Message, MessageStore, wait_until
 from .rest import RestApi
@@ -78,10 +79,12 @@ class FakeDiscord:
     server, and the default world, served from a background thread.
 
     `voice=False` runs without the voice server (joins get no VOICE_SERVER_UPDATE);
-    `dave` is passed to the voice server; `port` 0 picks a free port.
+    `dave` is passed to the voice server; `port` 0 picks a free port;
+    `max_concurrency` is Discord's IDENTIFY concurrency (see :mod:`.identify_limit`),
+    high by default so that tests not about it never wait for it.
     """
 
-    def __init__(self, *, dave: bool = True, voice: bool = True, port: int = 0) -> None:
+    def __init__(self, *, dave: bool = True, voice: bool = True, port: int = 0, max_concurrency: int = 16) -> None:
         self._dave = dave
         self._want_voice = voice
         self._port = port
@@ -98,6 +101,8 @@ class FakeDiscord:
                             bot_user=self.default.bot, application_id=self.application_id, owner=owner)
         self.gateway = Gateway(self.world, token=self.token, bot_user=self.default.bot,
                                application_id=self.application_id)
+        self.gateway.identify_limit.max_concurrency = max_concurrency
+        self.rest.identify_limit = self.gateway.identify_limit
         self.world.subscribe(self._notify)
         self.voice: Any = None
         self.ca: TestCA | None = None
@@ -302,6 +307,16 @@ class FakeDiscord:
     async def _count_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests_seen += 1
         return await handler(request)
+
+    def set_max_concurrency(self, max_concurrency: int) -> None:
+        """Change Discord's IDENTIFY concurrency (what /gateway/bot reports, and the gateway keeps)."""
+        def apply() -> None:
+            self.gateway.identify_limit.max_concurrency = max_concurrency
+        self.run(apply)
+
+    def identify_log(self) -> list[IdentifyAttempt]:
+        """Every IDENTIFY the gateway received so far, in order, refused ones included."""
+        return self.run(lambda: list(self.gateway.identify_limit.log))
 
     def gateway_down(self, down: bool = True) -> None:
         """While `down`, refuse new gateway connections (HTTP 503); open ones stay up

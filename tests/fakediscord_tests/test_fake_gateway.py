@@ -24,7 +24,7 @@ def _client_factory(fake: FakeDiscord, cls: type[discord.Client] = discord.Clien
 
 class _QuickShards(discord.AutoShardedClient):
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        """No 5 s pause between shard IDENTIFYs: the fake has no rate limit."""
+        """No 5 s pause between shard IDENTIFYs: shards 0 and 1 are in different buckets of the fake."""
 
 
 @pytest.fixture
