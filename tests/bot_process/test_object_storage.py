@@ -257,7 +257,8 @@ def test_a_recording_a_crash_cut_short_is_repaired_then_uploaded_and_served_from
     runner = fake.start_scenario(Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.2, 60.0),)),),
                                           duration=60.0))
     track = bot.recordings_dir / rid / f"{fake.config['members']['alice']}.wav"
-    _wait(lambda: track.exists() and track.stat().st_size > 48_000, "a second of alice on disk", REPLY_TIMEOUT)
+    # A second at 48 kHz, 16-bit mono, is 96,000 bytes after the header.
+    _wait(lambda: track.exists() and track.stat().st_size > 96_000 + 1024, "a second of alice on disk", REPLY_TIMEOUT)
     bot.kill()
     fake.run(runner.stop())
     fake.kick_from_voice(fake.config["bot_user_id"])  # Discord drops a dead client's voice state
