@@ -30,17 +30,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from bot.objects import (
-    ChecksumMismatch,
-    ObjectStore,
-    ObjectStoreError,
-    StoreUnavailable,
-    UploadFailed,
-    UploadResult,
-    upload_recording,
-)
+import bot.objects
+from bot.objects import ChecksumMismatch, ObjectStoreError, StoreUnavailable, UploadFailed
 from bot.storage import (
     MANIFEST_NAME,
     MARKER_FILES,
@@ -52,6 +45,9 @@ from bot.storage import (
     StorageError,
 )
 from bot.web.activity import ACTIVITY_NAME, load_activity
+
+if TYPE_CHECKING:
+    from bot.objects import ObjectStore, UploadResult
 
 __all__ = ["FAILURE_REASONS", "Offloader", "UploadStats"]
 
@@ -237,7 +233,7 @@ class Offloader:
             manifest = Manifest.read(rec.directory)
             tracks = [s.file for s in manifest.speakers if (rec.directory / s.file).is_file()]
             load_activity(rec.directory, tracks)  # the page's data goes up with the tracks
-            result = upload_recording(rec.directory, self._objects, rec.id)
+            result = bot.objects.upload_recording(rec.directory, self._objects, rec.id)
             if self._store.get(rec.id) is None:  # deleted meanwhile: its objects go too
                 self._objects.delete_prefix(result.prefix)
                 return None

@@ -9,10 +9,15 @@ differently. Imports nothing of Discord: the front uses it too.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
+import bot.objects
 from bot.config import Settings
-from bot.objects import ObjectStore, RetryPolicy
+from bot.objects import RetryPolicy
 from bot.storage import RecordingStore
+
+if TYPE_CHECKING:
+    from bot.objects import ObjectStore
 
 __all__ = ["Stores", "open_stores"]
 
@@ -37,7 +42,7 @@ def open_stores(settings: Settings, *, check_objects: bool = True) -> Stores:
     :class:`~bot.storage.IndexUnavailable` or OSError."""
     objects = None
     if settings.storage is not None:
-        objects = ObjectStore(settings.storage, retry=RetryPolicy(budget=settings.storage_retry_seconds))
+        objects = bot.objects.ObjectStore(settings.storage, retry=RetryPolicy(budget=settings.storage_retry_seconds))
         if check_objects:
             objects.check()
     index = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,

@@ -7,6 +7,8 @@ Read from the source with ``ast`` (every import counts, those under
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,14 @@ def test_only_the_web_layer_imports_soundfile() -> None:
     # (bot/web/sndlib.py); a module elsewhere importing soundfile first would undo that.
     wrong = [m for m in sorted(_graph()) if "soundfile" in _external_imports(m) and not _within(m, "bot.web")]
     assert not wrong, "import soundfile outside bot.web: " + ", ".join(wrong)
+
+
+def test_the_embedded_default_loads_no_database_driver_or_s3_client() -> None:
+    """boto3 (with botocore's client machinery) and psycopg are most of a second of every
+    start between them: a bot, a front or a sync without DATABASE_URL and STORAGE_URL
+    must not import them (botocore's exception classes alone are cheap and allowed)."""
+    probe = ("import sys, bot.__main__, bot.app, bot.front, bot.sync, bot.runner; "
+             "print(sorted(m for m in ('boto3', 'botocore.session', 'psycopg') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=_ROOT, capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -13,6 +13,9 @@ thread from the event loop. Typical use::
     store.delete_prefix(result.prefix)  # retention
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from bot.objects.checksum import Fingerprint, fingerprint
 from bot.objects.errors import (
     BucketMissing,
@@ -27,8 +30,25 @@ from bot.objects.errors import (
 )
 from bot.objects.retry import RetryPolicy
 from bot.objects.settings import StorageSettingError, StorageSettings
-from bot.objects.store import ObjectInfo, ObjectRange, ObjectStore, StoredObject
-from bot.objects.upload import UploadResult, upload_recording
+
+if TYPE_CHECKING:
+    from bot.objects.store import ObjectInfo, ObjectRange, ObjectStore, StoredObject
+    from bot.objects.upload import UploadResult, upload_recording
+
+#: Names whose modules import boto3 (a third of a second): loaded on first use, so a
+#: bot without STORAGE_URL never pays for it.
+_LAZY = {
+    "ObjectInfo": "bot.objects.store", "ObjectRange": "bot.objects.store", "ObjectStore": "bot.objects.store",
+    "StoredObject": "bot.objects.store", "UploadResult": "bot.objects.upload",
+    "upload_recording": "bot.objects.upload",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "BucketMissing",

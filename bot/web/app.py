@@ -35,13 +35,14 @@ import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import soundfile as sf
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from bot.objects import ObjectMissing, ObjectStore, ObjectStoreError
+from bot.objects import ObjectMissing, ObjectStoreError
 from bot.storage import (
     CHAPTERS_NAME,
     LABELS_NAME,
@@ -75,6 +76,9 @@ from bot.web.page import DownloadSizes, TrackInfo, render_page, render_preparing
 from bot.web.player import PLAYER_SCRIPT
 from bot.web.ranges import RangedFileResponse
 from bot.web.streaming import SEND_TIMEOUT, stream_chunks
+
+if TYPE_CHECKING:
+    from bot.objects import ObjectStore
 
 __all__ = ["NOT_FOUND_BODY", "READY_WAIT", "UNKNOWN_FORMAT_BODY", "create_app", "download_url"]
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.objects import ObjectStore
+if TYPE_CHECKING:
+    from bot.objects import ObjectStore
 
 __all__ = ["copy_object", "copy_small_files"]
 

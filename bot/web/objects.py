@@ -19,12 +19,16 @@ from collections.abc import Mapping
 from concurrent.futures import Executor
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
-from bot.objects import ObjectInfo, ObjectMissing, ObjectStore, ObjectStoreError
+from bot.objects import ObjectMissing, ObjectStoreError
 from bot.web.ranges import Unsatisfiable, byte_range
 from bot.web.streaming import SEND_TIMEOUT, stream_chunks
+
+if TYPE_CHECKING:
+    from bot.objects import ObjectInfo, ObjectStore
 
 __all__ = ["STORE_UNAVAILABLE_BODY", "object_response"]
 

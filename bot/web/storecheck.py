@@ -14,8 +14,12 @@ import asyncio
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
-from bot.objects import BucketMissing, CredentialsRefused, ObjectStore, StoreUnreachable
+from bot.objects import BucketMissing, CredentialsRefused, StoreUnreachable
+
+if TYPE_CHECKING:
+    from bot.objects import ObjectStore
 
 __all__ = ["OBJECT_STORE_CACHE_SECONDS", "OBJECT_STORE_TIMEOUT", "ObjectStoreCheck"]
 
