@@ -30,6 +30,11 @@ where its time goes (per thread, own and inclusive, by function).
 
 ``--soak SECONDS`` instead streams ``--soak-speakers`` speakers (DAVE on) to
 the bot for that long and prints RSS every 30 s and its growth.
+
+``python -m tests.bench shards`` (:mod:`tests.bench.shards_bench`) runs this
+benchmark's step (:func:`measure_ours`, which drives one bot process or several
+on disjoint shards and sums their figures) and pass rule against one process
+running two gateway shards and two processes running one each, in one run.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ GENERATOR_NEAR_CORE = 80.0
 #: Share of its sub-slots the generator may start late before it may be what limits a step
 #: (a few late ones come from any busy minute of a shared machine).
 GENERATOR_LATE_SHARE = 0.01
+#: A step's window must see the load streaming this much of its time to count (slow
+#: ``/record status`` answers can push it past the end of the stream).
+MIN_WINDOW_SHARE = 0.9
 #: Counters of the receive log line that are not losses.
 _NOT_LOSS = {"datagrams", "accepted", "held"}
 
@@ -93,6 +101,8 @@ class Row:
     host_ms: float | None = None
     #: The loop's fastest time at the start of the run over its median in the window (below 1: slower).
     host_speed: float | None = None
+    #: Share of the measuring window during which the load streamed (None: not followed).
+    window_share: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -108,7 +118,12 @@ class Row:
         """Zero loss of every kind, everything offered received, lag under the limit."""
         return (self.offered > 0 and self.received == self.offered and not self.sink_drops
                 and not self.kernel_drops and not self.decrypt_failures and not self.other_loss
-                and self.lag_ms is not None and self.lag_ms < LAG_LIMIT_MS)
+                and self.lag_ms is not None and self.lag_ms < LAG_LIMIT_MS and self.window_saw_load)
+
+    @property
+    def window_saw_load(self) -> bool:
+        """Whether the measuring window saw the load for at least :data:`MIN_WINDOW_SHARE` of its time."""
+        return self.window_share is None or self.window_share >= MIN_WINDOW_SHARE
 
 
 class _Window:
@@ -196,6 +211,7 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
         bot.start_recording()
         stage.wait_listener()
         row.join_s = time.monotonic() - began
+        streamed_from = time.monotonic()
         join = _stream_in_background(stage, warmup + window)
         # Through the warm-up: when lag and drops happen (start-up, or steady state).
         began, timeline = time.monotonic(), []
@@ -206,6 +222,7 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
             time.sleep(min(1.0, max(0.0, warmup - (time.monotonic() - began))))
         row.notes.append("warm-up, worker lag ms / sink drops: " + " ".join(timeline))
         probe = _Window(bot.pids)
+        window_from = time.monotonic()
         profiler = (Profiler(bot.pids[0], window, workdir / "profile.raw", gil_only=profile == "gil")
                     if profile else None)
         lags = []
@@ -215,10 +232,13 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
             probe.poll()
             time.sleep(min(2.0, max(0.0, end - time.monotonic())))
         probe.close(row)
+        window_to = time.monotonic()
         if profiler is not None:
             row.notes.append(profiler.finish())
         sent = join()
         row.offered, row.seconds, row.late_slots = sent.total, sent.seconds, sent.late_slots
+        overlap = min(window_to, streamed_from + sent.seconds) - max(window_from, streamed_from)
+        row.window_share = max(0.0, overlap) / (window_to - window_from)
         # Let the workers drain, then read what an operator sees.
         deadline = time.monotonic() + 60
         while any(s.lag_ms for s in bot.status()) and time.monotonic() < deadline:
@@ -324,6 +344,9 @@ def format_row(row: Row) -> str:
             f"{row.gen_cpu:>8.0f} {row.rss_mb:>7.0f} {p99:>12} {row.setup_s + row.join_s:>7.1f} {host:>5} "
             f"{'yes' if row.passed else 'NO':>4}")
     notes = list(row.notes)
+    if not row.window_saw_load:
+        notes.append(f"the load streamed during only {100 * (row.window_share or 0):.0f} % of the window (the bot "
+                     "answered /record status slowly): the step is not measured, so it does not pass")
     if row.generator_limited:
         notes.append(f"the load generator used {row.gen_cpu:.0f} % of a core and started {row.late_slots} of its "
                      f"{row.seconds / FRAME_SECONDS * SUB_SLOTS:.0f} sub-slots late: it, not the recorder, "

@@ -147,6 +147,8 @@ def _why(row: Row) -> str:
         reasons.append("did not run")
     elif row.lag_ms >= LAG_LIMIT_MS:
         reasons.append(f"lag {row.lag_ms:.0f} ms")
+    if not row.window_saw_load:
+        reasons.append("window missed the load")
     if not row.offered:
         reasons.append("nothing offered")
     elif not reasons:
