@@ -65,6 +65,8 @@ GENERATOR_NEAR_CORE = 80.0
 #: Share of its sub-slots the generator may start late before it may be what limits a step
 #: (a few late ones come from any busy minute of a shared machine).
 GENERATOR_LATE_SHARE = 0.01
+#: Share of the nominal rate (50 packets/s per speaker) below which the generator offered too little.
+GENERATOR_MIN_RATE = 0.98
 #: A step's window must see the load streaming this much of its time to count (slow
 #: ``/record status`` answers can push it past the end of the stream).
 MIN_WINDOW_SHARE = 0.9
@@ -107,11 +109,14 @@ class Row:
 
     @property
     def generator_limited(self) -> bool:
-        """Whether the load generator was near a full core or started more than
-        :data:`GENERATOR_LATE_SHARE` of its sub-slots late: then it, not the recorder,
+        """Whether the load generator was near a full core, started more than
+        :data:`GENERATOR_LATE_SHARE` of its sub-slots late, or offered less than
+        :data:`GENERATOR_MIN_RATE` of the nominal rate: then it, not the recorder,
         may be what the step measured."""
         sub_slots = self.seconds / FRAME_SECONDS * SUB_SLOTS
-        return self.gen_cpu >= GENERATOR_NEAR_CORE or self.late_slots > GENERATOR_LATE_SHARE * sub_slots
+        slow = self.seconds > 0 and self.offered / self.seconds < GENERATOR_MIN_RATE * self.speakers / FRAME_SECONDS
+        return (self.gen_cpu >= GENERATOR_NEAR_CORE or self.late_slots > GENERATOR_LATE_SHARE * sub_slots
+                or slow)
 
     @property
     def passed(self) -> bool:
@@ -348,9 +353,10 @@ def format_row(row: Row) -> str:
         notes.append(f"the load streamed during only {100 * (row.window_share or 0):.0f} % of the window (the bot "
                      "answered /record status slowly): the step is not measured, so it does not pass")
     if row.generator_limited:
-        notes.append(f"the load generator used {row.gen_cpu:.0f} % of a core and started {row.late_slots} of its "
-                     f"{row.seconds / FRAME_SECONDS * SUB_SLOTS:.0f} sub-slots late: it, not the recorder, "
-                     "may be the limit of this step")
+        notes.append(f"the load generator used {row.gen_cpu:.0f} % of a core, started {row.late_slots} of its "
+                     f"{row.seconds / FRAME_SECONDS * SUB_SLOTS:.0f} sub-slots late and offered "
+                     f"{row.offered / row.seconds if row.seconds else 0:.0f} of {row.speakers / FRAME_SECONDS:.0f} "
+                     "packets/s: it, not the recorder, may be the limit of this step")
     return text + "".join(f"\n    {note}" for note in notes)
 
 
