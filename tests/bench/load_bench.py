@@ -30,6 +30,11 @@ where its time goes (per thread, own and inclusive, by function).
 
 ``--soak SECONDS`` instead streams ``--soak-speakers`` speakers (DAVE on) to
 the bot for that long and prints RSS every 30 s and its growth.
+
+``python -m tests.bench shards`` (:mod:`tests.bench.shards_bench`) runs this
+benchmark's step (:func:`measure_ours`, which drives one bot process or several
+on disjoint shards and sums their figures) and pass rule against one process
+running two gateway shards and two processes running one each, in one run.
 """
 
 from __future__ import annotations
@@ -42,17 +47,29 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from tests.bench.load import hostspeed, probes
-from tests.bench.load.ourbot import OurBot
+from tests.bench.load.ourbot import OurBot, OurBots
 from tests.bench.load.profile import Profiler, thread_names
 from tests.bench.load.stage import Stage, rooms_for
 from tests.bench.load.vrecv import VoiceRecvBot, ensure_venv
+from tests.fakediscord.loadgen import FRAME_SECONDS, SUB_SLOTS
 
 LAG_LIMIT_MS = 200.0
+#: Share of one core (%) from which the load generator, one thread, may be what limits a step.
+GENERATOR_NEAR_CORE = 80.0
+#: Share of its sub-slots the generator may start late before it may be what limits a step
+#: (a few late ones come from any busy minute of a shared machine).
+GENERATOR_LATE_SHARE = 0.01
+#: Share of the nominal rate (50 packets/s per speaker) below which the generator offered too little.
+GENERATOR_MIN_RATE = 0.98
+#: A step's window must see the load streaming this much of its time to count (slow
+#: ``/record status`` answers can push it past the end of the stream).
+MIN_WINDOW_SHARE = 0.9
 #: Counters of the receive log line that are not losses.
 _NOT_LOSS = {"datagrams", "accepted", "held"}
 
@@ -86,42 +103,71 @@ class Row:
     host_ms: float | None = None
     #: The loop's fastest time at the start of the run over its median in the window (below 1: slower).
     host_speed: float | None = None
+    #: Share of the measuring window during which the load streamed (None: not followed).
+    window_share: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def generator_limited(self) -> bool:
+        """Whether the load generator was near a full core, started more than
+        :data:`GENERATOR_LATE_SHARE` of its sub-slots late, or offered less than
+        :data:`GENERATOR_MIN_RATE` of the nominal rate: then it, not the recorder,
+        may be what the step measured."""
+        sub_slots = self.seconds / FRAME_SECONDS * SUB_SLOTS
+        slow = self.seconds > 0 and self.offered / self.seconds < GENERATOR_MIN_RATE * self.speakers / FRAME_SECONDS
+        return (self.gen_cpu >= GENERATOR_NEAR_CORE or self.late_slots > GENERATOR_LATE_SHARE * sub_slots
+                or slow)
 
     @property
     def passed(self) -> bool:
         """Zero loss of every kind, everything offered received, lag under the limit."""
         return (self.offered > 0 and self.received == self.offered and not self.sink_drops
                 and not self.kernel_drops and not self.decrypt_failures and not self.other_loss
-                and self.lag_ms is not None and self.lag_ms < LAG_LIMIT_MS)
+                and self.lag_ms is not None and self.lag_ms < LAG_LIMIT_MS and self.window_saw_load)
+
+    @property
+    def window_saw_load(self) -> bool:
+        """Whether the measuring window saw the load for at least :data:`MIN_WINDOW_SHARE` of its time."""
+        return self.window_share is None or self.window_share >= MIN_WINDOW_SHARE
 
 
 class _Window:
-    """CPU of the bot and of this process (the generator) over the measuring window, peak RSS,
-    and how fast the machine ran meanwhile."""
+    """CPU of the bot's processes (summed) and of this process (the generator) over the measuring
+    window, peak RSS (of the processes together), and how fast the machine ran meanwhile."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
         self._host = hostspeed.HostSpeed()
-        self._bot0 = probes.sample(pid)
+        self._bots0 = [probes.sample(pid) for pid in self.pids]
         self._gen0 = probes.sample(os.getpid())
-        self._names = thread_names(pid)
-        self._threads0 = probes.thread_cpu(pid, self._names)
+        self._names = {pid: thread_names(pid) for pid in self.pids}
+        self._threads0 = self._thread_cpu()
         self._t0 = time.monotonic()
-        self.rss_peak = self._bot0.rss_bytes
+        self.rss_peak = sum(s.rss_bytes for s in self._bots0)
+
+    def _thread_cpu(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid in self.pids:
+            for kind, seconds in probes.thread_cpu(pid, self._names[pid]).items():
+                out[kind] = out.get(kind, 0.0) + seconds
+        return out
 
     def poll(self) -> None:
-        self.rss_peak = max(self.rss_peak, probes.sample(self.pid).rss_bytes)
+        self.rss_peak = max(self.rss_peak, sum(probes.sample(pid).rss_bytes for pid in self.pids))
 
     def close(self, row: Row) -> None:
-        bot, gen, elapsed = probes.sample(self.pid), probes.sample(os.getpid()), time.monotonic() - self._t0
-        row.bot_cpu = 100 * (bot.cpu_seconds - self._bot0.cpu_seconds) / elapsed
+        bots, gen = [probes.sample(pid) for pid in self.pids], probes.sample(os.getpid())
+        elapsed = time.monotonic() - self._t0
+        per_process = [100 * (now.cpu_seconds - then.cpu_seconds) / elapsed for now, then in zip(bots, self._bots0)]
+        row.bot_cpu = sum(per_process)
         row.gen_cpu = 100 * (gen.cpu_seconds - self._gen0.cpu_seconds) / elapsed
-        threads = probes.thread_cpu(self.pid, self._names)
+        if len(per_process) > 1:
+            row.notes.append("bot CPU % by process: " + ", ".join(f"{v:.0f}" for v in per_process))
+        threads = self._thread_cpu()
         shares = {k: 100 * (v - self._threads0.get(k, 0.0)) / elapsed for k, v in threads.items()}
         busy = sorted(((v, k) for k, v in shares.items() if v >= 0.5), reverse=True)
         row.notes.append("bot CPU % by thread kind: " + ", ".join(f"{k} {v:.0f}" for v, k in busy))
-        self.rss_peak = max(self.rss_peak, bot.rss_bytes)
+        self.rss_peak = max(self.rss_peak, sum(b.rss_bytes for b in bots))
         row.rss_mb = self.rss_peak / 2**20
         row.host_ms = self._host.median()
 
@@ -147,18 +193,30 @@ def _stream_in_background(stage: Stage, seconds: float) -> Callable[[], Any]:
 
 
 def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window: float,
-                 workdir: Path, env: dict[str, str], profile: str | None = None) -> Row:
-    """One step against the real bot; ``profile`` ("all" or "gil") runs py-spy on it during the window."""
-    row = Row(f"ours, DAVE {'on' if dave else 'off'}", speakers, rooms)
-    stage = Stage.start(dave=dave, speakers=speakers, rooms=rooms)
+                 workdir: Path, env: Mapping[str, str], profile: str | None = None, who: str | None = None,
+                 shards: int = 1, processes: Sequence[Mapping[str, str]] = ({},)) -> Row:
+    """One step against the real bot; ``profile`` ("all" or "gil") runs py-spy on it during the window.
+
+    The stage's guilds take turns over ``shards`` gateway shards; one bot process
+    runs per entry of ``processes`` (its environment on top of ``env``, e.g. its
+    ``SHARD_IDS``), and their figures are summed into the row.
+    """
+    if profile and len(processes) > 1:
+        raise ValueError("--profile follows one bot process")
+    row = Row(who or f"ours, DAVE {'on' if dave else 'off'}", speakers, rooms)
+    stage = Stage.start(dave=dave, speakers=speakers, rooms=rooms, shards=shards)
     row.setup_s = stage.setup_seconds
     bot = None
     try:
-        bot = OurBot(stage, workdir, env)
+        bot = OurBots(stage, workdir, env, processes)
+        if len(bot.bots) > 1:
+            row.notes.append("speakers per process: " + ", ".join(
+                f"{sum(len(r.speaker_ids) for r in b.rooms)} in {len(b.rooms)} guilds" for b in bot.bots))
         began = time.monotonic()
         bot.start_recording()
         stage.wait_listener()
         row.join_s = time.monotonic() - began
+        streamed_from = time.monotonic()
         join = _stream_in_background(stage, warmup + window)
         # Through the warm-up: when lag and drops happen (start-up, or steady state).
         began, timeline = time.monotonic(), []
@@ -168,8 +226,9 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
                             f"{sum(s.dropped for s in polled)}")
             time.sleep(min(1.0, max(0.0, warmup - (time.monotonic() - began))))
         row.notes.append("warm-up, worker lag ms / sink drops: " + " ".join(timeline))
-        probe = _Window(bot.pid)
-        profiler = (Profiler(bot.pid, window, workdir / "profile.raw", gil_only=profile == "gil")
+        probe = _Window(bot.pids)
+        window_from = time.monotonic()
+        profiler = (Profiler(bot.pids[0], window, workdir / "profile.raw", gil_only=profile == "gil")
                     if profile else None)
         lags = []
         end = time.monotonic() + window
@@ -178,15 +237,18 @@ def measure_ours(*, dave: bool, speakers: int, rooms: int, warmup: float, window
             probe.poll()
             time.sleep(min(2.0, max(0.0, end - time.monotonic())))
         probe.close(row)
+        window_to = time.monotonic()
         if profiler is not None:
             row.notes.append(profiler.finish())
         sent = join()
         row.offered, row.seconds, row.late_slots = sent.total, sent.seconds, sent.late_slots
+        overlap = min(window_to, streamed_from + sent.seconds) - max(window_from, streamed_from)
+        row.window_share = max(0.0, overlap) / (window_to - window_from)
         # Let the workers drain, then read what an operator sees.
         deadline = time.monotonic() + 60
         while any(s.lag_ms for s in bot.status()) and time.monotonic() < deadline:
             time.sleep(0.5)
-        row.kernel_drops = probes.udp_drops(bot.pid)
+        row.kernel_drops = bot.udp_drops()
         receive, engine = bot.stop_recording()
         row.received = sum(r.get("accepted", 0) for r in receive)
         row.decrypt_failures = sum(v for r in receive for k, v in r.items()
@@ -224,7 +286,7 @@ def measure_vrecv(*, speakers: int, rooms: int, warmup: float, window: float, wo
         row.join_s = time.monotonic() - began
         join = _stream_in_background(stage, warmup + window)
         time.sleep(warmup)
-        probe = _Window(bot.pid)
+        probe = _Window([bot.pid])
         end = time.monotonic() + window
         while time.monotonic() < end:
             probe.poll()
@@ -264,18 +326,19 @@ def sweep(name: str, steps: list[int], measure: Callable[[int], Row]) -> list[Ro
             traceback.print_exc()
             row = Row(name, n, 0, notes=[f"step failed: {exc!r}"])
         rows.append(row)
-        print(_line(row), flush=True)
+        print(format_row(row), flush=True)
         if not row.passed:
             break
     return rows
 
 
-_HEADER = (f"{'who':<34} {'N':>4} {'conn':>4} {'offered/s':>9} {'received':>9} {'sink':>5} {'kernel':>6} "
+HEADER = (f"{'who':<34} {'N':>4} {'conn':>4} {'offered/s':>9} {'received':>9} {'sink':>5} {'kernel':>6} "
            f"{'decrypt':>7} {'other':>6} {'lag ms':>7} {'(whole)':>7} {'bot CPU%':>8} {'gen CPU%':>8} {'RSS MB':>7} "
            f"{'write p99 us':>12} {'setup s':>7} {'host':>5} {'pass':>4}")
 
 
-def _line(row: Row) -> str:
+def format_row(row: Row) -> str:
+    """One step as a line of the table under :data:`HEADER`, its notes indented below."""
     rate = row.offered / row.seconds if row.seconds else 0.0
     lag = f"{row.lag_ms:.0f}" if row.lag_ms is not None else "-"
     whole = f"{row.whole_lag_ms:.0f}" if row.whole_lag_ms is not None else "-"
@@ -285,10 +348,20 @@ def _line(row: Row) -> str:
             f"{row.kernel_drops:>6} {row.decrypt_failures:>7} {row.other_loss:>6} {lag:>7} {whole:>7} {row.bot_cpu:>8.0f} "
             f"{row.gen_cpu:>8.0f} {row.rss_mb:>7.0f} {p99:>12} {row.setup_s + row.join_s:>7.1f} {host:>5} "
             f"{'yes' if row.passed else 'NO':>4}")
-    return text + "".join(f"\n    {note}" for note in row.notes)
+    notes = list(row.notes)
+    if not row.window_saw_load:
+        notes.append(f"the load streamed during only {100 * (row.window_share or 0):.0f} % of the window (the bot "
+                     "answered /record status slowly): the step is not measured, so it does not pass")
+    if row.generator_limited:
+        notes.append(f"the load generator used {row.gen_cpu:.0f} % of a core, started {row.late_slots} of its "
+                     f"{row.seconds / FRAME_SECONDS * SUB_SLOTS:.0f} sub-slots late and offered "
+                     f"{row.offered / row.seconds if row.seconds else 0:.0f} of {row.speakers / FRAME_SECONDS:.0f} "
+                     "packets/s: it, not the recorder, may be the limit of this step")
+    return text + "".join(f"\n    {note}" for note in notes)
 
 
-def _best(rows: list[Row]) -> int:
+def largest_passing(rows: list[Row]) -> int:
+    """The largest N among the rows that passed (0: none did)."""
     return max((r.speakers for r in rows if r.passed), default=0)
 
 
@@ -364,18 +437,18 @@ def main(argv: list[str]) -> int:
             return path
 
         def ours(dave: bool, single: bool) -> Callable[[int], Row]:
-            return lambda n: _clean(_rate_host(measure_ours(
+            return lambda n: drop_recordings(rate_host(measure_ours(
                 dave=dave, speakers=n, rooms=1 if single else rooms_for(n, args.per_room),
                 warmup=args.warmup, window=args.window, workdir=step_dir(), env=env,
-                profile=args.profile), reference_ms), args.keep)
+                profile=args.profile), reference_ms), work, args.keep)
 
         def theirs(python: Path, single: bool) -> Callable[[int], Row]:
-            return lambda n: _clean(_rate_host(measure_vrecv(
+            return lambda n: drop_recordings(rate_host(measure_vrecv(
                 speakers=n, rooms=1 if single else rooms_for(n, args.per_room),
                 warmup=args.warmup, window=args.window, workdir=step_dir(), python=python),
-                reference_ms), args.keep)
+                reference_ms), work, args.keep)
 
-        print(_HEADER, flush=True)
+        print(HEADER, flush=True)
         results: dict[str, list[Row]] = {}
         layouts = [False] if args.no_single else [False, True]
         for single in layouts:
@@ -392,15 +465,15 @@ def main(argv: list[str]) -> int:
         print(f"largest N with zero loss and worker lag < {LAG_LIMIT_MS:.0f} ms "
               f"(load average now {os.getloadavg()[0]:.2f}):")
         for name, rows in results.items():
-            print(f"  {name:<44} {_best(rows)}")
+            print(f"  {name:<44} {largest_passing(rows)}")
         for single in layouts:
             label = "1 connection" if single else f"<= {args.per_room} per connection"
-            theirs_best = _best(results.get(f"voice-recv DAVE off, {label}", []))
+            theirs_best = largest_passing(results.get(f"voice-recv DAVE off, {label}", []))
             if theirs_best:
                 for dave in ("on", "off"):
                     if f"ours DAVE {dave}, {label}" not in results:
                         continue
-                    ours_best = _best(results[f"ours DAVE {dave}, {label}"])
+                    ours_best = largest_passing(results[f"ours DAVE {dave}, {label}"])
                     print(f"  ratio ours (DAVE {dave}) / voice-recv, {label}: {ours_best / theirs_best:.1f}x")
     finally:
         if not args.keep:
@@ -408,20 +481,19 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _rate_host(row: Row, reference_ms: float | None) -> Row:
+def rate_host(row: Row, reference_ms: float | None) -> Row:
     """Set ``row.host_speed`` against the loop's time at the start of the run."""
     if reference_ms and row.host_ms:
         row.host_speed = reference_ms / row.host_ms
     return row
 
 
-def _clean(row: Row, keep: bool) -> Row:
-    """Recordings are big (96 kB/s per speaker): drop them once a step is measured."""
+def drop_recordings(row: Row, work: Path, keep: bool) -> Row:
+    """Recordings are big (96 kB/s per speaker): drop those under ``work`` once a step is measured."""
     if not keep:
-        for path in Path(tempfile.gettempdir()).glob("load-bench-*/step-*/recordings"):
-            shutil.rmtree(path, ignore_errors=True)
-        for path in Path(tempfile.gettempdir()).glob("load-bench-*/step-*/wav"):
-            shutil.rmtree(path, ignore_errors=True)
+        for pattern in ("step-*/recordings", "step-*/bot-*/recordings", "step-*/wav"):
+            for path in work.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True)
     return row
 
 

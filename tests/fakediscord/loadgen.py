@@ -30,10 +30,10 @@ from sinks.opus import OpusEncoder
 from .audio import SpeechSynth
 from .room import VoiceRoom
 from .rtp import OPUS_PAYLOAD_TYPE, SILENCE_FRAME
-from .state import CHANNEL_TEXT, CHANNEL_VOICE, User, World
+from .state import CHANNEL_TEXT, CHANNEL_VOICE, User, World, snowflake
 from .voice import VoiceServer
 
-__all__ = ["LoadRoom", "LoadStats", "LoadGenerator", "build_load_world", "opus_loop"]
+__all__ = ["LoadRoom", "LoadStats", "LoadGenerator", "build_load_world", "guild_id_on_shard", "opus_loop", "shard_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -84,15 +84,29 @@ class LoadStats:
         return sum(self.sent.values())
 
 
-def build_load_world(world: World, bot: User, *, rooms: int, speakers: int) -> list[LoadRoom]:
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's routing rule: the gateway shard that receives ``guild_id``'s events."""
+    return (guild_id >> 22) % shard_count
+
+
+def guild_id_on_shard(shard: int, shard_count: int) -> int:
+    """A new snowflake that :func:`shard_of` puts on ``shard``: a fresh one with its
+    millisecond timestamp moved forward by less than ``shard_count``."""
+    made = snowflake()
+    ms = made >> 22
+    return ((ms + (shard - ms) % shard_count) << 22) | (made & 0x3FFFFF)
+
+
+def build_load_world(world: World, bot: User, *, rooms: int, speakers: int, shards: int = 1) -> list[LoadRoom]:
     """Create ``rooms`` guilds (owner, text and voice channel, ``bot`` a member) and
-    ``speakers`` users spread over them as evenly as possible."""
+    ``speakers`` users spread over them as evenly as possible; guild ``i`` lies on
+    gateway shard ``i % shards`` of ``shards``, so the rooms alternate between them."""
     if rooms < 1 or speakers < rooms:
         raise ValueError(f"need at least one speaker per room: {speakers} speakers, {rooms} rooms")
     out = []
     for index in range(rooms):
         owner = world.add_user(f"load-owner-{index}")
-        guild = world.add_guild(f"Load Guild {index}", owner)
+        guild = world.add_guild(f"Load Guild {index}", owner, guild_id=guild_id_on_shard(index % shards, shards))
         text = world.add_channel(guild, "general", CHANNEL_TEXT)
         voice = world.add_channel(guild, "Voice", CHANNEL_VOICE)
         world.add_member(guild, bot)

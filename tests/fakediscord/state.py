@@ -228,9 +228,10 @@ class World:
         self.users[user.id] = user
         return user
 
-    def add_guild(self, name: str, owner: User) -> Guild:
-        """Create a guild with its @everyone role, owned (and joined) by `owner`."""
-        guild = Guild(id=snowflake(), name=name, owner_id=owner.id)
+    def add_guild(self, name: str, owner: User, *, guild_id: int | None = None) -> Guild:
+        """Create a guild with its @everyone role, owned (and joined) by `owner`; `guild_id`
+        chooses its id (and so its shard), else a new snowflake."""
+        guild = Guild(id=guild_id or snowflake(), name=name, owner_id=owner.id)
         guild.roles[guild.id] = Role(id=guild.id, name="@everyone", permissions=EVERYONE_PERMISSIONS)
         guild.members[owner.id] = Member(user=owner)
         self.guilds[guild.id] = guild

@@ -11,10 +11,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from tests.fakediscord.loadgen import LoadGenerator, LoadRoom, LoadStats, build_load_world, opus_loop
+from tests.fakediscord.loadgen import LoadGenerator, LoadRoom, LoadStats, build_load_world, opus_loop, shard_of
 from tests.fakediscord.server import FakeDiscord
 
-__all__ = ["Stage", "rooms_for"]
+__all__ = ["Stage", "rooms_for", "rooms_on"]
 
 _log = logging.getLogger(__name__)
 
@@ -22,9 +22,19 @@ _log = logging.getLogger(__name__)
 SETTLE_TIMEOUT = 600.0
 
 
-def rooms_for(speakers: int, per_room: int) -> int:
-    """Voice channels (one per guild) needed for ``speakers`` at most ``per_room`` each."""
-    return max(1, -(-speakers // per_room))
+def rooms_for(speakers: int, per_room: int, shards: int = 1) -> int:
+    """Voice channels (one per guild) needed for ``speakers`` at most ``per_room`` each,
+    rounded up to a multiple of ``shards`` so that every shard gets as many (when there
+    are speakers enough)."""
+    rooms = max(1, -(-speakers // per_room))
+    return min(-(-rooms // shards) * shards, max(rooms, speakers))
+
+
+def rooms_on(rooms: list[LoadRoom], shard_count: int | None, shard_ids: tuple[int, ...] | None) -> list[LoadRoom]:
+    """The rooms whose guilds Discord routes to ``shard_ids`` of ``shard_count`` (all without ids)."""
+    if shard_count is None or shard_ids is None:
+        return list(rooms)
+    return [room for room in rooms if shard_of(room.guild_id, shard_count) in shard_ids]
 
 
 @dataclass
@@ -38,12 +48,13 @@ class Stage:
     setup_seconds: float
 
     @classmethod
-    def start(cls, *, dave: bool, speakers: int, rooms: int) -> Stage:
-        """Start the fake, build the world, put every speaker in voice and wait for the groups."""
+    def start(cls, *, dave: bool, speakers: int, rooms: int, shards: int = 1) -> Stage:
+        """Start the fake, build the world (guilds taking turns over ``shards`` gateway shards),
+        put every speaker in voice and wait for the groups."""
         fake = FakeDiscord(dave=dave).start()
         try:
             bot = fake.default.bot
-            built = fake.run(lambda: build_load_world(fake.world, bot, rooms=rooms, speakers=speakers))
+            built = fake.run(lambda: build_load_world(fake.world, bot, rooms=rooms, speakers=speakers, shards=shards))
             generator = LoadGenerator(fake.voice, built, opus_loop())
             began = time.monotonic()
             fake.run(generator.join(), timeout=SETTLE_TIMEOUT)
