@@ -396,14 +396,33 @@ def soak(seconds: float, speakers: int, per_room: int, workdir: Path, env: dict[
         stage.close()
 
 
-def main(argv: list[str]) -> int:
-    """Parse the options, run the sweeps (or the soak), print the table."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench load", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: few speakers, short windows")
-    parser.add_argument("--steps", help="comma-separated N values (default 50,100,200,300,400,500,600)")
+def step_options(prog: str, description: str, default_steps: str) -> argparse.ArgumentParser:
+    """A parser with the options of every benchmark that steps N up: ``--quick``,
+    ``--steps``, ``--per-room``, ``--warmup``, ``--window``, ``--keep``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10 and 20 speakers, short windows")
+    parser.add_argument("--steps", help=f"comma-separated N values (default {default_steps})")
     parser.add_argument("--per-room", type=int, default=50, help="speakers per voice connection (default 50)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the window")
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per step")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, WAVs)")
+    return parser
+
+
+def chosen_steps(args: argparse.Namespace, default_steps: list[int], quick_per_room: int) -> list[int]:
+    """The N values to measure; ``--quick`` also shortens the windows and the rooms."""
+    steps = default_steps
+    if args.quick:
+        steps = [10, 20]
+        args.warmup, args.window, args.per_room = 2.0, 5.0, quick_per_room
+    if args.steps:
+        steps = [int(s) for s in args.steps.split(",")]
+    return steps
+
+
+def main(argv: list[str]) -> int:
+    """Parse the options, run the sweeps (or the soak), print the table."""
+    parser = step_options("python -m tests.bench load", __doc__.split("\n")[0], "50,100,200,300,400,500,600")
     parser.add_argument("--only", choices=["ours", "vrecv"], help="measure only one recorder")
     parser.add_argument("--dave", choices=["on", "off"], help="measure our bot only with DAVE on, or off")
     parser.add_argument("--no-single", action="store_true", help="skip the one-connection sweeps")
@@ -411,15 +430,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--soak-speakers", type=int, default=100)
     parser.add_argument("--profile", choices=["all", "gil"],
                         help="py-spy the bot during each window (all samples, or only those holding the GIL)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, WAVs)")
     args = parser.parse_args(argv)
-    if args.quick:
-        steps = [10, 20]
-        args.warmup, args.window, args.per_room = 2.0, 5.0, 10
-    else:
-        steps = [50, 100, 200, 300, 400, 500, 600]
-    if args.steps:
-        steps = [int(s) for s in args.steps.split(",")]
+    steps = chosen_steps(args, [50, 100, 200, 300, 400, 500, 600], quick_per_room=10)
     work = Path(tempfile.mkdtemp(prefix="load-bench-"))
     env: dict[str, str] = {}
     reference_ms = hostspeed.calibrate()

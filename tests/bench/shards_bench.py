@@ -50,7 +50,16 @@ from pathlib import Path
 from tests.bench.load import hostspeed
 from tests.bench.load.stage import rooms_for
 from tests.bench.load_bench import (
-    HEADER, LAG_LIMIT_MS, Row, drop_recordings, format_row, largest_passing, measure_ours, rate_host,
+    HEADER,
+    LAG_LIMIT_MS,
+    Row,
+    chosen_steps,
+    drop_recordings,
+    format_row,
+    largest_passing,
+    measure_ours,
+    rate_host,
+    step_options,
 )
 from tests.postgres import PostgresServer, running_server
 
@@ -162,20 +171,9 @@ def _why(row: Row) -> str:
 
 def main(argv: list[str]) -> int:
     """Parse the options, measure both setups turn by turn, print the table."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench shards", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 10 and 20 speakers, short windows")
-    parser.add_argument("--steps", help="comma-separated N values (default 100,200,300,350,...,600)")
-    parser.add_argument("--per-room", type=int, default=50, help="speakers per voice connection (default 50)")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the window")
-    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per step")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, WAVs)")
+    parser = step_options("python -m tests.bench shards", __doc__.split("\n")[0], "100,200,300,350,...,600")
     args = parser.parse_args(argv)
-    steps = [100, 200, 300, 350, 400, 450, 500, 550, 600]
-    if args.quick:
-        steps = [10, 20]
-        args.warmup, args.window, args.per_room = 2.0, 5.0, 5
-    if args.steps:
-        steps = [int(s) for s in args.steps.split(",")]
+    steps = chosen_steps(args, [100, 200, 300, 350, 400, 450, 500, 550, 600], quick_per_room=5)
     work = Path(tempfile.mkdtemp(prefix="shards-bench-"))
     reference_ms = hostspeed.calibrate()
     print(f"shards benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, work dir {work}; "
