@@ -1,0 +1,238 @@
+"""The multi-machine install end to end: two bot processes on disjoint shards of a 4-shard bot
+and one download front, sharing a real PostgreSQL index and an S3 object store (moto on
+loopback), against the loopback Discord; the same settings as deploy/compose.yaml.
+
+1. Both processes record a guild of their own shards at the same time; every track
+   is what its speakers sent, sample-exact, and the front, which shares nothing with
+   the bots but the database and the store, hands out each track and the ZIP byte
+   for byte as recorded.
+2. A member opts out in a guild of the first process; both processes are stopped and
+   started again on 2 shards, which moves that guild to the second one; there the
+   member talks and is not recorded.
+3. The second process is killed (SIGKILL) in the middle of that recording and started
+   again on its own folder: the recording is repaired, uploaded and served by the front.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bot.objects import StorageSettings
+from tests.bot_process.checks import (
+    check_tracks,
+    download_link,
+    http_get,
+    manifest,
+    origin_guess,
+    read_wav,
+    recording_id,
+    wait_posted,
+)
+from tests.bot_process.conftest import REPLY_TIMEOUT, BotProcess, free_port
+from tests.bot_process.ops import metric, wait_metric
+from tests.fakediscord.messages import Message
+from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
+from tests.fakediscord.server import FakeDiscord
+from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE, snowflake
+from tests.s3server import REGION, S3Server
+
+from .cluster import Cluster
+
+#: The shards before and after the reshard, per process (deploy/compose.yaml runs the first).
+SHARDS = {"before": ("4", {"a": "0,1", "b": "2,3"}), "after": ("2", {"a": "0", "b": "1"})}
+#: Two speakers taking turns, briefly.
+TWO = Scenario(
+    speakers=(
+        SpeakerSpec("alice", 210.0, talks=(Talk(0.3, 1.3),)),
+        SpeakerSpec("bob", 330.0, talks=(Talk(1.0, 2.2),)),
+    ),
+    duration=2.4,
+)
+#: alice and dave (who opted out) talk without pause until the test ends it.
+WITH_OPTED_OUT = Scenario(
+    speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.2, 120.0),)),
+              SpeakerSpec("dave", 150.0, talks=(Talk(0.2, 120.0),))),
+    duration=120.0,
+)
+#: A finished recording's upload to loopback takes far less.
+UPLOAD_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class Place:
+    """A guild the bot is in, with a text and a voice channel; owned by the default owner."""
+
+    guild_id: int
+    text_id: int
+    voice_id: int
+    owner_id: int
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's routing rule."""
+    return (guild_id >> 22) % shard_count
+
+
+def _guild_on_shard(fake: FakeDiscord, name: str, shard: int, shard_count: int, *members: str) -> Place:
+    """A new guild whose id falls on `shard` of `shard_count`, with the bot, the default
+    owner and users named `members` in it."""
+    def build() -> Place:
+        world = fake.world
+        made = snowflake()
+        # Move the id's timestamp forward by under `shard_count` ms to land on the shard.
+        ms = made >> 22
+        guild_id = ((ms + (shard - ms) % shard_count) << 22) | (made & 0x3FFFFF)
+        guild = world.add_guild(name, world.users[fake.config["members"]["owner"]], guild_id=guild_id)
+        text = world.add_channel(guild, "general", CHANNEL_TEXT)
+        voice = world.add_channel(guild, "Voice", CHANNEL_VOICE)
+        world.add_member(guild, world.users[fake.config["bot_user_id"]])
+        for member in members:
+            world.add_member(guild, world.add_user(member))
+        return Place(guild.id, text.id, voice.id, guild.owner_id)
+    place = fake.run(build)
+    assert shard_of(place.guild_id, shard_count) == shard
+    return place
+
+
+def _member(fake: FakeDiscord, place: Place, name: str) -> int:
+    return fake.run(lambda: next(uid for uid, m in fake.world.guilds[place.guild_id].members.items()
+                                 if m.user.username == name))
+
+
+def _ask(fake: FakeDiscord, place: Place, name: str, subcommand: str, options: dict[str, Any] | None = None,
+         user_id: int | None = None) -> Message:
+    record = fake.invoke_command(name, subcommand, options, user_id=user_id or place.owner_id,
+                                 channel_id=place.text_id, guild_id=place.guild_id)
+    return record.wait_message(timeout=REPLY_TIMEOUT)
+
+
+def _play(fake: FakeDiscord, place: Place, scenario: Scenario) -> ScenarioRunner:
+    runner = ScenarioRunner(fake.world, fake.voice, place.guild_id, place.voice_id, scenario)
+    fake.run(runner.start())
+    return runner
+
+
+def _wait(condition: Callable[[], object], what: str, timeout: float = UPLOAD_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _stored(database_url: str, rid: str) -> bool:
+    """Whether the recording's upload is verified (the index says where it is in the store)."""
+    with psycopg.connect(database_url) as db:
+        row = db.execute("SELECT stored_at FROM uploads WHERE recording_id = %s", (rid,)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def _check_front_serves(link: str, folder: Path, files: list[str]) -> None:
+    """The front answers the recording's page, and each of `files` and the ZIP's tracks are the
+    local copy's bytes (KEEP_LOCAL_COPY=yes keeps it beside the store's)."""
+    status, page = http_get(link)
+    assert status == 200, page[:300]
+    base, key = link.split("?key=")
+    for name in files:
+        assert f"files/{name}?key={key}".encode() in page
+        status, body = http_get(f"{base}/files/{name}?key={key}")
+        assert status == 200 and body == (folder / name).read_bytes(), f"{name} from the front is not as recorded"
+    status, zipped = http_get(f"{base}/all.zip?key={key}")
+    assert status == 200, zipped[:300]
+    with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
+        tracks = {n: archive.read(n) for n in archive.namelist() if n.endswith(".wav")}
+    assert tracks == {name: (folder / name).read_bytes() for name in files}
+
+
+def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_and_crash(
+        fake: FakeDiscord, cluster: Cluster, postgres_url: str, s3_server: S3Server,
+        s3_settings: StorageSettings, tmp_path: Path) -> None:
+    before = int(SHARDS["before"][0])
+    stays_on_a = _guild_on_shard(fake, "A's guild", 0, before)
+    stays_on_b = _guild_on_shard(fake, "B's guild", 3, before)
+    moves = _guild_on_shard(fake, "Moving guild", 1, before, "dave")
+    after = int(SHARDS["after"][0])
+    assert shard_of(moves.guild_id, after) == 1 and shard_of(stays_on_b.guild_id, after) == 1
+    assert shard_of(stays_on_a.guild_id, after) == 0
+    front_port = free_port()
+    shared = {"DATABASE_URL": postgres_url, "STORAGE_URL": s3_settings.url, "STORAGE_ENDPOINT": s3_server.endpoint,
+              "STORAGE_REGION": REGION, **s3_server.env(), "SYNC_COMMANDS": "no", "KEEP_LOCAL_COPY": "yes",
+              "PUBLIC_URL": f"http://127.0.0.1:{front_port}"}
+    folders = {name: tmp_path / name for name in ("a", "b")}
+
+    def bot_config(name: str, when: str) -> dict[str, str]:
+        count, ids = SHARDS[when]
+        return {**shared, "RECORDINGS_DIR": str(folders[name]), "SHARD_COUNT": count, "SHARD_IDS": ids[name]}
+
+    assert cluster.sync_commands(shared).startswith("synced 3 global slash commands")
+    a = cluster.launch_bot("a-4-shards", bot_config("a", "before"))
+    b = cluster.launch_bot("b-4-shards", bot_config("b", "before"))
+    front = cluster.launch_front("front", front_port, {k: v for k, v in shared.items() if k != "PUBLIC_URL"})
+    cluster.wait_started(a, b, front)
+
+    # 1. Each process records its own guild, at the same time.
+    dave = _member(fake, moves, "dave")
+    assert "You are opted out" in _ask(fake, moves, "record", "optout", user_id=dave).content
+    starts = {place: fake.invoke_command("record", "start", {"channel": place.voice_id}, user_id=place.owner_id,
+                                         channel_id=place.text_id, guild_id=place.guild_id)
+              for place in (stays_on_a, stays_on_b)}
+    rids = {place: recording_id(record.wait_message(timeout=REPLY_TIMEOUT)) for place, record in starts.items()}
+    assert (folders["a"] / rids[stays_on_a]).is_dir() and (folders["b"] / rids[stays_on_b]).is_dir()
+    runners = {place: _play(fake, place, TWO) for place in rids}
+    for runner in runners.values():
+        fake.run(runner.wait_done(), timeout=TWO.duration + 30)
+        fake.run(runner.stop())
+    links = {place: download_link(_ask(fake, place, "record", "stop")) for place in rids}
+    for place, (rid, folder) in {stays_on_a: (rids[stays_on_a], folders["a"]),
+                                 stays_on_b: (rids[stays_on_b], folders["b"])}.items():
+        assert links[place].startswith(front.base), links[place]
+        _wait(lambda: _stored(postgres_url, rid), f"recording {rid} uploaded")
+        meta = manifest(folder / rid)
+        files = {s["display_name"]: s["file"] for s in meta["speakers"]}
+        assert set(files) == {"alice", "bob"}, meta["speakers"]
+        runner = runners[place]
+        check_tracks({n: read_wav(folder / rid / f) for n, f in files.items()}, runner,
+                     origin_guess(runner, meta["started_at"]))
+        _check_front_serves(links[place], folder / rid, list(files.values()))
+
+    # 2. Reshard: stop both, start both on 2 shards; the opted-out member's guild is now on b.
+    cluster.stop(a, b)
+    a = cluster.launch_bot("a-2-shards", bot_config("a", "after"))
+    b = cluster.launch_bot("b-2-shards", bot_config("b", "after"))
+    cluster.wait_started(a, b)
+    rid = recording_id(_ask(fake, moves, "record", "start", {"channel": moves.voice_id}))
+    folder = folders["b"] / rid
+    assert folder.is_dir(), "the moved guild was not recorded by the process that has its shard now"
+    runner = _play(fake, moves, WITH_OPTED_OUT)
+    alice = runner.speakers["alice"].user_id
+    _wait(lambda: (folder / f"{alice}.wav").exists() and (folder / f"{alice}.wav").stat().st_size > 96_000,
+          "a second of alice on disk", REPLY_TIMEOUT)
+    # dave's voice reaches the bot and is thrown away unwritten.
+    wait_metric(b.http_base, lambda s: metric(s, "voice_recorder_packets_dropped_total", layer="receive",
+                                              reason="excluded") > 0, REPLY_TIMEOUT, "dave's packets excluded")
+    assert sorted(p.name for p in folder.glob("*.wav")) == [f"{alice}.wav"]
+
+    # 3. b dies mid-recording and starts again on its own folder.
+    b.kill()
+    fake.run(runner.stop())
+    # Discord drops a dead client's voice state; the loopback Discord leaves that to the test.
+    fake.kick_from_voice(fake.config["bot_user_id"])
+    b = cluster.launch_bot("b-restarted", bot_config("b", "after"))
+    cluster.wait_started(b)
+    repaired = wait_posted(fake, [moves.text_id, moves.voice_id], f"`{rid}` was repaired", REPLY_TIMEOUT)
+    link = download_link(repaired)
+    assert link.startswith(front.base), link
+    _wait(lambda: _stored(postgres_url, rid), f"the repaired recording {rid} uploaded")
+    meta = manifest(folder)
+    assert meta["status"] == "interrupted"
+    assert [int(s["user_id"]) for s in meta["speakers"]] == [alice], meta["speakers"]  # dave: no track
+    track = meta["speakers"][0]["file"]
+    assert len(read_wav(folder / track)) >= 48_000
+    _check_front_serves(link, folder, [track])
