@@ -150,7 +150,10 @@ class Announcer:
 
     async def recovered(self, guild: discord.Guild, recording: Recording) -> None:
         """Tell ``guild`` about a recording the start-up closed: cut by a crash, or left unfinished."""
-        channel = guild.get_channel(recording.channel_id) or guild.system_channel
+        await self.recovered_in(guild.get_channel(recording.channel_id) or guild.system_channel, recording)
+
+    async def recovered_in(self, channel: object, recording: Recording) -> None:
+        """:meth:`recovered`, posted in ``channel`` (one of a guild this process may not run)."""
         link = self.link(recording)
         if recording.status == "finished":  # it had stopped; only its index entry was left behind
             text = (f"Recording `{recording.id}` of **{plain(recording.channel_name)}**, which could not be finished "

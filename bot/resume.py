@@ -8,6 +8,11 @@ and the disk has room: the bot rejoins, every track continues where it ended on 
 timeline, and the channel is told how many seconds are missing. Otherwise it
 is closed as before resuming existed: finished with its summary when a
 shutdown had suspended it, else repaired and announced as cut short by a crash.
+
+After a reshard a recording's guild may be on a shard another process runs now:
+this process, which has the recording's files, cannot continue it (the voice
+connection belongs to the guild's shard), so it closes it and tells the guild
+all the same, through Discord's REST API, which needs no shard.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from bot.session import SessionLimits, StopReason
 from bot.storage import AsyncRecordingStore, free_disk_mb
 from bot.summary import resumed_text
 
-__all__ = ["resume_or_close", "NOT_RESUMED"]
+__all__ = ["resume_or_close", "MOVED_AWAY", "NOT_RESUMED"]
 
 _log = logging.getLogger(__name__)
 
 #: Why a recording a shutdown suspended is finished rather than resumed.
 NOT_RESUMED = StopReason("the bot restarted and could not continue it (nobody was left in the channel, "
                          "the channel is gone, or a limit was reached)", automatic=True)
+#: Why a recording a shutdown suspended is finished when its guild is now run by another process.
+MOVED_AWAY = StopReason("the bot restarted and this server moved to another of its processes (resharding), "
+                        "which cannot continue a recording whose files are here", automatic=True)
 
 
 async def resume_or_close(client: discord.Client, registry: RecordingRegistry, store: AsyncRecordingStore,
@@ -56,6 +64,9 @@ async def _try_resume(client: discord.Client, registry: RecordingRegistry, store
     rec = item.recording
     if item.stop_begun:
         _log.info("recording %s is not resumed: it was being stopped", rec.id)
+        return False
+    if _served_elsewhere(client, rec.guild_id):
+        _log.info("recording %s is not resumed: its guild is on a shard this process does not run", rec.id)
         return False
     guild = client.get_guild(rec.guild_id)
     channel = guild.get_channel(rec.channel_id) if guild is not None else None
@@ -85,11 +96,25 @@ async def _close(client: discord.Client, store: AsyncRecordingStore, announcer: 
     """Close ``item`` as it was left and announce it."""
     closed = await asyncio.to_thread(close_interrupted, store.store, item)
     guild = client.get_guild(closed.guild_id)
-    if guild is None:
-        return
+    moved = guild is None and _served_elsewhere(client, closed.guild_id)
+    if guild is not None:
+        channel: object = guild.get_channel(closed.channel_id) or guild.system_channel
+    elif moved:
+        # Not in this process's cache: posted by id, as any process may.
+        channel = client.get_partial_messageable(closed.channel_id, guild_id=closed.guild_id)
+    else:
+        return  # the bot is no longer in the guild
     if item.suspended_at is None:
-        await announcer.recovered(guild, closed)
+        await announcer.recovered_in(channel, closed)
         return
-    channel = guild.get_channel(closed.channel_id) or guild.system_channel
     if isinstance(channel, discord.abc.Messageable):
-        await announcer.stopped(channel, NOT_RESUMED, await store.read_manifest(closed))
+        await announcer.stopped(channel, MOVED_AWAY if moved else NOT_RESUMED, await store.read_manifest(closed))
+
+
+def _served_elsewhere(client: discord.Client, guild_id: int) -> bool:
+    """Whether Discord routes ``guild_id`` to a shard this process does not run (Discord's
+    rule: shard ``(guild_id >> 22) % shard_count``), as after a reshard."""
+    shard_ids = getattr(client, "shard_ids", None)
+    if not client.shard_count or shard_ids is None:
+        return False
+    return (guild_id >> 22) % client.shard_count not in shard_ids

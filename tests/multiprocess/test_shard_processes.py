@@ -19,9 +19,7 @@ import io
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -38,13 +36,12 @@ from tests.bot_process.checks import (
 )
 from tests.bot_process.conftest import REPLY_TIMEOUT, BotProcess, free_port
 from tests.bot_process.ops import metric, wait_metric
-from tests.fakediscord.messages import Message
-from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
+from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
-from tests.fakediscord.state import CHANNEL_TEXT, CHANNEL_VOICE, snowflake
 from tests.s3server import REGION, S3Server
 
 from .cluster import Cluster
+from .guilds import ask, guild_on_shard, invoke, member, play, shard_of
 
 #: The shards before and after the reshard, per process (deploy/compose.yaml runs the first).
 SHARDS = {"before": ("4", {"a": "0,1", "b": "2,3"}), "after": ("2", {"a": "0", "b": "1"})}
@@ -64,60 +61,6 @@ WITH_OPTED_OUT = Scenario(
 )
 #: A finished recording's upload to loopback takes far less.
 UPLOAD_TIMEOUT = 90.0
-
-
-@dataclass(frozen=True)
-class Place:
-    """A guild the bot is in, with a text and a voice channel; owned by the default owner."""
-
-    guild_id: int
-    text_id: int
-    voice_id: int
-    owner_id: int
-
-
-def shard_of(guild_id: int, shard_count: int) -> int:
-    """Discord's routing rule."""
-    return (guild_id >> 22) % shard_count
-
-
-def _guild_on_shard(fake: FakeDiscord, name: str, shard: int, shard_count: int, *members: str) -> Place:
-    """A new guild whose id falls on `shard` of `shard_count`, with the bot, the default
-    owner and users named `members` in it."""
-    def build() -> Place:
-        world = fake.world
-        made = snowflake()
-        # Move the id's timestamp forward by under `shard_count` ms to land on the shard.
-        ms = made >> 22
-        guild_id = ((ms + (shard - ms) % shard_count) << 22) | (made & 0x3FFFFF)
-        guild = world.add_guild(name, world.users[fake.config["members"]["owner"]], guild_id=guild_id)
-        text = world.add_channel(guild, "general", CHANNEL_TEXT)
-        voice = world.add_channel(guild, "Voice", CHANNEL_VOICE)
-        world.add_member(guild, world.users[fake.config["bot_user_id"]])
-        for member in members:
-            world.add_member(guild, world.add_user(member))
-        return Place(guild.id, text.id, voice.id, guild.owner_id)
-    place = fake.run(build)
-    assert shard_of(place.guild_id, shard_count) == shard
-    return place
-
-
-def _member(fake: FakeDiscord, place: Place, name: str) -> int:
-    return fake.run(lambda: next(uid for uid, m in fake.world.guilds[place.guild_id].members.items()
-                                 if m.user.username == name))
-
-
-def _ask(fake: FakeDiscord, place: Place, name: str, subcommand: str, options: dict[str, Any] | None = None,
-         user_id: int | None = None) -> Message:
-    record = fake.invoke_command(name, subcommand, options, user_id=user_id or place.owner_id,
-                                 channel_id=place.text_id, guild_id=place.guild_id)
-    return record.wait_message(timeout=REPLY_TIMEOUT)
-
-
-def _play(fake: FakeDiscord, place: Place, scenario: Scenario) -> ScenarioRunner:
-    runner = ScenarioRunner(fake.world, fake.voice, place.guild_id, place.voice_id, scenario)
-    fake.run(runner.start())
-    return runner
 
 
 def _wait(condition: Callable[[], object], what: str, timeout: float = UPLOAD_TIMEOUT) -> None:
@@ -155,9 +98,9 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
         fake: FakeDiscord, cluster: Cluster, postgres_url: str, s3_server: S3Server,
         s3_settings: StorageSettings, tmp_path: Path) -> None:
     before = int(SHARDS["before"][0])
-    stays_on_a = _guild_on_shard(fake, "A's guild", 0, before)
-    stays_on_b = _guild_on_shard(fake, "B's guild", 3, before)
-    moves = _guild_on_shard(fake, "Moving guild", 1, before, "dave")
+    stays_on_a = guild_on_shard(fake, "A's guild", 0, before)
+    stays_on_b = guild_on_shard(fake, "B's guild", 3, before)
+    moves = guild_on_shard(fake, "Moving guild", 1, before, "dave")
     after = int(SHARDS["after"][0])
     assert shard_of(moves.guild_id, after) == 1 and shard_of(stays_on_b.guild_id, after) == 1
     assert shard_of(stays_on_a.guild_id, after) == 0
@@ -178,18 +121,17 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     cluster.wait_started(a, b, front)
 
     # 1. Each process records its own guild, at the same time.
-    dave = _member(fake, moves, "dave")
-    assert "You are opted out" in _ask(fake, moves, "record", "optout", user_id=dave).content
-    starts = {place: fake.invoke_command("record", "start", {"channel": place.voice_id}, user_id=place.owner_id,
-                                         channel_id=place.text_id, guild_id=place.guild_id)
+    dave = member(fake, moves, "dave")
+    assert "You are opted out" in ask(fake, moves, "record", "optout", user_id=dave).content
+    starts = {place: invoke(fake, place, "record", "start", {"channel": place.voice_id})
               for place in (stays_on_a, stays_on_b)}
     rids = {place: recording_id(record.wait_message(timeout=REPLY_TIMEOUT)) for place, record in starts.items()}
     assert (folders["a"] / rids[stays_on_a]).is_dir() and (folders["b"] / rids[stays_on_b]).is_dir()
-    runners = {place: _play(fake, place, TWO) for place in rids}
+    runners = {place: play(fake, place, TWO) for place in rids}
     for runner in runners.values():
         fake.run(runner.wait_done(), timeout=TWO.duration + 30)
         fake.run(runner.stop())
-    links = {place: download_link(_ask(fake, place, "record", "stop")) for place in rids}
+    links = {place: download_link(ask(fake, place, "record", "stop")) for place in rids}
     for place, (rid, folder) in {stays_on_a: (rids[stays_on_a], folders["a"]),
                                  stays_on_b: (rids[stays_on_b], folders["b"])}.items():
         assert links[place].startswith(front.base), links[place]
@@ -207,10 +149,10 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     a = cluster.launch_bot("a-2-shards", bot_config("a", "after"))
     b = cluster.launch_bot("b-2-shards", bot_config("b", "after"))
     cluster.wait_started(a, b)
-    rid = recording_id(_ask(fake, moves, "record", "start", {"channel": moves.voice_id}))
+    rid = recording_id(ask(fake, moves, "record", "start", {"channel": moves.voice_id}))
     folder = folders["b"] / rid
     assert folder.is_dir(), "the moved guild was not recorded by the process that has its shard now"
-    runner = _play(fake, moves, WITH_OPTED_OUT)
+    runner = play(fake, moves, WITH_OPTED_OUT)
     alice = runner.speakers["alice"].user_id
     _wait(lambda: (folder / f"{alice}.wav").exists() and (folder / f"{alice}.wav").stat().st_size > 96_000,
           "a second of alice on disk", REPLY_TIMEOUT)
@@ -226,7 +168,7 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     fake.kick_from_voice(fake.config["bot_user_id"])
     b = cluster.launch_bot("b-restarted", bot_config("b", "after"))
     cluster.wait_started(b)
-    repaired = wait_posted(fake, [moves.text_id, moves.voice_id], f"`{rid}` was repaired", REPLY_TIMEOUT)
+    repaired = wait_posted(fake, moves.channels, f"`{rid}` was repaired", REPLY_TIMEOUT)
     link = download_link(repaired)
     assert link.startswith(front.base), link
     _wait(lambda: _stored(postgres_url, rid), f"the repaired recording {rid} uploaded")

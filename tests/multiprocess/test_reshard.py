@@ -1,0 +1,82 @@
+"""A reshard while recordings run: the guild of a recording moves to a shard another process
+runs, and the process that has the recording's files closes it at its restart and still
+tells the guild, through Discord's REST API, though it no longer receives that guild.
+
+Two guilds on the two shards of a 2-shard bot, one process running both:
+
+1. both record; the process is killed (SIGKILL) and started again on shard 0 only:
+   each recording is repaired, and each guild told so with its link, also the one
+   now on shard 1;
+2. the guild on shard 0 records; the process is stopped (SIGTERM: the recording
+   is paused for a restart) and started again on shard 1 only: it cannot continue
+   the recording in a guild it no longer runs, so it finishes it and posts its stop
+   summary with the link and the ZIP, saying why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.bot_process.checks import download_link, manifest, recording_id, wait_posted, zip_members
+from tests.bot_process.conftest import REPLY_TIMEOUT
+from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
+from tests.fakediscord.server import FakeDiscord
+
+from .cluster import Cluster
+from .guilds import ask, guild_on_shard, invoke, play
+
+#: alice talks without pause until the test ends it.
+NONSTOP = Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.2, 120.0),)),), duration=120.0)
+
+
+def _wait(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_recordings_whose_guild_moved_to_another_process_are_closed_and_announced_by_the_one_with_their_files(
+        fake: FakeDiscord, cluster: Cluster, tmp_path: Path) -> None:
+    stays, moves = guild_on_shard(fake, "Stays", 0, 2), guild_on_shard(fake, "Moves", 1, 2)
+    env = {"SHARD_COUNT": "2", "RECORDINGS_DIR": str(tmp_path / "recordings")}  # one folder: one machine
+    bot = cluster.launch_bot("both-shards", env)
+    cluster.wait_started(bot)
+
+    # 1. A crash, then a restart on shard 0 alone.
+    starts = {place: invoke(fake, place, "record", "start", {"channel": place.voice_id}) for place in (stays, moves)}
+    rids = {place: recording_id(record.wait_message(timeout=REPLY_TIMEOUT)) for place, record in starts.items()}
+    runners = {place: play(fake, place, NONSTOP) for place in rids}
+    for place, runner in runners.items():
+        track = bot.recordings_dir / rids[place] / f"{runner.speakers['alice'].user_id}.wav"
+        _wait(lambda: track.exists() and track.stat().st_size > 48_000, "half a second of alice on disk")
+    bot.kill()
+    for runner in runners.values():
+        fake.run(runner.stop())
+    fake.kick_from_voice(fake.config["bot_user_id"])  # Discord drops a dead client's voice states
+    bot = cluster.launch_bot("shard-0", {**env, "SHARD_IDS": "0"})
+    cluster.wait_started(bot)
+    for place, rid in rids.items():
+        notice = wait_posted(fake, place.channels, f"`{rid}` was repaired", REPLY_TIMEOUT)
+        assert download_link(notice).startswith(bot.http_base)
+        assert manifest(bot.recordings_dir / rid)["status"] == "interrupted"
+
+    # 2. A pause for a restart, then a restart on shard 1 alone.
+    rid = recording_id(ask(fake, stays, "record", "start", {"channel": stays.voice_id}))
+    runner = play(fake, stays, NONSTOP)
+    track = bot.recordings_dir / rid / f"{runner.speakers['alice'].user_id}.wav"
+    _wait(lambda: track.exists() and track.stat().st_size > 48_000, "half a second of alice on disk")
+    cluster.stop(bot)
+    wait_posted(fake, stays.channels, f"Recording `{rid}` is paused: the bot is restarting.", REPLY_TIMEOUT)
+    bot = cluster.launch_bot("shard-1", {**env, "SHARD_IDS": "1"})
+    cluster.wait_started(bot)
+    summary = wait_posted(fake, stays.channels, "Recording stopped: ", REPLY_TIMEOUT)
+    fake.run(runner.stop())
+    assert "moved to another of its processes" in summary.content, summary.content
+    assert f"`{rid}`" in summary.content and download_link(summary).startswith(bot.http_base), summary.content
+    folder = bot.recordings_dir / rid
+    assert manifest(folder)["status"] == "finished"
+    names = [s["file"] for s in manifest(folder)["speakers"]]
+    assert zip_members(summary) == {n: (folder / n).read_bytes() for n in names}
