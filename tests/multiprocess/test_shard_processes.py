@@ -42,9 +42,8 @@ from tests.s3server import REGION, S3Server
 
 from .cluster import Cluster
 from .guilds import ask, guild_on_shard, invoke, member, play, shard_of
+from .layout import SHARDS
 
-#: The shards before and after the reshard, per process (deploy/compose.yaml runs the first).
-SHARDS = {"before": ("4", {"a": "0,1", "b": "2,3"}), "after": ("2", {"a": "0", "b": "1"})}
 #: Two speakers taking turns, briefly.
 TWO = Scenario(
     speakers=(
