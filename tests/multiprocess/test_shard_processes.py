@@ -5,10 +5,11 @@ loopback), against the loopback Discord; the same settings as deploy/compose.yam
 1. Both processes record a guild of their own shards at the same time; every track
    is what its speakers sent, sample-exact, and the front, which shares nothing with
    the bots but the database and the store, hands out each track and the ZIP byte
-   for byte as recorded.
-2. A member opts out in a guild of the first process; both processes are stopped and
-   started again on 2 shards, which moves that guild to the second one; there the
-   member talks and is not recorded.
+   for byte as recorded. In the first process's guild a member opts out and the
+   owner changes a server setting.
+2. Both processes are stopped and started again on 2 shards, which moves that guild
+   to the second one: there its recordings are listed and handed out (from the
+   store), its setting holds, and the member who opted out talks and is not recorded.
 3. The second process is killed (SIGKILL) in the middle of that recording and started
    again on its own folder: the recording is repaired, uploaded and served by the front.
 """
@@ -96,13 +97,10 @@ def _check_front_serves(link: str, folder: Path, files: list[str]) -> None:
 def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_and_crash(
         fake: FakeDiscord, cluster: Cluster, postgres_url: str, s3_server: S3Server,
         s3_settings: StorageSettings, tmp_path: Path) -> None:
-    before = int(SHARDS["before"][0])
-    stays_on_a = guild_on_shard(fake, "A's guild", 0, before)
-    stays_on_b = guild_on_shard(fake, "B's guild", 3, before)
-    moves = guild_on_shard(fake, "Moving guild", 1, before, "dave")
-    after = int(SHARDS["after"][0])
-    assert shard_of(moves.guild_id, after) == 1 and shard_of(stays_on_b.guild_id, after) == 1
-    assert shard_of(stays_on_a.guild_id, after) == 0
+    before, after = int(SHARDS["before"][0]), int(SHARDS["after"][0])
+    moves = guild_on_shard(fake, "Moving guild", 1, before, "dave")  # on a, then on b
+    stays = guild_on_shard(fake, "Staying guild", 3, before)  # on b throughout
+    assert shard_of(moves.guild_id, after) == shard_of(stays.guild_id, after) == 1
     front_port = free_port()
     shared = {"DATABASE_URL": postgres_url, "STORAGE_URL": s3_settings.url, "STORAGE_ENDPOINT": s3_server.endpoint,
               "STORAGE_REGION": REGION, **s3_server.env(), "SYNC_COMMANDS": "no", "KEEP_LOCAL_COPY": "yes",
@@ -119,21 +117,25 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     front = cluster.launch_front("front", front_port, {k: v for k, v in shared.items() if k != "PUBLIC_URL"})
     cluster.wait_started(a, b, front)
 
-    # 1. Each process records its own guild, at the same time.
+    # 1. Each process records its own guild, at the same time; the moving guild's member
+    # opts out and its owner changes a setting there.
     dave = member(fake, moves, "dave")
     assert "You are opted out" in ask(fake, moves, "record", "optout", user_id=dave).content
-    starts = {place: invoke(fake, place, "record", "start", {"channel": place.voice_id})
-              for place in (stays_on_a, stays_on_b)}
+    changed = ask(fake, moves, "settings", "attach-files", {"value": False}).content
+    assert "Stop summary attaches the files: no" in changed, changed
+    starts = {place: invoke(fake, place, "record", "start", {"channel": place.voice_id}) for place in (moves, stays)}
     rids = {place: recording_id(record.wait_message(timeout=REPLY_TIMEOUT)) for place, record in starts.items()}
-    assert (folders["a"] / rids[stays_on_a]).is_dir() and (folders["b"] / rids[stays_on_b]).is_dir()
+    recorded_by = {moves: folders["a"], stays: folders["b"]}
+    assert all((folder / rids[place]).is_dir() for place, folder in recorded_by.items())
     runners = {place: play(fake, place, TWO) for place in rids}
     for runner in runners.values():
         fake.run(runner.wait_done(), timeout=TWO.duration + 30)
         fake.run(runner.stop())
-    links = {place: download_link(ask(fake, place, "record", "stop")) for place in rids}
-    for place, (rid, folder) in {stays_on_a: (rids[stays_on_a], folders["a"]),
-                                 stays_on_b: (rids[stays_on_b], folders["b"])}.items():
-        assert links[place].startswith(front.base), links[place]
+    stopped = {place: ask(fake, place, "record", "stop") for place in rids}
+    assert not stopped[moves].attachments and stopped[stays].attachments  # the setting of each server
+    for place, folder in recorded_by.items():
+        rid, link = rids[place], download_link(stopped[place])
+        assert link.startswith(front.base), link
         _wait(lambda: _stored(postgres_url, rid), f"recording {rid} uploaded")
         meta = manifest(folder / rid)
         files = {s["display_name"]: s["file"] for s in meta["speakers"]}
@@ -141,13 +143,19 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
         runner = runners[place]
         check_tracks({n: read_wav(folder / rid / f) for n, f in files.items()}, runner,
                      origin_guess(runner, meta["started_at"]))
-        _check_front_serves(links[place], folder / rid, list(files.values()))
+        _check_front_serves(link, folder / rid, list(files.values()))
 
-    # 2. Reshard: stop both, start both on 2 shards; the opted-out member's guild is now on b.
+    # 2. Reshard: stop both, start both on 2 shards; the moving guild is now on b, with its
+    # recordings, its setting and its opt-out.
     cluster.stop(a, b)
     a = cluster.launch_bot("a-2-shards", bot_config("a", "after"))
     b = cluster.launch_bot("b-2-shards", bot_config("b", "after"))
     cluster.wait_started(a, b)
+    listed = ask(fake, moves, "recordings", "list").content
+    assert f"`{rids[moves]}`" in listed and f"`{rids[stays]}`" not in listed, listed
+    got = ask(fake, moves, "recordings", "get", {"recording_id": rids[moves]}).content
+    assert "kept in the object storage" in got and download_link(stopped[moves]) in got, got
+    assert "Stop summary attaches the files: no" in ask(fake, moves, "settings", "show").content
     rid = recording_id(ask(fake, moves, "record", "start", {"channel": moves.voice_id}))
     folder = folders["b"] / rid
     assert folder.is_dir(), "the moved guild was not recorded by the process that has its shard now"
