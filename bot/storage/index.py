@@ -349,10 +349,19 @@ class RecordingStore:
 
     def expire(self, now: datetime | None = None) -> list[str]:
         """Delete every recording that ended longer than its retention period ago
-        (files and rows); recordings still in progress are kept. Returns the ids removed."""
+        (files and rows); recordings still in progress are kept. Returns the ids removed.
+
+        Another folder's recording (another process's, sharing the index) is left to
+        that process while its folder may still be there, on that process's disk: were
+        its row deleted here, nothing would ever delete that folder. Once its upload is
+        verified and its folder removed, only objects are left, and any process deletes
+        them (so recordings of a process that is gone for good expire too)."""
         moment = now or _now()
         # Each row's own retention (its server's, within the operator's) decides.
-        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE ended_at IS NOT NULL AND status != 'recording'"))
+        rows = self._index.run(lambda tx: tx.execute(
+            f"{_SELECT} WHERE ended_at IS NOT NULL AND status != 'recording' AND (owner = ? OR owner IS NULL "
+            f"OR EXISTS (SELECT 1 FROM uploads u WHERE u.recording_id = recordings.id "
+            f"AND u.stored_at IS NOT NULL AND u.local_removed = 1))", (self.owner,)))
         removed = []
         for row in rows:
             rec = self._row(row)

@@ -94,3 +94,30 @@ def test_retention_and_delete_remove_the_objects_first(tmp_path: Path, index: In
         failing["on"] = False
         assert store.delete(deleted)
         assert removed[-1] == f"{deleted}/" and store.get(deleted) is None
+
+
+def test_retention_leaves_another_folders_recording_to_its_process_until_only_objects_are_left(
+        tmp_path: Path, index: IndexUnderTest) -> None:
+    removed: list[str] = []
+    database = tmp_path / "index.sqlite3" if index.url is None else None
+    # Two bot processes sharing one index, each with its own recordings folder.
+    with RecordingStore(tmp_path / "a", database, retention_days=1, database_url=index.url,
+                        remove_objects=removed.append) as a, \
+            RecordingStore(tmp_path / "b", database, retention_days=1, database_url=index.url,
+                           remove_objects=removed.append) as b:
+        assert a.owner != b.owner
+        two_days_ago = datetime.now(UTC) - timedelta(days=2)
+        on_a = _finished(a, two_days_ago)  # never uploaded: only a's disk has it
+        kept = _finished(a, two_days_ago)  # uploaded, and a keeps its local copy (KEEP_LOCAL_COPY)
+        a.mark_uploaded(kept, f"{kept}/")
+        only_objects = _finished(a, two_days_ago)
+        a.mark_uploaded(only_objects, f"{only_objects}/")
+        a.remove_local_copy(only_objects)
+        mine = _finished(b, two_days_ago)
+
+        assert sorted(b.expire()) == sorted([only_objects, mine])
+        assert removed == [f"{only_objects}/"] and b.get(only_objects) is None
+        assert a.require(on_a).directory.is_dir() and a.require(kept).directory.is_dir()
+        assert sorted(a.expire()) == sorted([on_a, kept])
+        assert not (tmp_path / "a" / on_a).exists() and not (tmp_path / "a" / kept).exists()
+        assert removed[-1] == f"{kept}/" and a.get(on_a) is None and a.get(kept) is None
