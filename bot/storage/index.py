@@ -53,6 +53,9 @@ _SELECT = (f"SELECT {_COLUMNS}, (SELECT g.retention_days FROM guild_settings g "
            f"WHERE g.guild_id = recordings.guild_id), "
            f"(SELECT u.prefix FROM uploads u WHERE u.recording_id = recordings.id AND u.stored_at IS NOT NULL), "
            f"(SELECT u.local_removed FROM uploads u WHERE u.recording_id = recordings.id) FROM recordings")
+#: The status of a recording deleted by a process other than the one whose folder holds it,
+#: until that process deletes the folder (see :meth:`RecordingStore.delete`): gone for every reader.
+_DELETED = "deleted"
 #: The folder under ``recordings_dir`` that keeps small files of recordings whose own
 #: folder is gone (the object store holds them): not a recording id, so never one's folder.
 CACHE_DIR_NAME = ".object-cache"
@@ -246,13 +249,13 @@ class RecordingStore:
         rid = normalize_recording_id(recording_id)
         if not is_recording_id(rid):
             return None
-        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE id = ?", (rid,)))
+        rows = self._index.run(lambda tx: tx.execute(f"{_SELECT} WHERE id = ? AND status != ?", (rid, _DELETED)))
         return self._row(rows[0]) if rows else None
 
     def list(self, guild_id: int) -> list[Recording]:
         """This guild's recordings, newest first. Never another guild's."""
         rows = self._index.run(lambda tx: tx.execute(
-            f"{_SELECT} WHERE guild_id = ? ORDER BY started_at DESC, id", (guild_id,),
+            f"{_SELECT} WHERE guild_id = ? AND status != ? ORDER BY started_at DESC, id", (guild_id, _DELETED),
         ))
         return [self._row(r) for r in rows]
 
@@ -325,14 +328,32 @@ class RecordingStore:
     def delete(self, recording_id: str) -> bool:
         """Remove a recording's files (its objects first) and rows; False when there
         was none. :class:`StorageError` when the object store would not delete its
-        objects: then nothing else went either, and a later call tries again."""
+        objects: then nothing else went either, and a later call tries again.
+
+        Another folder's recording that may still be on its process's disk (see
+        :meth:`expire`) loses its objects, and is gone at once for every reader
+        (status ``deleted``); its own process's next retention sweep deletes its
+        folder and its row."""
         rec = self.get(recording_id)
         if rec is None:
             return False
         self._remove_files(rec)
+        if self._on_another_disk(rec):
+            self._index.run(lambda tx: tx.execute("UPDATE recordings SET status = ? WHERE id = ?",
+                                                  (_DELETED, rec.id)))
+            _log.info("recording %s deleted; the process that recorded it deletes its folder", rec.id)
+            return True
         self._delete_row(rec.id)
         _log.info("recording %s deleted", rec.id)
         return True
+
+    def _on_another_disk(self, rec: Recording) -> bool:
+        """Whether ``rec`` is another folder's and its folder may still be there (not
+        only objects left): then only that folder's process can delete it."""
+        if rec.stored_prefix is not None and rec.local_removed:
+            return False
+        rows = self._index.run(lambda tx: tx.execute("SELECT owner FROM recordings WHERE id = ?", (rec.id,)))
+        return bool(rows) and rows[0][0] is not None and rows[0][0] != self.owner
 
     def expires_at(self, recording: Recording) -> datetime | None:
         """When ``recording`` and its link expire: retention counts from its end, so
@@ -355,7 +376,8 @@ class RecordingStore:
         that process while its folder may still be there, on that process's disk: were
         its row deleted here, nothing would ever delete that folder. Once its upload is
         verified and its folder removed, only objects are left, and any process deletes
-        them (so recordings of a process that is gone for good expire too)."""
+        them (so recordings of a process that is gone for good expire too). This
+        folder's recordings another process deleted (:meth:`delete`) go now too."""
         moment = now or _now()
         # Each row's own retention (its server's, within the operator's) decides.
         rows = self._index.run(lambda tx: tx.execute(
@@ -365,7 +387,7 @@ class RecordingStore:
         removed = []
         for row in rows:
             rec = self._row(row)
-            if not self.is_expired(rec, moment):
+            if rec.status != _DELETED and not self.is_expired(rec, moment):
                 continue
             try:
                 self._remove_files(rec)

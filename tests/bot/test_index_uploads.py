@@ -121,3 +121,29 @@ def test_retention_leaves_another_folders_recording_to_its_process_until_only_ob
         assert sorted(a.expire()) == sorted([on_a, kept])
         assert not (tmp_path / "a" / on_a).exists() and not (tmp_path / "a" / kept).exists()
         assert removed[-1] == f"{kept}/" and a.get(on_a) is None and a.get(kept) is None
+
+
+def test_a_recording_deleted_by_another_process_is_gone_at_once_and_its_folder_goes_at_its_own_sweep(
+        tmp_path: Path, index: IndexUnderTest) -> None:
+    removed: list[str] = []
+    database = tmp_path / "index.sqlite3" if index.url is None else None
+    with RecordingStore(tmp_path / "a", database, retention_days=30, database_url=index.url,
+                        remove_objects=removed.append) as a, \
+            RecordingStore(tmp_path / "b", database, retention_days=30, database_url=index.url,
+                           remove_objects=removed.append) as b:
+        # Recorded by a before a reshard moved the guild to b, where the member asks to delete them.
+        on_a = _finished(a)  # not uploaded (yet)
+        kept = _finished(a)  # uploaded, with a keeping its local copy
+        a.mark_uploaded(kept, f"{kept}/")
+        other = _finished(a)
+        assert b.delete(on_a) and b.delete(kept)
+        assert removed == [f"{kept}/"]  # the objects at once, by whoever deletes
+        for store in (a, b):
+            assert store.get(on_a) is None and store.get(kept) is None
+            assert [r.id for r in store.list(GUILD)] == [other]
+        assert [r.id for r in a.pending_offloads(keep_local=False)] == [other]  # never uploaded again
+        assert not b.delete(on_a)
+
+        assert sorted(a.expire()) == sorted([on_a, kept])  # a's sweep, well within the retention
+        assert not (tmp_path / "a" / on_a).exists() and not (tmp_path / "a" / kept).exists()
+        assert a.expire() == [] and a.require(other).directory.is_dir()
