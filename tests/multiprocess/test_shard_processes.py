@@ -161,7 +161,7 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     assert folder.is_dir(), "the moved guild was not recorded by the process that has its shard now"
     runner = play(fake, moves, WITH_OPTED_OUT)
     alice = runner.speakers["alice"].user_id
-    _wait(lambda: (folder / f"{alice}.wav").exists() and (folder / f"{alice}.wav").stat().st_size > 96_000,
+    _wait(lambda: (folder / f"{alice}.wav").exists() and (folder / f"{alice}.wav").stat().st_size > 100_000,
           "a second of alice on disk", REPLY_TIMEOUT)
     # dave's voice reaches the bot and is thrown away unwritten.
     wait_metric(b.http_base, lambda s: metric(s, "voice_recorder_packets_dropped_total", layer="receive",
