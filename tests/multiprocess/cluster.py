@@ -34,10 +34,6 @@ class FrontProcess:
     base: str
     done: bool = False
 
-    def log(self) -> str:
-        """Everything the front printed so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
 
 class Cluster:
     """The processes of one test; :meth:`close` stops those still running."""

@@ -35,7 +35,7 @@ from tests.bot_process.checks import (
     recording_id,
     wait_posted,
 )
-from tests.bot_process.conftest import REPLY_TIMEOUT, BotProcess, free_port
+from tests.bot_process.conftest import REPLY_TIMEOUT, free_port
 from tests.bot_process.ops import metric, wait_metric
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
