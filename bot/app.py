@@ -31,6 +31,7 @@ from bot.settings_command import SettingsGroup
 from bot.shard_claim import ShardClaim
 from bot.storage import AsyncRecordingStore, Recording
 from bot.stores import Stores
+from bot.sweeps import sweep_periodically
 from bot.tree import TrackedCommandTree
 from bot.upload_metrics import UploadCollector
 from bot.web import WebServer, create_app
@@ -43,7 +44,6 @@ __all__ = ["RecorderBot"]
 
 _log = logging.getLogger(__name__)
 
-_RETENTION_SWEEP_SECONDS = 3600.0
 #: How long shutdown lets running commands (a /record stop sending its files) finish.
 _COMMAND_DRAIN_SECONDS = 20.0
 #: Worker threads shared by every recording. libopus decodes without the GIL,
@@ -142,7 +142,8 @@ class RecorderBot(discord.AutoShardedClient):
         else:
             _log.info("slash commands not synced at start (SYNC_COMMANDS=no); `voice-recorder-bot sync-commands` "
                       "does it")
-        self._retention = asyncio.create_task(self._retention_loop(), name="retention")
+        self._retention = asyncio.create_task(sweep_periodically(self.astore.expire, "retention sweep"),
+                                              name="retention")
         assert self.application_id is not None
         reasons = "; ".join(f"{name.replace('_', ' ')}: to {why}" for name, why in PERMISSION_REASONS.items())
         _log.info("invite the bot with %s", invite_url(self.application_id))
@@ -222,11 +223,3 @@ class RecorderBot(discord.AutoShardedClient):
         self.encoder.shutdown()
         await super().close()
         await self.shard_claim.release()
-
-    async def _retention_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_RETENTION_SWEEP_SECONDS)
-            try:
-                await self.astore.expire()
-            except Exception:  # retry at the next sweep
-                _log.exception("retention sweep failed")

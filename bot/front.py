@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from bot.config import Settings
 from bot.storage import AsyncRecordingStore
 from bot.stores import Stores
+from bot.sweeps import sweep_periodically
 from bot.web import WebServer, create_app
 from bot.web.ops import add_ops_routes, store_problems
 from bot.web.storecheck import ObjectStoreCheck
@@ -43,12 +44,17 @@ async def _serve(settings: Settings, stores: Stores) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    # Copies of stored recordings fetched for pages and derived formats; nothing else of a
+    # front's folder ever goes, so without this they would outlive their recordings.
+    await astore.sweep_cache()
+    sweeper = asyncio.create_task(sweep_periodically(astore.sweep_cache, "cache sweep"), name="cache sweep")
     try:
         await server.start()
         _log.info("download front ready; no Discord connection is made (links start with %s)", settings.public_url)
         await stopping.wait()
         _log.info("download front shutting down")
     finally:
+        sweeper.cancel()
         await server.stop()
     return 0
 

@@ -74,6 +74,10 @@ class AsyncRecordingStore:
         """See :meth:`RecordingStore.expire`."""
         return await asyncio.to_thread(self.store.expire, now)
 
+    async def sweep_cache(self) -> list[str]:
+        """See :meth:`RecordingStore.sweep_cache`."""
+        return await asyncio.to_thread(self.store.sweep_cache)
+
     def is_expired(self, recording: Recording) -> bool:
         """See :meth:`RecordingStore.is_expired` (arithmetic only: no thread needed)."""
         return self.store.is_expired(recording)

@@ -398,6 +398,28 @@ class RecordingStore:
             removed.append(rec.id)
         if removed:
             _log.info("retention removed %d recording(s)", len(removed))
+        self.sweep_cache(moment)
+        return removed
+
+    def sweep_cache(self, now: datetime | None = None) -> list[str]:
+        """Delete the cached copies (:attr:`cache_dir`) of every recording the index no
+        longer hands out: deleted or expired, perhaps by another process sharing the
+        index, which cannot reach this folder's cache. Returns the recording ids whose
+        cache went. A download front has nothing else to sweep: this is its retention."""
+        if not self.cache_dir.is_dir():
+            return []
+        moment = now or _now()
+        removed = []
+        for entry in sorted(self.cache_dir.iterdir()):
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            rec = self.get(entry.name)
+            if rec is not None and not self.is_expired(rec, moment):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+        if removed:
+            _log.info("cache sweep removed the copies of %d recording(s) no longer kept", len(removed))
         return removed
 
     def unfinished(self) -> list[Recording]:

@@ -147,3 +147,38 @@ def test_a_recording_deleted_by_another_process_is_gone_at_once_and_its_folder_g
         assert sorted(a.expire()) == sorted([on_a, kept])  # a's sweep, well within the retention
         assert not (tmp_path / "a" / on_a).exists() and not (tmp_path / "a" / kept).exists()
         assert a.expire() == [] and a.require(other).directory.is_dir()
+
+
+def test_cached_copies_go_with_their_recording_whichever_process_deleted_or_expired_it(
+        tmp_path: Path, index: IndexUnderTest) -> None:
+    removed: list[str] = []
+    database = tmp_path / "index.sqlite3" if index.url is None else None
+    # A bot process (a) and a download front (f) sharing one index; the front caches
+    # what it fetched from the object store for pages and derived formats.
+    with RecordingStore(tmp_path / "a", database, retention_days=1, database_url=index.url,
+                        remove_objects=removed.append) as a, \
+            RecordingStore(tmp_path / "f", database, retention_days=1, database_url=index.url,
+                           remove_objects=removed.append) as front:
+        two_days_ago = datetime.now(UTC) - timedelta(days=2)
+        ids = {}
+        for name, ended in (("deleted", None), ("expired", two_days_ago), ("kept", None)):
+            rid = _finished(a, ended)
+            a.mark_uploaded(rid, f"{rid}/")
+            a.remove_local_copy(rid, keep=("manifest.json",))
+            (front.cache_dir / rid).mkdir(parents=True)
+            (front.cache_dir / rid / "4444.wav").write_bytes(b"a track fetched for a ZIP")
+            ids[name] = rid
+        (front.cache_dir / "not-a-recording").mkdir()
+        assert a.delete(ids["deleted"])
+
+        assert sorted(front.sweep_cache()) == sorted([ids["deleted"], ids["expired"], "not-a-recording"])
+        assert sorted(p.name for p in front.cache_dir.iterdir()) == [ids["kept"]]
+        assert front.sweep_cache() == []
+        # The bot's retention sweeps its own cache too: the expired recording's small files go.
+        assert (a.cache_dir / ids["expired"]).is_dir()
+        assert a.expire() == [ids["expired"]]
+        assert sorted(p.name for p in a.cache_dir.iterdir()) == [ids["kept"]]
+        # Deleted through another process (after a reshard): a's next sweep drops its copy.
+        assert front.delete(ids["kept"])
+        assert (a.cache_dir / ids["kept"]).is_dir()
+        assert a.expire() == [] and list(a.cache_dir.iterdir()) == []

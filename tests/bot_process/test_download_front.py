@@ -41,8 +41,16 @@ def test_front_serves_a_real_recording_without_discord(
     assert bot.terminate() == 0
     requests_before = fake.run(lambda: fake.requests_seen)
 
+    # Copies a front cached of a recording that has since been deleted go at its start; a
+    # live recording's stay.
+    cache = bot.recordings_dir / ".object-cache"
+    for name in ("q7k2m9xw", rid):
+        (cache / name).mkdir(parents=True, exist_ok=True)
+        (cache / name / "alice.wav").write_bytes(b"a track fetched from the object store")
+
     # Everything the bot had but the token: where Discord is stays set, to show the front never goes there.
     with running_front(bot.env, tmp_path) as front:
+        assert sorted(p.name for p in cache.iterdir()) == [rid]
         base = front.base
         page_url = base + link.split(f":{bot.env['HTTP_PORT']}", 1)[1]
         status, page = http_get(page_url)
