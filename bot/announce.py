@@ -148,12 +148,9 @@ class Announcer:
         await self.post(channel, f"Recording stopped: {reason.text}.\n"
                                  f"{unfinished_text(recording_id, retrying=retrying)}")
 
-    async def recovered(self, guild: discord.Guild, recording: Recording) -> None:
-        """Tell ``guild`` about a recording the start-up closed: cut by a crash, or left unfinished."""
-        await self.recovered_in(guild.get_channel(recording.channel_id) or guild.system_channel, recording)
-
-    async def recovered_in(self, channel: object, recording: Recording) -> None:
-        """:meth:`recovered`, posted in ``channel`` (one of a guild this process may not run)."""
+    async def recovered(self, channel: object, recording: Recording) -> None:
+        """Tell ``channel`` about a recording the start-up closed: cut by a crash, or left
+        unfinished (see :func:`bot.resume.report_channel` for which channel)."""
         link = self.link(recording)
         if recording.status == "finished":  # it had stopped; only its index entry was left behind
             text = (f"Recording `{recording.id}` of **{plain(recording.channel_name)}**, which could not be finished "

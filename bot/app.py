@@ -25,7 +25,7 @@ from bot.nickname import clear_stale_mark
 from bot.offload import Offloader
 from bot.recovery import Interrupted, examine
 from bot.registry import RecordingRegistry
-from bot.resume import resume_or_close
+from bot.resume import report_channel, resume_or_close
 from bot.session import SessionLimits, StopReason
 from bot.settings_command import SettingsGroup
 from bot.shard_claim import ShardClaim
@@ -187,9 +187,9 @@ class RecorderBot(discord.AutoShardedClient):
                 await clear_stale_mark(guild)
         recovered, self._recovered = self._recovered, []
         for recording in recovered:
-            guild = self.get_guild(recording.guild_id)
-            if guild is not None:
-                await self.announcer.recovered(guild, recording)
+            channel = report_channel(self, recording)
+            if channel is not None:
+                await self.announcer.recovered(channel, recording)
         interrupted, self._interrupted = self._interrupted, []
         await resume_or_close(self, self.recordings, self.astore, self.announcer, self._limits, interrupted)
 

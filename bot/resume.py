@@ -27,10 +27,10 @@ from bot.announce import Announcer
 from bot.recovery import Interrupted, close_interrupted
 from bot.registry import RecordingRegistry
 from bot.session import SessionLimits, StopReason
-from bot.storage import AsyncRecordingStore, free_disk_mb
+from bot.storage import AsyncRecordingStore, Recording, free_disk_mb
 from bot.summary import resumed_text
 
-__all__ = ["resume_or_close", "MOVED_AWAY", "NOT_RESUMED"]
+__all__ = ["MOVED_AWAY", "NOT_RESUMED", "report_channel", "resume_or_close"]
 
 _log = logging.getLogger(__name__)
 
@@ -95,20 +95,28 @@ async def _close(client: discord.Client, store: AsyncRecordingStore, announcer: 
                  item: Interrupted) -> None:
     """Close ``item`` as it was left and announce it."""
     closed = await asyncio.to_thread(close_interrupted, store.store, item)
-    guild = client.get_guild(closed.guild_id)
-    moved = guild is None and _served_elsewhere(client, closed.guild_id)
-    if guild is not None:
-        channel: object = guild.get_channel(closed.channel_id) or guild.system_channel
-    elif moved:
-        # Not in this process's cache: posted by id, as any process may.
-        channel = client.get_partial_messageable(closed.channel_id, guild_id=closed.guild_id)
-    else:
+    channel = report_channel(client, closed)
+    if channel is None:
         return  # the bot is no longer in the guild
+    moved = client.get_guild(closed.guild_id) is None
     if item.suspended_at is None:
-        await announcer.recovered_in(channel, closed)
+        await announcer.recovered(channel, closed)
         return
     if isinstance(channel, discord.abc.Messageable):
         await announcer.stopped(channel, MOVED_AWAY if moved else NOT_RESUMED, await store.read_manifest(closed))
+
+
+def report_channel(client: discord.Client, recording: Recording) -> object | None:
+    """Where to tell people about ``recording`` the start-up closed: its channel (or the
+    server's system channel) when this process runs its guild; when another process
+    does (after a reshard), its channel by id, which Discord's REST API posts to from
+    any process; None when the bot is no longer in the guild."""
+    guild = client.get_guild(recording.guild_id)
+    if guild is not None:
+        return guild.get_channel(recording.channel_id) or guild.system_channel
+    if _served_elsewhere(client, recording.guild_id):
+        return client.get_partial_messageable(recording.channel_id, guild_id=recording.guild_id)
+    return None
 
 
 def _served_elsewhere(client: discord.Client, guild_id: int) -> bool:

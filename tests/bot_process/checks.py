@@ -9,12 +9,15 @@ every speaker must sit at the same offset from its capture time (within one
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import sqlite3
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -249,6 +252,18 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
         f"{name}: {len(wav) - at} samples after the last exact frame "
         f"(of {len(frames)} frames, {kept} samples kept)")
     return TailLoss(kept=seconds(kept), missing=seconds(len(frames) * FRAME_SAMPLES - kept))
+
+
+@contextlib.contextmanager
+def index_locked(index: Path) -> Iterator[None]:
+    """Hold the SQLite index's write lock, as another process writing to it would: the
+    bot's writes give up after its busy timeout (10 s) with "database is locked"."""
+    db = sqlite3.connect(index, isolation_level=None)
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        db.close()  # rolls back and lets go of the lock
 
 
 def wait_posted(fake: FakeDiscord, channel_ids: list[int], needle: str, timeout: float) -> Message:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
@@ -21,6 +21,7 @@ from tests.fakediscord.server import FakeDiscord
 from .checks import (
     check_get_serves,
     check_tracks,
+    index_locked,
     manifest,
     origin_guess,
     play,
@@ -39,17 +40,6 @@ TALK_AND_LEAVE = Scenario(
     duration=1.4,
 )
 NOTHING_TO_STOP = "Nothing is being recorded in this server."
-
-
-@contextlib.contextmanager
-def _index_locked(index: Path) -> Iterator[None]:
-    """Hold the index's write lock, as another process writing to it would."""
-    db = sqlite3.connect(index, isolation_level=None)
-    try:
-        db.execute("BEGIN EXCLUSIVE")
-        yield
-    finally:
-        db.close()  # rolls back and lets go of the lock
 
 
 def _query(index: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
@@ -88,7 +78,7 @@ def test_a_recording_that_cannot_be_finished_is_finished_once_the_index_lets_go(
     # that, so the write that meets the lock is the one that finishes the recording.
     fake.wait_for(lambda: _query(index, "SELECT 1 FROM speakers WHERE recording_id = ? AND user_id = ?",
                                  rid, alice), timeout=REPLY_TIMEOUT, what="alice noted in the index")
-    with _index_locked(index):
+    with index_locked(index):
         notice = wait_posted(fake, [text], "Recording stopped:", REPLY_TIMEOUT)
         # The session is gone although the index is still locked.
         assert refusal(bot.ask("record", "stop")) == NOTHING_TO_STOP
@@ -113,7 +103,7 @@ def test_a_recording_that_cannot_be_finished_is_finished_once_the_index_lets_go(
     # /record stop meets the same failure, and the same retry finishes it.
     rid2 = recording_id(bot.ask("record", "start", {"channel": voice}))
     assert rid2 != rid
-    with _index_locked(index):
+    with index_locked(index):
         answer = bot.ask("record", "stop")
         assert answer.content.startswith("Recording stopped."), answer.content
         _check_unfinished(answer.content, rid2, bot)
@@ -134,7 +124,7 @@ def test_a_recording_the_shutdown_cannot_finish_is_announced_and_finished_at_the
     index = bot.recordings_dir / "index.sqlite3"
     voice, text = fake.config["voice_channel_id"], fake.config["text_channel_id"]
     rid = recording_id(bot.ask("record", "start", {"channel": voice}))
-    with _index_locked(index):
+    with index_locked(index):
         assert bot.terminate() == 0
     notice = wait_posted(fake, [text], "Recording stopped: the bot is shutting down.", REPLY_TIMEOUT)
     _check_unfinished(notice.content, rid, bot, retrying=False)

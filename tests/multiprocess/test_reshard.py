@@ -10,7 +10,10 @@ Two guilds on the two shards of a 2-shard bot, one process running both:
 2. the guild on shard 0 records; the process is stopped (SIGTERM: the recording
    is paused for a restart) and started again on shard 1 only: it cannot continue
    the recording in a guild it no longer runs, so it finishes it and posts its stop
-   summary with the link and the ZIP, saying why.
+   summary with the link and the ZIP, saying why;
+3. the guild now on shard 1 records; a shutdown cannot finish it (the index is
+   locked) and the process starts again on shard 0 only: the start finishes it
+   and tells that guild, which this process no longer runs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bot_process.checks import download_link, manifest, recording_id, wait_posted, zip_members
+from tests.bot_process.checks import (
+    download_link,
+    index_locked,
+    manifest,
+    recording_id,
+    wait_posted,
+    zip_members,
+)
 from tests.bot_process.conftest import REPLY_TIMEOUT
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
@@ -80,3 +90,15 @@ def test_recordings_whose_guild_moved_to_another_process_are_closed_and_announce
     assert manifest(folder)["status"] == "finished"
     names = [s["file"] for s in manifest(folder)["speakers"]]
     assert zip_members(summary) == {n: (folder / n).read_bytes() for n in names}
+
+    # 3. A shutdown that could not finish a recording (the index was locked), then a restart
+    # on shard 0 alone: the start finishes it and tells its guild, now on the other shard.
+    rid = recording_id(ask(fake, moves, "record", "start", {"channel": moves.voice_id}))
+    with index_locked(tmp_path / "recordings" / "index.sqlite3"):
+        cluster.stop(bot)
+    wait_posted(fake, moves.channels, f"Recording `{rid}` could not be finished", REPLY_TIMEOUT)
+    bot = cluster.launch_bot("shard-0-again", {**env, "SHARD_IDS": "0"})
+    cluster.wait_started(bot)
+    done = wait_posted(fake, moves.channels, f"Recording `{rid}` of **", REPLY_TIMEOUT)
+    assert "is finished now" in done.content and download_link(done).startswith(bot.http_base), done.content
+    assert manifest(bot.recordings_dir / rid)["status"] == "finished"
