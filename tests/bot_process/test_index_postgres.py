@@ -10,7 +10,6 @@ the outage.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from bot.tree import INDEX_UNAVAILABLE
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 from tests.postgres import PostgresServer, running_server
 
 from .checks import (
@@ -56,13 +56,6 @@ def _rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return db.execute(sql, args).fetchall()
 
 
-def _wait(condition: Callable[[], object], what: str, timeout: float = REPLY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_a_recording_outlives_postgres_going_away_and_is_finished_once_it_is_back(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess], own_postgres: PostgresServer) -> None:
     url = own_postgres.url(own_postgres.create_database())
@@ -74,16 +67,17 @@ def test_a_recording_outlives_postgres_going_away_and_is_finished_once_it_is_bac
     assert _rows(url, "SELECT status FROM recordings WHERE id = %s", rid) == [("recording",)]
     runner = fake.start_scenario(ALICE_THEN_BOB)
     alice, bob = runner.speakers["alice"].user_id, runner.speakers["bob"].user_id
-    _wait(lambda: _rows(url, "SELECT 1 FROM speakers WHERE recording_id = %s AND user_id = %s", rid, alice),
-          "alice noted in the index")
+    wait_until(lambda: _rows(url, "SELECT 1 FROM speakers WHERE recording_id = %s AND user_id = %s", rid, alice),
+               "alice noted in the index", REPLY_TIMEOUT)
 
     assert not _rows(url, "SELECT 1 FROM speakers WHERE recording_id = %s AND user_id = %s", rid, bob)
     own_postgres.stop("fast")
     fake.run(runner.wait_done(), timeout=ALICE_THEN_BOB.duration + 30)
     fake.run(runner.stop())
     folder = bot.recordings_dir / rid
-    _wait(lambda: (folder / f"{bob}.wav").exists(), "bob's track on disk")
-    _wait(lambda: f"recording {rid} goes on without the index for now" in bot.log(), "the bot to meet the outage")
+    wait_until(lambda: (folder / f"{bob}.wav").exists(), "bob's track on disk", REPLY_TIMEOUT)
+    wait_until(lambda: f"recording {rid} goes on without the index for now" in bot.log(),
+               "the bot to meet the outage", REPLY_TIMEOUT)
     status = bot.ask("record", "status")
     assert rid in status.content and "could not" not in status.content, status.content  # still recording
     # A command that needs the index says why it cannot, in one line.

@@ -26,6 +26,7 @@ import pytest
 from bot.objects import StorageSettings
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 from tests.s3server import REGION, S3Server, s3_server, s3_settings  # noqa: F401 - fixtures
 from tests.tcprelay import Relay
 
@@ -43,13 +44,6 @@ TWO = Scenario(
 )
 #: An upload of a short recording to loopback takes well under this.
 UPLOAD_TIMEOUT = 90.0
-
-
-def _wait(condition: Callable[[], object], what: str, timeout: float = UPLOAD_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _upload_row(bot: BotProcess, rid: str) -> tuple[Any, ...] | None:
@@ -106,8 +100,8 @@ def test_a_finished_recording_moves_to_the_store_and_downloads_come_from_there(
     notes = {n: data for n, data in files.items() if n in ("labels.txt", "chapters.json")}
     assert len(notes) == 2, list(files)
     folder = bot.recordings_dir / rid
-    _wait(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
-          "the upload verified and the local folder removed")
+    wait_until(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
+               "the upload verified and the local folder removed", UPLOAD_TIMEOUT)
     prefix, stored_at, _removed = _upload_row(bot, rid)
     assert prefix == f"{rid}/" and stored_at is not None
     # As a download server on another machine would: no cached copy of the small files.
@@ -196,7 +190,7 @@ def test_an_unreachable_store_at_stop_keeps_serving_from_disk_until_the_upload_c
         during = wait_metric(bot.http_base, lambda m: _uploads(m)[0] == 1 and _uploads(m)[1] >= 1, UPLOAD_TIMEOUT,
                              "one upload pending and a failed try")
         assert metric(during, "voice_recorder_upload_failures_total", reason="store_unavailable") >= 1
-        _wait(lambda: relay.refused >= 3, "upload attempts during the outage")
+        wait_until(lambda: relay.refused >= 3, "upload attempts during the outage", UPLOAD_TIMEOUT)
         assert folder.is_dir() and (_upload_row(bot, rid) or (None, None, 0))[1] is None
         status, page = http_get(link)
         assert status == 200, page[:300]
@@ -207,8 +201,8 @@ def test_an_unreachable_store_at_stop_keeps_serving_from_disk_until_the_upload_c
         assert folder.is_dir()
 
         relay.restore()
-        _wait(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
-              "the upload verified once the store is back, and the local folder removed")
+        wait_until(lambda: (_upload_row(bot, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
+                   "the upload verified once the store is back, and the local folder removed", UPLOAD_TIMEOUT)
         after = wait_metric(bot.http_base, lambda m: _uploads(m)[0] == 0, UPLOAD_TIMEOUT, "no upload pending")
         assert metric(after, "voice_recorder_uploads_total") == 1
         assert metric(after, "voice_recorder_upload_bytes_total") > sum(len(data) for data in recorded.values())
@@ -231,14 +225,14 @@ def test_an_upload_a_restart_cut_short_resumes_at_the_next_start_and_keep_local_
     relay.cut_after(0)
     rid, link, recorded = _record(fake, bot)
     folder = bot.recordings_dir / rid
-    _wait(lambda: relay.refused >= 2, "upload attempts during the outage")
+    wait_until(lambda: relay.refused >= 2, "upload attempts during the outage", UPLOAD_TIMEOUT)
     assert bot.terminate() == 0  # a restart does not wait for the store
     assert _upload_row(bot, rid) is None and folder.is_dir()
 
     relay.restore()
     again = start_bot(**env, KEEP_LOCAL_COPY="yes")
-    _wait(lambda: (_upload_row(again, rid) or (None, None, 0))[1] is not None,
-          "the upload verified after the restart")
+    wait_until(lambda: (_upload_row(again, rid) or (None, None, 0))[1] is not None,
+               "the upload verified after the restart", UPLOAD_TIMEOUT)
     assert _upload_row(again, rid)[2] == 0 and folder.is_dir()  # the operator keeps local copies
     assert {n: (folder / n).read_bytes() for n in recorded} == recorded
     admin = s3_server.client()
@@ -258,15 +252,16 @@ def test_a_recording_a_crash_cut_short_is_repaired_then_uploaded_and_served_from
                                           duration=60.0))
     track = bot.recordings_dir / rid / f"{fake.config['members']['alice']}.wav"
     # A second at 48 kHz, 16-bit mono, is 96,000 bytes after the header.
-    _wait(lambda: track.exists() and track.stat().st_size > 96_000 + 1024, "a second of alice on disk", REPLY_TIMEOUT)
+    wait_until(lambda: track.exists() and track.stat().st_size > 96_000 + 1024,
+               "a second of alice on disk", REPLY_TIMEOUT)
     bot.kill()
     fake.run(runner.stop())
     fake.kick_from_voice(fake.config["bot_user_id"])  # Discord drops a dead client's voice state
 
     again = start_bot(**env)
     folder = again.recordings_dir / rid
-    _wait(lambda: (_upload_row(again, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
-          "the repaired recording uploaded and its folder removed")
+    wait_until(lambda: (_upload_row(again, rid) or (None, None, 0))[2] == 1 and not folder.exists(),
+               "the repaired recording uploaded and its folder removed", UPLOAD_TIMEOUT)
     admin = s3_server.client()
     base = f"{s3_settings.prefix}{rid}/"
     stored = json.loads(admin.get_object(Bucket=s3_settings.bucket, Key=base + "manifest.json")["Body"].read())

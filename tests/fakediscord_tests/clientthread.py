@@ -7,8 +7,7 @@ import asyncio
 import concurrent.futures
 import ssl
 import threading
-import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import aiohttp
 import discord
@@ -80,15 +79,3 @@ class ClientThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
         self.loop.close()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "a condition") -> Any:
-    """Poll `predicate` (reading client state from the test thread) until truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)

@@ -9,8 +9,9 @@ import discord
 import pytest
 
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 
-from .clientthread import ClientThread, trusting_connector, wait_until
+from .clientthread import ClientThread, trusting_connector
 
 
 def _client_factory(fake: FakeDiscord, cls: type[discord.Client] = discord.Client,

@@ -14,8 +14,9 @@ import pytest
 from discord.http import Route
 
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 
-from .clientthread import ClientThread, trusting_connector, wait_until
+from .clientthread import ClientThread, trusting_connector
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Ta
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.state import CHANNEL_STAGE, World
 from tests.fakediscord.voice import VoiceServer
+from tests.polling import wait_until
 
-from .clientthread import ClientThread, trusting_connector, wait_until
+from .clientthread import ClientThread, trusting_connector
 from .test_voice_server import RawClient, ca  # noqa: F401  (the module's CA fixture)
 
 

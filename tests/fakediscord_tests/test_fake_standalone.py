@@ -14,7 +14,9 @@ import discord.gateway
 import discord.http
 import yarl
 
-from .clientthread import ClientThread, trusting_connector, wait_until
+from tests.polling import wait_until
+
+from .clientthread import ClientThread, trusting_connector
 
 ROOT = Path(__file__).resolve().parents[2]
 

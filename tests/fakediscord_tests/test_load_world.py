@@ -7,8 +7,9 @@ import discord
 
 from tests.fakediscord.loadgen import build_load_world
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 
-from .clientthread import ClientThread, trusting_connector, wait_until
+from .clientthread import ClientThread, trusting_connector
 
 
 class _TwoShards(discord.AutoShardedClient):

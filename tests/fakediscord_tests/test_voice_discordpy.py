@@ -18,7 +18,8 @@ import yarl
 from tests.fakediscord.rtp import SILENCE_FRAME
 from tests.fakediscord.scenario import Scenario, ScenarioRunner, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
-from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
+from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector
+from tests.polling import wait_until
 
 
 @pytest.fixture(params=[True, False], ids=["dave", "plain"])

@@ -18,8 +18,6 @@ Two guilds on the two shards of a 2-shard bot, one process running both:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.bot_process.checks import (
@@ -33,19 +31,13 @@ from tests.bot_process.checks import (
 from tests.bot_process.conftest import REPLY_TIMEOUT
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 
 from .cluster import Cluster
 from .guilds import ask, guild_on_shard, invoke, play
 
 #: alice talks without pause until the test ends it.
 NONSTOP = Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.2, 120.0),)),), duration=120.0)
-
-
-def _wait(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + REPLY_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_recordings_whose_guild_moved_to_another_process_are_closed_and_announced_by_the_one_with_their_files(
@@ -61,7 +53,8 @@ def test_recordings_whose_guild_moved_to_another_process_are_closed_and_announce
     runners = {place: play(fake, place, NONSTOP) for place in rids}
     for place, runner in runners.items():
         track = bot.recordings_dir / rids[place] / f"{runner.speakers['alice'].user_id}.wav"
-        _wait(lambda: track.exists() and track.stat().st_size > 48_000, "half a second of alice on disk")
+        wait_until(lambda: track.exists() and track.stat().st_size > 48_000,
+                   "half a second of alice on disk", REPLY_TIMEOUT)
     bot.kill()
     for runner in runners.values():
         fake.run(runner.stop())
@@ -77,7 +70,8 @@ def test_recordings_whose_guild_moved_to_another_process_are_closed_and_announce
     rid = recording_id(ask(fake, stays, "record", "start", {"channel": stays.voice_id}))
     runner = play(fake, stays, NONSTOP)
     track = bot.recordings_dir / rid / f"{runner.speakers['alice'].user_id}.wav"
-    _wait(lambda: track.exists() and track.stat().st_size > 48_000, "half a second of alice on disk")
+    wait_until(lambda: track.exists() and track.stat().st_size > 48_000,
+               "half a second of alice on disk", REPLY_TIMEOUT)
     cluster.stop(bot)
     wait_posted(fake, stays.channels, f"Recording `{rid}` is paused: the bot is restarting.", REPLY_TIMEOUT)
     bot = cluster.launch_bot("shard-1", {**env, "SHARD_IDS": "1"})

@@ -17,9 +17,7 @@ loopback), against the loopback Discord; the same settings as deploy/compose.yam
 from __future__ import annotations
 
 import io
-import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -39,6 +37,7 @@ from tests.bot_process.conftest import REPLY_TIMEOUT, free_port
 from tests.bot_process.ops import metric, wait_metric
 from tests.fakediscord.scenario import Scenario, SpeakerSpec, Talk
 from tests.fakediscord.server import FakeDiscord
+from tests.polling import wait_until
 from tests.s3server import REGION, S3Server
 
 from .cluster import Cluster
@@ -61,13 +60,6 @@ WITH_OPTED_OUT = Scenario(
 )
 #: A finished recording's upload to loopback takes far less.
 UPLOAD_TIMEOUT = 90.0
-
-
-def _wait(condition: Callable[[], object], what: str, timeout: float = UPLOAD_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _stored(database_url: str, rid: str) -> bool:
@@ -136,7 +128,7 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     for place, folder in recorded_by.items():
         rid, link = rids[place], download_link(stopped[place])
         assert link.startswith(front.base), link
-        _wait(lambda: _stored(postgres_url, rid), f"recording {rid} uploaded")
+        wait_until(lambda: _stored(postgres_url, rid), f"recording {rid} uploaded", UPLOAD_TIMEOUT)
         meta = manifest(folder / rid)
         files = {s["display_name"]: s["file"] for s in meta["speakers"]}
         assert set(files) == {"alice", "bob"}, meta["speakers"]
@@ -161,8 +153,8 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     assert folder.is_dir(), "the moved guild was not recorded by the process that has its shard now"
     runner = play(fake, moves, WITH_OPTED_OUT)
     alice = runner.speakers["alice"].user_id
-    _wait(lambda: (folder / f"{alice}.wav").exists() and (folder / f"{alice}.wav").stat().st_size > 100_000,
-          "a second of alice on disk", REPLY_TIMEOUT)
+    wait_until(lambda: (folder / f"{alice}.wav").exists() and (folder / f"{alice}.wav").stat().st_size > 100_000,
+               "a second of alice on disk", REPLY_TIMEOUT)
     # dave's voice reaches the bot and is thrown away unwritten.
     wait_metric(b.http_base, lambda s: metric(s, "voice_recorder_packets_dropped_total", layer="receive",
                                               reason="excluded") > 0, REPLY_TIMEOUT, "dave's packets excluded")
@@ -178,7 +170,7 @@ def test_two_shard_processes_and_a_front_share_index_and_store_through_reshard_a
     repaired = wait_posted(fake, moves.channels, f"`{rid}` was repaired", REPLY_TIMEOUT)
     link = download_link(repaired)
     assert link.startswith(front.base), link
-    _wait(lambda: _stored(postgres_url, rid), f"the repaired recording {rid} uploaded")
+    wait_until(lambda: _stored(postgres_url, rid), f"the repaired recording {rid} uploaded", UPLOAD_TIMEOUT)
     meta = manifest(folder)
     assert meta["status"] == "interrupted"
     assert [int(s["user_id"]) for s in meta["speakers"]] == [alice], meta["speakers"]  # dave: no track

@@ -26,7 +26,8 @@ from sinks.opus import SAMPLE_RATE
 from tests.fakediscord.scenario import Scenario, ScenarioRunner
 from tests.fakediscord.server import FakeDiscord
 from tests.fakediscord.speakers import SentFrame, SimulatedSpeaker
-from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector, wait_until
+from tests.fakediscord_tests.clientthread import ClientThread, trusting_connector
+from tests.polling import wait_until
 
 from .truth import ALIGNMENT, match_track_without_late, sent_frames
 

@@ -15,8 +15,7 @@ import errno
 import os
 import pathlib
 import resource
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ import soundfile as sf
 from sinks import AudioSink, VoicePacket
 from sinks.slices import OPEN_RETRY
 from tests.disks import tmpfs
+from tests.polling import wait_until
 from tests.sinks.streams import FakeClock, arrival_order, encode, packets, tone
 
 ALICE, BOB = 1, 2
@@ -37,13 +37,6 @@ def _alice() -> list[VoicePacket]:
 
 def _bob() -> list[VoicePacket]:
     return packets(encode(tone(550, 130)), start=0.5, seq0=40_000, ts0=900_000, ssrc=22)
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def _reference(directory: pathlib.Path, items: list[tuple[int, VoicePacket]]) -> dict[int, np.ndarray]:
@@ -91,15 +84,15 @@ def test_running_out_of_descriptors_loses_only_the_new_speaker_until_they_are_ba
 
     # Alice speaks first: her track is open before the descriptors run out.
     feed([(ALICE, p) for p in alice if p.received_at < 0.5])
-    _wait(lambda: sink.stats().users == 1 and sink.stats().queue_depth == 0, "alice's track")
+    wait_until(lambda: sink.stats().users == 1 and sink.stats().queue_depth == 0, "alice's track", 15.0)
     released_at = 0.5 + OPEN_RETRY
     with _no_descriptors_left():
         # Bob's first packet: his file cannot be created (EMFILE).
         feed([(BOB, bob[0])])
-        _wait(lambda: sink.stats().queue_depth == 0, "bob's first packet handled")
+        wait_until(lambda: sink.stats().queue_depth == 0, "bob's first packet handled", 15.0)
         feed(arrival_order([(ALICE, p) for p in alice if 0.5 <= p.received_at < released_at]
                            + [(BOB, p) for p in bob[1:] if p.received_at < released_at]))
-        _wait(lambda: sink.stats().queue_depth == 0, "the starved packets handled")
+        wait_until(lambda: sink.stats().queue_depth == 0, "the starved packets handled", 15.0)
         starved = sink.stats()
         assert starved.failure is None, starved.failure
         assert starved.untracked == sum(1 for p in bob if p.received_at < released_at)
