@@ -171,9 +171,9 @@ def _why(row: Row) -> str:
 
 def main(argv: list[str]) -> int:
     """Parse the options, measure both setups turn by turn, print the table."""
-    parser = step_options("python -m tests.bench shards", __doc__.split("\n")[0], "100,200,300,350,...,600")
+    parser = step_options("python -m tests.bench shards", __doc__.split("\n")[0], "80,100,120,...,400")
     args = parser.parse_args(argv)
-    steps = chosen_steps(args, [100, 200, 300, 350, 400, 450, 500, 550, 600], quick_per_room=5)
+    steps = chosen_steps(args, list(range(80, 401, 20)), quick_per_room=5)
     work = Path(tempfile.mkdtemp(prefix="shards-bench-"))
     reference_ms = hostspeed.calibrate()
     print(f"shards benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, work dir {work}; "

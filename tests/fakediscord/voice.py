@@ -352,6 +352,9 @@ class VoiceServer:
                         await ws.close(code=CLOSE_NOT_AUTHENTICATED)
                         break
                     self._on_binary(conn, msg.data)
+        except ConnectionResetError:
+            # The client hung up while an answer was on its way: Discord just drops it.
+            _log.debug("voice client went away mid-answer")
         finally:
             self._transports.pop(id(ws), None)
             if conn is not None and conn.ws is ws:
