@@ -36,6 +36,9 @@ from tests.bot.wavgen import RATE, bursts, write_wav
 SPEAKERS = ((101, "Ann", 440.0, 3.0, [(0.2, 1.2)]), (102, "Ben", 660.0, 2.0, [(0.5, 1.9)]))
 LOSSY = ("ogg", "mp3")
 DEADLINE = 120.0
+#: Seconds of a recording whose encode takes a while: long enough that five requests
+#: and a kill land while it runs, even on a fast machine.
+LONG = 60
 
 
 class Server:
@@ -185,7 +188,7 @@ def test_a_long_encode_shows_progress_and_concurrent_requests_share_it(
     store = server.store
     rec = store.create(1, "Guild", 7, "general")
     for uid in (104, 105):
-        write_wav(rec.directory / f"{uid}.wav", bursts(200.0 + uid, 120.0, [(10.0, 100.0)], amplitude=0.3))
+        write_wav(rec.directory / f"{uid}.wav", bursts(200.0 + uid, LONG, [(5.0, LONG - 5.0)], amplitude=0.3))
         store.note_speaker(rec.id, uid, f"S{uid}")
     store.finish(rec.id, store.new_manifest(rec))
     rec = store.get(rec.id)
@@ -200,7 +203,7 @@ def test_a_long_encode_shows_progress_and_concurrent_requests_share_it(
         bodies = {ready(impatient, path, rec.secret)[1] for _ in range(3)}
         encoded = [r for r in caplog.records if "mix.ogg" in r.getMessage() and r.getMessage().startswith("encoded ")]
     assert len(encoded) == 1 and len(bodies) == 1
-    assert sf.info(io.BytesIO(bodies.pop())).frames == 120 * RATE
+    assert sf.info(io.BytesIO(bodies.pop())).frames == LONG * RATE
 
 
 def test_a_format_there_is_none_of_gets_a_clear_404(server: Server) -> None:
@@ -218,7 +221,7 @@ def test_a_killed_encode_leaves_no_file_that_is_served(server: Server, tmp_path:
     serves a whole one."""
     store = server.store
     rec = store.create(1, "Guild", 7, "general")
-    write_wav(rec.directory / "106.wav", bursts(300.0, 120.0, [(0.0, 120.0)], amplitude=0.3))
+    write_wav(rec.directory / "106.wav", bursts(300.0, LONG, [(0.0, LONG)], amplitude=0.3))
     store.note_speaker(rec.id, 106, "Di")
     store.finish(rec.id, store.new_manifest(rec))
     rec = store.get(rec.id)
@@ -235,24 +238,28 @@ def test_a_killed_encode_leaves_no_file_that_is_served(server: Server, tmp_path:
     child.wait()
     assert not target.exists()
     _, body = ready(server, f"/r/{rec.id}/mp3/di-106.wav", rec.secret)
-    assert sf.info(io.BytesIO(body)).frames == 120 * RATE
+    assert sf.info(io.BytesIO(body)).frames == LONG * RATE
 
 
 def test_zip64_past_4_gib_has_the_promised_length_and_opens(tmp_path: Path) -> None:
-    """A 4.5 GiB member (a sparse file) and a small one after it: ZIP64 sizes and
-    offsets, the length known up front; the archive is written sparse too."""
+    """A member just past 4 GiB (a sparse file) and a small one after it: ZIP64 sizes
+    and offsets, the length known up front; the archive is written sparse too."""
     big = tmp_path / "big.wav"
+    size = (1 << 32) + (1 << 20)
     with open(big, "wb") as f:
-        f.truncate(9 << 29)
+        f.truncate(size)
     small = tmp_path / "small.txt"
     small.write_bytes(b"after the big one")
     members = [ZipMember.of(big), ZipMember.of(small)]
     out_path = tmp_path / "out.zip"
     written = 0
+    zeros = b""
     with open(out_path, "wb") as out:
         def write(chunk: bytes) -> None:
-            nonlocal written
-            if chunk.count(0) == len(chunk):
+            nonlocal written, zeros
+            if len(zeros) != len(chunk):
+                zeros = bytes(len(chunk))
+            if chunk == zeros:
                 out.seek(len(chunk), os.SEEK_CUR)  # zeros: a hole, not 4.5 GiB of disk
             else:
                 out.write(chunk)
@@ -262,7 +269,7 @@ def test_zip64_past_4_gib_has_the_promised_length_and_opens(tmp_path: Path) -> N
     assert written == zip_length(members) == out_path.stat().st_size
     with zipfile.ZipFile(out_path) as archive:
         info = archive.getinfo("big.wav")
-        assert info.file_size == 9 << 29 and info.compress_type == zipfile.ZIP_STORED
+        assert info.file_size == size and info.compress_type == zipfile.ZIP_STORED
         assert archive.getinfo("small.txt").header_offset > 1 << 32
         assert archive.read("small.txt") == b"after the big one"
 
