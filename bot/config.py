@@ -47,6 +47,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index: recordings, download keys, opt-outs."),
     Variable("DATABASE_URL", "(SQLite)", "postgresql://user:password@host:port/database keeps the index in "
                                          "PostgreSQL, shared by every bot process, instead of DATABASE_PATH."),
+    Variable("INDEX_BUSY_SECONDS", "10", "How long a write to the SQLite index waits for another process holding "
+                                         "its lock before it counts as failed (at most 600; PostgreSQL ignores it)."),
     Variable("STORAGE_URL", "(local folder)", "s3://bucket/prefix keeps finished recordings in an S3-compatible "
                                               "object store (credentials through the AWS chain: AWS_ACCESS_KEY_ID, "
                                               "AWS_SECRET_ACCESS_KEY, ...); recording itself stays on local disk."),
@@ -245,6 +247,8 @@ class Settings:
     database_path: Path = Path("recordings") / "index.sqlite3"
     #: The PostgreSQL index (may hold a password: masked in repr); None: SQLite at database_path.
     database_url: str | None = dataclasses.field(default=None, repr=False)
+    #: Seconds a write to the SQLite index waits out another process's lock (unused with PostgreSQL).
+    index_busy_seconds: float = 10.0
     #: The object store finished recordings go to; None: they stay in recordings_dir.
     storage: StorageSettings | None = None
     #: Whether a recording's folder stays after its verified upload.
@@ -343,6 +347,7 @@ class Settings:
             recordings_dir=recordings_dir,
             database_path=database_path,
             database_url=opt("DATABASE_URL", _database_url),
+            index_busy_seconds=_positive("INDEX_BUSY_SECONDS", get("INDEX_BUSY_SECONDS") or "10", 600),
             storage=storage,
             keep_local_copy=_yes_no("KEEP_LOCAL_COPY", get("KEEP_LOCAL_COPY") or "no"),
             storage_retry_seconds=_positive("STORAGE_RETRY_SECONDS", get("STORAGE_RETRY_SECONDS") or "300", 3600),
