@@ -88,7 +88,8 @@ class RecorderBot(discord.AutoShardedClient):
         #: This process's hold on its shards and its recordings folder.
         self.shard_claim = ShardClaim(self.store.shard_leases, settings.recordings_dir, self.store.owner,
                                       shard_ids_set=settings.shard_ids is not None,
-                                      shard_count_set=settings.shard_count is not None)
+                                      shard_count_set=settings.shard_count is not None,
+                                      lease_seconds=settings.shard_lease_seconds)
         #: Each IDENTIFY waits for its turn among every process sharing the index.
         self.identify_pacer = IdentifyPacer(self.store.identify_slots)
         #: Why the process must exit 1 (its shards were taken over); None: it may exit 0.

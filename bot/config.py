@@ -47,6 +47,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_PATH", "RECORDINGS_DIR/index.sqlite3", "SQLite index: recordings, download keys, opt-outs."),
     Variable("DATABASE_URL", "(SQLite)", "postgresql://user:password@host:port/database keeps the index in "
                                          "PostgreSQL, shared by every bot process, instead of DATABASE_PATH."),
+    Variable("INDEX_BUSY_SECONDS", "10", "How long a write to the SQLite index waits for another process holding "
+                                         "its lock before it counts as failed (at most 600; PostgreSQL ignores it)."),
     Variable("STORAGE_URL", "(local folder)", "s3://bucket/prefix keeps finished recordings in an S3-compatible "
                                               "object store (credentials through the AWS chain: AWS_ACCESS_KEY_ID, "
                                               "AWS_SECRET_ACCESS_KEY, ...); recording itself stays on local disk."),
@@ -86,6 +88,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SHARD_COUNT", "(automatic)", "Total number of gateway shards."),
     Variable("SHARD_IDS", "(all)", "Comma-separated shard ids this process runs; needs SHARD_COUNT. A process "
                                    "refuses to start on a shard another live process sharing its index runs."),
+    Variable("SHARD_LEASE_SECONDS", "60", "How long a process's lease on its shards lasts without renewal before "
+                                          "another process may take them; renewed every third of it (6 to 3600). "
+                                          "Give every process sharing an index the same value."),
     Variable("GUILD_READY_SECONDS", "2", "After the last server arrives from Discord, how long the bot waits for "
                                          "more before it is ready (0.1 to 60; discord.py's default is 2)."),
     Variable("DISCORD_API_BASE", "(Discord)", "REST API base URL; only for the loopback test Discord."),
@@ -245,6 +250,8 @@ class Settings:
     database_path: Path = Path("recordings") / "index.sqlite3"
     #: The PostgreSQL index (may hold a password: masked in repr); None: SQLite at database_path.
     database_url: str | None = dataclasses.field(default=None, repr=False)
+    #: Seconds a write to the SQLite index waits out another process's lock (unused with PostgreSQL).
+    index_busy_seconds: float = 10.0
     #: The object store finished recordings go to; None: they stay in recordings_dir.
     storage: StorageSettings | None = None
     #: Whether a recording's folder stays after its verified upload.
@@ -270,6 +277,8 @@ class Settings:
     sync_commands: bool = True
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    #: Seconds a shard lease lasts unrenewed (see :mod:`bot.shard_claim`).
+    shard_lease_seconds: float = 60.0
     guild_ready_seconds: float = 2.0
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
@@ -343,6 +352,7 @@ class Settings:
             recordings_dir=recordings_dir,
             database_path=database_path,
             database_url=opt("DATABASE_URL", _database_url),
+            index_busy_seconds=_positive("INDEX_BUSY_SECONDS", get("INDEX_BUSY_SECONDS") or "10", 600),
             storage=storage,
             keep_local_copy=_yes_no("KEEP_LOCAL_COPY", get("KEEP_LOCAL_COPY") or "no"),
             storage_retry_seconds=_positive("STORAGE_RETRY_SECONDS", get("STORAGE_RETRY_SECONDS") or "300", 3600),
@@ -363,6 +373,7 @@ class Settings:
             sync_commands=_yes_no("SYNC_COMMANDS", get("SYNC_COMMANDS") or "yes"),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            shard_lease_seconds=_shard_lease_seconds(get("SHARD_LEASE_SECONDS") or "60"),
             guild_ready_seconds=_guild_ready_seconds(get("GUILD_READY_SECONDS") or "2"),
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),
             discord_gateway_url=opt("DISCORD_GATEWAY_URL", lambda n, t: _url(n, t, ("ws", "wss"))),
@@ -376,6 +387,15 @@ def _guild_ready_seconds(text: str) -> float:
     value = _positive("GUILD_READY_SECONDS", text, 60)
     if value < 0.1:
         raise ConfigError(f"GUILD_READY_SECONDS: must be at least 0.1, got {text!r}")
+    return value
+
+
+def _shard_lease_seconds(text: str) -> float:
+    """At least 6 s: renewed every third of it, a lease shorter than that would lapse
+    at the first slow answer of the index."""
+    value = _positive("SHARD_LEASE_SECONDS", text, 3600)
+    if value < 6:
+        raise ConfigError(f"SHARD_LEASE_SECONDS: must be at least 6, got {text!r}")
     return value
 
 

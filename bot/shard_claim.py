@@ -8,7 +8,8 @@ line (:class:`ShardClaimRefused`). A process that restarts on the same folder
 (after kill -9, say) takes its own leases back at once: the folder's lock proves
 its predecessor is gone.
 
-While it runs, the process renews its leases every third of their lifetime. A
+While it runs, the process renews its leases every third of their lifetime
+(``SHARD_LEASE_SECONDS``, a minute by default; timed by the database's clock). A
 renewal the index cannot answer is logged once and tried again; the leases of a
 process cut off from the index for longer lapse, and another process may then take
 its shards. Should a renewal find that, the process must not go on recording the
@@ -28,13 +29,9 @@ from pathlib import Path
 from bot.storage.folder_lock import FolderInUse, FolderLock
 from bot.storage.shard_leases import Holder, ShardConflict, ShardLeases
 
-__all__ = ["LEASE_TTL_SECONDS", "ShardClaim", "ShardClaimRefused"]
+__all__ = ["ShardClaim", "ShardClaimRefused"]
 
 _log = logging.getLogger(__name__)
-
-#: A lease not renewed for this long (the database's clock) is free for another process.
-LEASE_TTL_SECONDS = 60.0
-_RENEW_SECONDS = LEASE_TTL_SECONDS / 3
 
 
 class ShardClaimRefused(Exception):
@@ -47,15 +44,19 @@ class ShardClaim:
 
     ``shard_ids_set`` and ``shard_count_set`` say whether the operator chose the shards
     and the count (else every shard, and Discord's count), for the messages.
+    A lease not renewed for ``lease_seconds`` (the database's clock) is free for another
+    process; it is renewed every third of that.
     """
 
     def __init__(self, leases: ShardLeases, recordings_dir: Path, owner: str, *, shard_ids_set: bool,
-                 shard_count_set: bool) -> None:
+                 shard_count_set: bool, lease_seconds: float) -> None:
         self._leases = leases
         self._recordings_dir = recordings_dir
         self._holder = Holder(owner, socket.gethostname(), os.getpid())
         self._ids_set = shard_ids_set
         self._count_set = shard_count_set
+        self._lease_seconds = lease_seconds
+        self._renew_seconds = lease_seconds / 3
         self._folder: FolderLock | None = None
         self._shards: tuple[int, ...] = ()
         self._shard_count = 0
@@ -69,7 +70,7 @@ class ShardClaim:
             raise ShardClaimRefused(f"RECORDINGS_DIR: another bot process ({exc.holder}) already uses this "
                                     "recordings folder; give each process its own RECORDINGS_DIR") from None
         conflict = await asyncio.to_thread(self._leases.claim, shards, shard_count, self._holder,
-                                           ttl=LEASE_TTL_SECONDS)
+                                           ttl=self._lease_seconds)
         if conflict is not None:
             raise ShardClaimRefused(self._describe(conflict, shard_count))
         self._shards, self._shard_count = tuple(shards), shard_count
@@ -92,21 +93,21 @@ class ShardClaim:
             await asyncio.to_thread(self._leases.release, self._holder.owner)
         except Exception as exc:  # they lapse by themselves
             _log.warning("could not give up the shard leases (%s); they lapse in %g s", type(exc).__name__,
-                         LEASE_TTL_SECONDS)
+                         self._lease_seconds)
         self._folder.release()
         self._folder = None
 
     async def _renew(self, on_lost: Callable[[str], None]) -> None:
         failing = False
         while True:
-            await asyncio.sleep(_RENEW_SECONDS)
+            await asyncio.sleep(self._renew_seconds)
             try:
                 conflict = await asyncio.to_thread(self._leases.claim, self._shards, self._shard_count,
-                                                   self._holder, ttl=LEASE_TTL_SECONDS)
+                                                   self._holder, ttl=self._lease_seconds)
             except Exception as exc:  # the index is away: the leases hold until they lapse
                 if not failing:
                     _log.warning("cannot renew the shard leases (%s); trying again every %g s", type(exc).__name__,
-                                 _RENEW_SECONDS)
+                                 self._renew_seconds)
                 failing = True
                 continue
             if failing:

@@ -46,6 +46,6 @@ def open_stores(settings: Settings, *, check_objects: bool = True) -> Stores:
         if check_objects:
             objects.check()
     index = RecordingStore(settings.recordings_dir, settings.database_path, settings.retention_days,
-                           database_url=settings.database_url,
+                           database_url=settings.database_url, index_busy_seconds=settings.index_busy_seconds,
                            remove_objects=objects.delete_prefix if objects is not None else None)
     return Stores(index, objects)

@@ -28,7 +28,7 @@ from bot.storage.manifest import MANIFEST_NAME, Manifest, Note, Speaker
 from bot.storage.markers import write_markers
 from bot.storage.names import user_id_of_raw_track
 from bot.storage.shard_leases import ShardLeases
-from bot.storage.sqlite_index import SQLiteIndex
+from bot.storage.sqlite_index import DEFAULT_BUSY_SECONDS, SQLiteIndex
 
 __all__ = ["IndexUnavailable", "Recording", "RecordingStore", "StorageError"]
 
@@ -115,8 +115,10 @@ class RecordingStore:
     when ``database_url`` is given, else in SQLite at ``database_path`` (by default
     ``index.sqlite3`` in ``recordings_dir``).
 
-    ``retention_days`` None keeps recordings forever. Opening migrates the index
-    to the latest schema; raises :class:`IndexUnavailable` when it cannot.
+    ``retention_days`` None keeps recordings forever. ``index_busy_seconds`` is how long
+    a write to the SQLite index waits for another process holding its lock (PostgreSQL
+    does not use it). Opening migrates the index to the latest schema; raises
+    :class:`IndexUnavailable` when it cannot.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class RecordingStore:
         *,
         database_url: str | None = None,
         remove_objects: Callable[[str], object] | None = None,
+        index_busy_seconds: float = DEFAULT_BUSY_SECONDS,
     ) -> None:
         self.recordings_dir = Path(recordings_dir)
         #: Small files (manifest, page data, notes) of recordings whose folder is gone.
@@ -147,7 +150,7 @@ class RecordingStore:
             self._index = PostgresIndex(database_url)
         else:
             self.database_path = Path(database_path) if database_path else self.recordings_dir / "index.sqlite3"
-            self._index = SQLiteIndex(self.database_path)
+            self._index = SQLiteIndex(self.database_path, busy_seconds=index_busy_seconds)
         #: Each server's own settings (see :mod:`bot.storage.guild_settings`).
         self.guild_settings = GuildSettingsTable(self._index)
         #: Which process runs each gateway shard (see :mod:`bot.shard_claim`).

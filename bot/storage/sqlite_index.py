@@ -2,8 +2,8 @@
 
 One connection, shared by every thread under a lock; WAL, so the download
 server's reads never wait for a recording's writes. Another process holding
-the file's lock is waited out for up to ten seconds, then
-:class:`sqlite3.OperationalError` is raised as it always was.
+the file's lock is waited out for up to ``busy_seconds`` (``INDEX_BUSY_SECONDS``,
+ten by default), then :class:`sqlite3.OperationalError` is raised as it always was.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds a write waits for another process's lock, unless the caller says otherwise.
+DEFAULT_BUSY_SECONDS = 10.0
+
 
 class _SQLiteTransaction:
     __slots__ = ("_db",)
@@ -36,17 +39,18 @@ class _SQLiteTransaction:
 
 
 class SQLiteIndex:
-    """The index in the SQLite file at ``path``, migrated to the latest schema when opened."""
+    """The index in the SQLite file at ``path``, migrated to the latest schema when opened;
+    a write waits up to ``busy_seconds`` for another process holding the file's lock."""
 
     insertion_order = "rowid"
     #: Julian days to Unix seconds; 'now' holds still within one statement.
     clock_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_seconds: float = DEFAULT_BUSY_SECONDS) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=busy_seconds)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")

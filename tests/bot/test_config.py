@@ -206,12 +206,13 @@ def test_a_malformed_database_url_is_one_line_without_the_password(url: str) -> 
 def test_help_lists_every_variable_with_default() -> None:
     text = help_text()
     names = [
-        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "DATABASE_URL", "STORAGE_URL", "STORAGE_ENDPOINT",
+        "DISCORD_TOKEN", "RECORDINGS_DIR", "DATABASE_PATH", "DATABASE_URL", "INDEX_BUSY_SECONDS", "STORAGE_URL",
+        "STORAGE_ENDPOINT",
         "STORAGE_REGION", "KEEP_LOCAL_COPY", "STORAGE_RETRY_SECONDS", "HTTP_HOST", "HTTP_PORT",
         "HTTP_MAX_CONNECTIONS", "PUBLIC_URL",
         "RECORDER_ROLE", "MAX_RECORDING_HOURS", "RETENTION_DAYS", "MIN_FREE_DISK_MB", "EMPTY_CHANNEL_MINUTES",
         "DOWNLOAD_FORMAT", "ATTACH_FILES", "AUTORECORD_GRACE_SECONDS", "LOG_FORMAT", "SYNC_COMMANDS", "SHARD_COUNT",
-        "SHARD_IDS", "GUILD_READY_SECONDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
+        "SHARD_IDS", "SHARD_LEASE_SECONDS", "GUILD_READY_SECONDS", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_CA_FILE",
     ]
     assert [v.name for v in VARIABLES] == names
     lines = text.splitlines()
@@ -270,3 +271,34 @@ def test_bad_storage_settings_are_one_line(env: dict[str, str], message: str) ->
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"DISCORD_TOKEN": "t", **env}, dotenv_path=None)
     assert str(caught.value) == message
+
+
+def test_index_busy_seconds_default_and_parse() -> None:
+    assert settings().index_busy_seconds == 10.0
+    assert settings(INDEX_BUSY_SECONDS="2.5").index_busy_seconds == 2.5
+    assert settings(INDEX_BUSY_SECONDS="600").index_busy_seconds == 600.0
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"INDEX_BUSY_SECONDS": "0"}, "INDEX_BUSY_SECONDS: must be a positive number, got '0'"),
+    ({"INDEX_BUSY_SECONDS": "601"}, "INDEX_BUSY_SECONDS: must be at most 600, got '601'"),
+    ({"INDEX_BUSY_SECONDS": "soon"}, "INDEX_BUSY_SECONDS: expected a number, got 'soon'"),
+])
+def test_bad_index_busy_seconds_are_one_line(env: dict[str, str], message: str) -> None:
+    assert error_of({"DISCORD_TOKEN": TOKEN, **env}) == message
+
+
+def test_shard_lease_seconds_default_and_parse() -> None:
+    assert settings().shard_lease_seconds == 60.0
+    assert settings(SHARD_LEASE_SECONDS="6").shard_lease_seconds == 6.0
+    assert settings(SHARD_LEASE_SECONDS="3600").shard_lease_seconds == 3600.0
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SHARD_LEASE_SECONDS": "5.9"}, "SHARD_LEASE_SECONDS: must be at least 6, got '5.9'"),
+    ({"SHARD_LEASE_SECONDS": "0"}, "SHARD_LEASE_SECONDS: must be a positive number, got '0'"),
+    ({"SHARD_LEASE_SECONDS": "3601"}, "SHARD_LEASE_SECONDS: must be at most 3600, got '3601'"),
+    ({"SHARD_LEASE_SECONDS": "nan"}, "SHARD_LEASE_SECONDS: must be a positive number, got 'nan'"),
+])
+def test_bad_shard_lease_seconds_are_one_line(env: dict[str, str], message: str) -> None:
+    assert error_of({"DISCORD_TOKEN": TOKEN, **env}) == message

@@ -263,7 +263,8 @@ def tail_loss(wav: np.ndarray, runner: ScenarioRunner, name: str, origin: float,
 @contextlib.contextmanager
 def index_locked(index: Path) -> Iterator[None]:
     """Hold the SQLite index's write lock, as another process writing to it would: the
-    bot's writes give up after its busy timeout (10 s) with "database is locked"."""
+    bot's writes give up after its busy timeout (``INDEX_BUSY_SECONDS``, 10 s by default)
+    with "database is locked"."""
     db = sqlite3.connect(index, isolation_level=None)
     try:
         db.execute("BEGIN EXCLUSIVE")

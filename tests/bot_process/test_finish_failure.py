@@ -3,7 +3,9 @@
 The failure is real, not mocked: the test opens the bot's index database and
 holds ``BEGIN EXCLUSIVE``, so the bot's last write of a recording (its status
 in :meth:`bot.storage.RecordingStore.finish`) gives up with "database is locked"
-after the store's 10 s busy timeout. Reads still work (the index is in WAL mode).
+after the store's busy timeout (``INDEX_BUSY_SECONDS``: :data:`BUSY_SECONDS` here,
+not the default 10 s, so each write that meets the lock fails sooner). Reads still
+work (the index is in WAL mode).
 While the bot runs it retries and finishes the recording once the lock goes; a
 shutdown ends the retries, and the next start finishes what is left.
 """
@@ -40,6 +42,8 @@ TALK_AND_LEAVE = Scenario(
     duration=1.4,
 )
 NOTHING_TO_STOP = "Nothing is being recorded in this server."
+#: How long the bot's writes wait for the locked index before they fail.
+BUSY_SECONDS = "2"
 
 
 def _query(index: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
@@ -66,7 +70,7 @@ def _check_unfinished(text: str, rid: str, bot: BotProcess, *, retrying: bool = 
 
 def test_a_recording_that_cannot_be_finished_is_finished_once_the_index_lets_go(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
-    bot = start_bot(EMPTY_CHANNEL_MINUTES="0.05")
+    bot = start_bot(EMPTY_CHANNEL_MINUTES="0.05", INDEX_BUSY_SECONDS=BUSY_SECONDS)
     index = bot.recordings_dir / "index.sqlite3"
     voice, text = fake.config["voice_channel_id"], fake.config["text_channel_id"]
     alice = fake.config["members"]["alice"]
@@ -120,7 +124,7 @@ def test_a_recording_that_cannot_be_finished_is_finished_once_the_index_lets_go(
 
 def test_a_recording_the_shutdown_cannot_finish_is_announced_and_finished_at_the_next_start(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
-    bot = start_bot()
+    bot = start_bot(INDEX_BUSY_SECONDS=BUSY_SECONDS)
     index = bot.recordings_dir / "index.sqlite3"
     voice, text = fake.config["voice_channel_id"], fake.config["text_channel_id"]
     rid = recording_id(bot.ask("record", "start", {"channel": voice}))

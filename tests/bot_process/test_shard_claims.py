@@ -137,8 +137,9 @@ def test_two_processes_started_together_take_turns_to_identify(
 def test_a_process_whose_shards_were_taken_finishes_its_recordings_and_exits(
         fake: FakeDiscord, start_bot: Callable[..., BotProcess]) -> None:
     """What a long outage of the index can lead to: the leases lapsed and another process
-    took the shards. The next renewal must stop this one recording the same guilds."""
-    bot = start_bot()
+    took the shards. The next renewal must stop this one recording the same guilds.
+    A 6 s lease (``SHARD_LEASE_SECONDS``) is renewed every 2 s, not every 20 s."""
+    bot = start_bot(SHARD_LEASE_SECONDS="6")
     started = bot.ask("record", "start", {"channel": fake.config["voice_channel_id"]})
     rid = recording_id(started)
     # another process takes shard 0 over, as one would once this one's lease had lapsed
@@ -146,7 +147,7 @@ def test_a_process_whose_shards_were_taken_finishes_its_recordings_and_exits(
         db.execute("UPDATE shard_leases SET owner = 'another-folder', host = 'elsewhere', pid = 4242, "
                    "heartbeat = (julianday('now') - 2440587.5) * 86400.0")
     try:
-        code = bot.proc.wait(timeout=60)  # the next renewal (every 20 s) notices
+        code = bot.proc.wait(timeout=60)  # the next renewal (every 2 s) notices; the rest is finishing
     finally:
         bot.done = True
     log = bot.log()

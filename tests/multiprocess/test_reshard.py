@@ -43,7 +43,8 @@ NONSTOP = Scenario(speakers=(SpeakerSpec("alice", 210.0, talks=(Talk(0.2, 120.0)
 def test_recordings_whose_guild_moved_to_another_process_are_closed_and_announced_by_the_one_with_their_files(
         fake: FakeDiscord, cluster: Cluster, tmp_path: Path) -> None:
     stays, moves = guild_on_shard(fake, "Stays", 0, 2), guild_on_shard(fake, "Moves", 1, 2)
-    env = {"SHARD_COUNT": "2", "RECORDINGS_DIR": str(tmp_path / "recordings")}  # one folder: one machine
+    env = {"SHARD_COUNT": "2", "RECORDINGS_DIR": str(tmp_path / "recordings"),  # one folder: one machine
+           "INDEX_BUSY_SECONDS": "2"}  # the shutdown of step 3 gives up on the locked index after 2 s, not 10
     bot = cluster.launch_bot("both-shards", env)
     cluster.wait_started(bot)
 
