@@ -161,9 +161,9 @@ def _int(name: str, text: str, low: int, high: int | None = None) -> int:
     return value
 
 
-def _positive(name: str, text: str, high: float) -> float:
-    """A number above 0 and at most ``high``: every duration has a ceiling, so no
-    later date arithmetic can overflow."""
+def _positive(name: str, text: str, high: float, *, low: float | None = None) -> float:
+    """A number above 0 (and at least ``low``, if given) and at most ``high``: every
+    duration has a ceiling, so no later date arithmetic can overflow."""
     try:
         value = float(text)
     except ValueError:
@@ -172,6 +172,8 @@ def _positive(name: str, text: str, high: float) -> float:
         raise ConfigError(f"{name}: must be a positive number, got {text!r}")
     if value > high:
         raise ConfigError(f"{name}: must be at most {high:g}, got {text!r}")
+    if low is not None and value < low:
+        raise ConfigError(f"{name}: must be at least {low:g}, got {text!r}")
     return value
 
 
@@ -373,30 +375,16 @@ class Settings:
             sync_commands=_yes_no("SYNC_COMMANDS", get("SYNC_COMMANDS") or "yes"),
             shard_count=shard_count,
             shard_ids=shard_ids,
-            shard_lease_seconds=_shard_lease_seconds(get("SHARD_LEASE_SECONDS") or "60"),
-            guild_ready_seconds=_guild_ready_seconds(get("GUILD_READY_SECONDS") or "2"),
+            # At least 6 s: renewed every third of it, a shorter lease would lapse at the
+            # first slow answer of the index.
+            shard_lease_seconds=_positive("SHARD_LEASE_SECONDS", get("SHARD_LEASE_SECONDS") or "60", 3600, low=6),
+            # At least 0.1 s: with less, servers still on their way from the gateway were
+            # left out of the start (discord.py gives up on a wait of 0 at once).
+            guild_ready_seconds=_positive("GUILD_READY_SECONDS", get("GUILD_READY_SECONDS") or "2", 60, low=0.1),
             discord_api_base=opt("DISCORD_API_BASE", lambda n, t: _url(n, t, ("http", "https"))),
             discord_gateway_url=opt("DISCORD_GATEWAY_URL", lambda n, t: _url(n, t, ("ws", "wss"))),
             discord_ca_file=ca_file,
         )
-
-
-def _guild_ready_seconds(text: str) -> float:
-    """At least 0.1 s: with less, servers still on their way from the gateway were
-    left out of the start (discord.py gives up on a wait of 0 at once)."""
-    value = _positive("GUILD_READY_SECONDS", text, 60)
-    if value < 0.1:
-        raise ConfigError(f"GUILD_READY_SECONDS: must be at least 0.1, got {text!r}")
-    return value
-
-
-def _shard_lease_seconds(text: str) -> float:
-    """At least 6 s: renewed every third of it, a lease shorter than that would lapse
-    at the first slow answer of the index."""
-    value = _positive("SHARD_LEASE_SECONDS", text, 3600)
-    if value < 6:
-        raise ConfigError(f"SHARD_LEASE_SECONDS: must be at least 6, got {text!r}")
-    return value
 
 
 def _shard_ids(name: str, text: str) -> tuple[int, ...]:
