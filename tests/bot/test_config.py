@@ -273,32 +273,22 @@ def test_bad_storage_settings_are_one_line(env: dict[str, str], message: str) ->
     assert str(caught.value) == message
 
 
-def test_index_busy_seconds_default_and_parse() -> None:
-    assert settings().index_busy_seconds == 10.0
+def test_index_busy_and_shard_lease_seconds_default_parse_and_reach_their_ends() -> None:
+    assert settings().index_busy_seconds == 10.0 and settings().shard_lease_seconds == 60.0
     assert settings(INDEX_BUSY_SECONDS="2.5").index_busy_seconds == 2.5
     assert settings(INDEX_BUSY_SECONDS="600").index_busy_seconds == 600.0
+    assert settings(SHARD_LEASE_SECONDS="6").shard_lease_seconds == 6.0
+    assert settings(SHARD_LEASE_SECONDS="3600").shard_lease_seconds == 3600.0
 
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"INDEX_BUSY_SECONDS": "0"}, "INDEX_BUSY_SECONDS: must be a positive number, got '0'"),
     ({"INDEX_BUSY_SECONDS": "601"}, "INDEX_BUSY_SECONDS: must be at most 600, got '601'"),
     ({"INDEX_BUSY_SECONDS": "soon"}, "INDEX_BUSY_SECONDS: expected a number, got 'soon'"),
-])
-def test_bad_index_busy_seconds_are_one_line(env: dict[str, str], message: str) -> None:
-    assert error_of({"DISCORD_TOKEN": TOKEN, **env}) == message
-
-
-def test_shard_lease_seconds_default_and_parse() -> None:
-    assert settings().shard_lease_seconds == 60.0
-    assert settings(SHARD_LEASE_SECONDS="6").shard_lease_seconds == 6.0
-    assert settings(SHARD_LEASE_SECONDS="3600").shard_lease_seconds == 3600.0
-
-
-@pytest.mark.parametrize(("env", "message"), [
     ({"SHARD_LEASE_SECONDS": "5.9"}, "SHARD_LEASE_SECONDS: must be at least 6, got '5.9'"),
     ({"SHARD_LEASE_SECONDS": "0"}, "SHARD_LEASE_SECONDS: must be a positive number, got '0'"),
     ({"SHARD_LEASE_SECONDS": "3601"}, "SHARD_LEASE_SECONDS: must be at most 3600, got '3601'"),
     ({"SHARD_LEASE_SECONDS": "nan"}, "SHARD_LEASE_SECONDS: must be a positive number, got 'nan'"),
 ])
-def test_bad_shard_lease_seconds_are_one_line(env: dict[str, str], message: str) -> None:
+def test_bad_index_busy_and_shard_lease_seconds_are_one_whole_line(env: dict[str, str], message: str) -> None:
     assert error_of({"DISCORD_TOKEN": TOKEN, **env}) == message
